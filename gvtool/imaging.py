@@ -1,0 +1,186 @@
+"""Image grids, PNG/GIF writing and image loading (numpy + Pillow only: the runtime uses it too).
+
+Every image here is uint8, channels last: (H, W), (H, W, 1) or (H, W, 3); a batch adds a leading N
+(or T for animation frames). Files are rendered to bytes in memory and written atomically, so a
+crash never leaves a half-written image.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from gvtool.errors import BadInputError
+from gvtool.fileio import atomic_write_bytes
+
+__all__ = ["make_grid", "save_png", "save_grid", "save_gif", "load_image"]
+
+
+def make_grid(
+    images: np.ndarray, ncols: int | None = None, padding: int = 2, pad_value: int = 0
+) -> np.ndarray:
+    """Tile a batch of images into one image, row by row.
+
+    images: uint8 (N, H, W, C) with C in {1, 3}, or (N, H, W) (treated as C = 1).
+    Returns uint8 (rows*(H+padding)+padding, cols*(W+padding)+padding, C), where
+    cols = min(ncols, N) (ncols None -> ceil(sqrt(N))) and rows = ceil(N / cols).
+    Cells past the last image are filled with pad_value, like the padding.
+    """
+    batch = _as_batch(images, "images")  # (N, H, W, C)
+    n, h, w, c = batch.shape
+    if ncols is None:
+        ncols = math.ceil(math.sqrt(n))
+    _check_int("ncols", ncols, minimum=1)
+    _check_int("padding", padding, minimum=0)
+    _check_int("pad_value", pad_value, minimum=0, maximum=255)
+
+    # More columns than images would only add empty cells to the right.
+    cols = min(ncols, n)
+    rows = math.ceil(n / cols)
+    grid = np.full(
+        (rows * (h + padding) + padding, cols * (w + padding) + padding, c), pad_value, np.uint8
+    )
+    for i in range(n):
+        top = padding + (i // cols) * (h + padding)
+        left = padding + (i % cols) * (w + padding)
+        grid[top : top + h, left : left + w] = batch[i]
+    return grid
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Write one uint8 image, (H, W), (H, W, 1) -> mode L or (H, W, 3) -> mode RGB, as a PNG."""
+    _check_suffix(path, ".png", "save_png")
+    pil = _to_pil(_as_single(image, "image"))
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_grid(images: np.ndarray, path: str | os.PathLike, ncols: int | None = None) -> None:
+    """Tile a uint8 batch with make_grid (default padding) and write it as a PNG."""
+    _check_suffix(path, ".png", "save_grid")
+    save_png(make_grid(images, ncols=ncols), path)
+
+
+def save_gif(
+    frames: np.ndarray, path: str | os.PathLike, duration_ms: int = 100, loop: int = 0
+) -> None:
+    """Write uint8 frames (T, H, W) or (T, H, W, C), C in {1, 3}, as an animated GIF.
+
+    duration_ms is the time each frame shows; loop is the number of repeats, 0 meaning forever.
+    RGB frames are quantized to a 256-colour palette (a GIF limit). Pillow merges consecutive
+    identical frames into one frame of the summed duration, so the file may hold fewer than T frames
+    while playing for the same time.
+    """
+    _check_suffix(path, ".gif", "save_gif")
+    batch = _as_batch(frames, "frames")  # (T, H, W, C)
+    _check_int("duration_ms", duration_ms, minimum=1)
+    _check_int("loop", loop, minimum=0)
+    pils = [_to_pil(frame) for frame in batch]
+    buf = io.BytesIO()
+    pils[0].save(
+        buf,
+        format="GIF",
+        save_all=True,
+        append_images=pils[1:],
+        duration=duration_ms,
+        loop=loop,
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_image(path: str | os.PathLike, channels: int, size: int) -> np.ndarray:
+    """Read one image file as uint8 (size, size, channels).
+
+    Converts to L (channels 1) or RGB (channels 3), applies the EXIF orientation (phone photos),
+    and, unless it already is size x size, centre-crops to a square and resizes: BOX when shrinking
+    (averages every source pixel, no aliasing), BICUBIC when enlarging.
+    """
+    if channels not in (1, 3):
+        raise BadInputError(f"channels must be 1 or 3, got {channels!r}")
+    _check_int("size", size, minimum=1)
+    try:
+        with Image.open(path) as opened:
+            img = ImageOps.exif_transpose(opened)  # also forces the full decode inside the try
+            img = img.convert("L" if channels == 1 else "RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise BadInputError(f"cannot read image {os.fspath(path)!r}: {e}") from e
+
+    w, h = img.size
+    if (w, h) != (size, size):
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+        if side != size:
+            resample = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC
+            img = img.resize((size, size), resample=resample)
+    out = np.array(img, dtype=np.uint8)
+    return out[:, :, None] if channels == 1 else out  # (size, size, channels)
+
+
+# --- validation and conversion helpers -------------------------------------------------------
+
+
+def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not ok or value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise BadInputError(f"{name} must be an integer {bound}, got {value!r}")
+
+
+def _check_suffix(path: str | os.PathLike, suffix: str, func: str) -> None:
+    got = Path(path).suffix
+    if got.lower() != suffix:
+        raise BadInputError(f"{func} writes {suffix} files, got path {os.fspath(path)!r}")
+
+
+def _check_uint8_array(arr: object, name: str) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):
+        raise BadInputError(f"{name} must be a numpy array, got {type(arr).__name__}")
+    if arr.dtype != np.uint8:
+        raise BadInputError(f"{name} has dtype {arr.dtype}, expected uint8")
+    return arr
+
+
+def _as_batch(arr: object, name: str) -> np.ndarray:
+    """uint8 (N, H, W) or (N, H, W, C) with C in {1, 3} -> (N, H, W, C), N >= 1."""
+    arr = _check_uint8_array(arr, name)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    elif arr.ndim != 4:
+        raise BadInputError(
+            f"{name} has shape {arr.shape}, expected (N, H, W) or (N, H, W, C)"
+        )
+    if arr.shape[3] not in (1, 3):
+        raise BadInputError(f"{name} has {arr.shape[3]} channels, expected 1 or 3")
+    if arr.shape[0] == 0:
+        raise BadInputError(f"{name} is empty (shape {arr.shape}), expected at least one image")
+    if arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise BadInputError(f"{name} has shape {arr.shape}, expected non-zero height and width")
+    return arr
+
+
+def _as_single(arr: object, name: str) -> np.ndarray:
+    """uint8 (H, W) or (H, W, C) with C in {1, 3} -> (H, W, C)."""
+    arr = _check_uint8_array(arr, name)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    elif arr.ndim != 3:
+        raise BadInputError(f"{name} has shape {arr.shape}, expected (H, W) or (H, W, C)")
+    if arr.shape[2] not in (1, 3):
+        raise BadInputError(f"{name} has {arr.shape[2]} channels, expected 1 or 3")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise BadInputError(f"{name} has shape {arr.shape}, expected non-zero height and width")
+    return arr
+
+
+def _to_pil(image: np.ndarray) -> Image.Image:
+    """Validated uint8 (H, W, C) -> a Pillow image of mode L (C = 1) or RGB (C = 3)."""
+    if image.shape[2] == 1:
+        image = image[:, :, 0]  # Pillow infers L from a 2-D uint8 array
+    return Image.fromarray(np.ascontiguousarray(image))

@@ -1,0 +1,1 @@
+"""Training: data, models, losses, the loop, checkpoints (torch)."""
