@@ -1,0 +1,131 @@
+"""Model and training configs: frozen dataclasses that validate themselves and round-trip through JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from gvtool.errors import BadInputError
+
+MODEL_KINDS = ("vaegan", "vae", "gan")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise BadInputError(message)
+
+
+def _known_fields(cls, data: dict, what: str) -> dict:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    _check(not unknown, f"{what} has unknown keys {unknown}; expected some of {sorted(names)}")
+    return data
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the networks and their losses (stored in every checkpoint)."""
+
+    kind: str = "vaegan"
+    conditional: bool = False
+    num_classes: int = 0            # conditional: filled in from the labelled data; 0 until then
+    data_kind: str = "image"        # "image" (conv nets) or "vector" (MLPs)
+    channels: int = 1               # images: 1 or 3
+    image_size: int = 28            # images: square side, a multiple of 4 from 16 to 64
+    vector_dim: int = 2             # vectors: item size
+    latent_dim: int = 32
+    width: int = 32                 # conv: channels after the stem, doubled at each stride; decoder mirrors it
+    hidden: int = 128               # MLP hidden units (vector data)
+    kl_weight: float = 1.0          # beta on KL(q(z|x) || N(0, I)), nats summed over latent dims
+    recon_sigma: float = 0.2        # std of the Gaussian pixel likelihood on the [-1, 1] scale (vae; vaegan's pixel term)
+    pixel_weight: float = 0.0       # vaegan: share of the pixel likelihood kept beside the feature one (0 = pure Larsen)
+    feature_weight: float = 1.0     # vaegan: gamma, weight of the feature-space likelihood in the decoder's loss
+    adv_weight: float = 1.0         # vaegan/gan: weight of the adversarial terms in the decoder's loss
+
+    def __post_init__(self) -> None:
+        _check(self.kind in MODEL_KINDS, f"unknown model {self.kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+        _check(self.data_kind in ("image", "vector"), f"data_kind must be 'image' or 'vector', got {self.data_kind!r}")
+        if self.conditional:
+            _check(self.num_classes == 0 or self.num_classes >= 2,
+                   f"a conditional model needs >= 2 classes, got {self.num_classes}")
+        else:
+            _check(self.num_classes == 0, f"an unconditional model has num_classes 0, got {self.num_classes}")
+        if self.data_kind == "image":
+            _check(self.channels in (1, 3), f"images must have 1 or 3 channels, got {self.channels}")
+            _check(16 <= self.image_size <= 64 and self.image_size % 4 == 0,
+                   f"--image-size must be a multiple of 4 from 16 to 64, got {self.image_size}")
+        else:
+            _check(self.vector_dim >= 1, f"vector_dim must be >= 1, got {self.vector_dim}")
+        _check(1 <= self.latent_dim <= 4096, f"--latent-dim must be from 1 to 4096, got {self.latent_dim}")
+        _check(self.width >= 4 and self.hidden >= 4, f"width and hidden must be >= 4, got {self.width}, {self.hidden}")
+        for name in ("kl_weight", "pixel_weight", "feature_weight", "adv_weight"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.recon_sigma > 0, f"recon_sigma must be > 0, got {self.recon_sigma}")
+
+    @property
+    def has_encoder(self) -> bool:
+        return self.kind in ("vae", "vaegan")
+
+    @property
+    def has_discriminator(self) -> bool:
+        return self.kind in ("gan", "vaegan")
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        if self.data_kind == "image":
+            return (self.channels, self.image_size, self.image_size)
+        return (self.vector_dim,)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        return cls(**_known_fields(cls, data, "model config"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a run trains. The model part is filled in from the data once it is loaded."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: str = "mnist"
+    image_size: int | None = None   # None: the data's own size when valid, else 32 (see data.load_dataset)
+    epochs: int = 30                # the default MNIST run: recognisable digits in a few CPU minutes
+    batch_size: int = 64
+    lr: float = 2e-4                # Adam, the DCGAN setting, for every network
+    beta1: float = 0.5              # DCGAN: beta1 0.9 makes the adversarial game oscillate
+    beta2: float = 0.999
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"         # auto: fp32 on CPU, bf16 (or fp16 without bf16) autocast on CUDA
+    val_fraction: float = 0.1       # held out of training for reconstruction error and evaluation
+    split_seed: int = 0             # fixed, so every training seed holds out the same items
+    n_vectors: int = 20_000         # items drawn for the 2-D mixtures
+    log_every: int = 25             # steps per metrics flush: per-step rows without a host sync per step
+    n_fixed: int = 64               # fixed latents for the per-epoch sample grid
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
+        _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 2, f"--batch-size must be >= 2 (batch norm needs two items), got {self.batch_size}")
+        _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"Adam betas must be in [0, 1), got {self.beta1}, {self.beta2}")
+        _check(self.precision in PRECISIONS, f"unknown --precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        _check(0 <= self.val_fraction <= 0.5, f"val_fraction must be in [0, 0.5], got {self.val_fraction}")
+        _check(self.n_vectors >= 10, f"n_vectors must be >= 10, got {self.n_vectors}")
+        _check(self.log_every >= 1 and self.n_fixed >= 1, "log_every and n_fixed must be >= 1")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        data = dict(_known_fields(cls, data, "train config"))
+        if isinstance(data.get("model"), dict):
+            data["model"] = ModelConfig.from_dict(data["model"])
+        return cls(**data)

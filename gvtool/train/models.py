@@ -1,0 +1,158 @@
+"""The three networks, built from one ModelConfig: encoder, decoder (generator), discriminator.
+
+Images use small conv nets; vectors (the 2-D mixtures) use MLPs. The same blocks serve vaegan, vae
+and gan, so the three models differ only in their losses.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gvtool.train.config import ModelConfig
+
+
+def conv_stages(image_size: int) -> int:
+    """How many stride-2 stages take `image_size` down to a base side below 8 (or to an odd side).
+
+    28 -> 2 stages (base 7), 32 -> 3 (base 4), 64 -> 4 (base 4), 36 -> 2 (base 9).
+    """
+    stages = 0
+    while image_size >= 8 and image_size % 2 == 0:
+        image_size //= 2
+        stages += 1
+    return stages
+
+
+def _downsampling(cfg: ModelConfig, batch_norm: bool) -> list[nn.Module]:
+    """Stride-2 4x4 convs straight from the pixels (DCGAN): channels width, 2*width, ... then flatten.
+
+    No full-resolution stem: at 28x28 it would cost more than every other layer together.
+    """
+    layers: list[nn.Module] = []
+    c_in = cfg.channels
+    for i in range(conv_stages(cfg.image_size)):
+        c_out = cfg.width << i
+        norm = batch_norm and i > 0  # DCGAN: no batch norm on the layer that sees the pixels
+        layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=not norm)]
+        layers += [nn.BatchNorm2d(c_out)] if norm else []
+        layers += [nn.LeakyReLU(0.2)]
+        c_in = c_out
+    return layers + [nn.Flatten()]
+
+
+def _flat_features(cfg: ModelConfig) -> int:
+    stages = conv_stages(cfg.image_size)
+    base = cfg.image_size >> stages
+    return (cfg.width << (stages - 1)) * base * base
+
+
+def _one_hot(labels: torch.Tensor | None, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
+    if num_classes == 0:
+        return None
+    return F.one_hot(labels, num_classes).to(like.dtype)
+
+
+class Encoder(nn.Module):
+    """x (B, *item) -> (mean, logvar), each (B, latent_dim)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        k = cfg.latent_dim
+        if cfg.data_kind == "image":
+            layers: list[nn.Module] = _downsampling(cfg, batch_norm=True)
+            layers += [nn.Linear(_flat_features(cfg), 2 * k)]
+        else:
+            h = cfg.hidden
+            layers = [nn.Linear(cfg.vector_dim, h), nn.LeakyReLU(0.2), nn.Linear(h, h), nn.LeakyReLU(0.2), nn.Linear(h, 2 * k)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.net(x).chunk(2, dim=1)
+        return mean, logvar
+
+
+class Decoder(nn.Module):
+    """z (B, latent_dim) [+ labels (B,)] -> x (B, *item); images in [-1, 1] (tanh).
+
+    Upsampling is nearest-neighbour x2 then a 3x3 conv, not a transposed conv: no checkerboard
+    artefacts, and it exports to plain Resize + Conv that every ONNX backend runs well.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        z_in = cfg.latent_dim + cfg.num_classes
+        if cfg.data_kind == "image":
+            stages = conv_stages(cfg.image_size)
+            self.base = cfg.image_size >> stages
+            self.top = cfg.width << (stages - 1)  # channels at the base resolution, as in the encoder's last stage
+            self.project = nn.Sequential(nn.Linear(z_in, self.top * self.base * self.base, bias=False),
+                                         nn.BatchNorm1d(self.top * self.base * self.base), nn.ReLU())
+            layers: list[nn.Module] = []
+            for i in reversed(range(stages)):  # mirrors the encoder: 7x7x64 -> 14x14x32 -> 28x28xC
+                c_in, c_out = cfg.width << i, (cfg.width << (i - 1)) if i else cfg.channels
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1, bias=not i)]
+                layers += [nn.BatchNorm2d(c_out), nn.ReLU()] if i else [nn.Tanh()]
+            self.net = nn.Sequential(*layers)
+        else:
+            h = cfg.hidden
+            self.project = nn.Sequential(nn.Linear(z_in, h), nn.ReLU())
+            self.net = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, cfg.vector_dim))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        onehot = _one_hot(labels, self.cfg.num_classes, z)
+        if onehot is not None:
+            z = torch.cat([z, onehot], dim=1)  # (B, K + classes)
+        h = self.project(z)
+        if self.cfg.data_kind == "image":
+            h = h.view(-1, self.top, self.base, self.base)  # (B, top, base, base)
+        return self.net(h)
+
+
+class Discriminator(nn.Module):
+    """x (B, *item) [+ labels] -> (logit (B,), features (B, F)).
+
+    The features of the last hidden layer are the "learned similarity" space of Larsen et al.:
+    the VAE-GAN measures reconstruction there instead of in pixels. Conditional models add a
+    projection term <embed(y), h> (Miyato & Koyama 2018), cheaper and steadier than concatenation.
+    No batch norm: real and generated items share one batch, and batch statistics would leak
+    between them.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.data_kind == "image":
+            layers: list[nn.Module] = _downsampling(cfg, batch_norm=False)
+            n_features = _flat_features(cfg)
+        else:
+            h = cfg.hidden
+            layers = [nn.Linear(cfg.vector_dim, h), nn.LeakyReLU(0.2), nn.Linear(h, h), nn.LeakyReLU(0.2)]
+            n_features = h
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(n_features, 1)
+        self.embed = nn.Embedding(cfg.num_classes, n_features) if cfg.conditional else None
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)  # (B, F)
+        logit = self.head(f).squeeze(1)  # (B,)
+        if self.embed is not None:
+            logit = logit + (self.embed(labels) * f).sum(dim=1)
+        return logit, f
+
+
+def build_networks(cfg: ModelConfig) -> nn.ModuleDict:
+    """The networks a model kind needs, by name: encoder (vae, vaegan), decoder, discriminator (gan, vaegan)."""
+    nets: dict[str, nn.Module] = {}
+    if cfg.has_encoder:
+        nets["encoder"] = Encoder(cfg)
+    nets["decoder"] = Decoder(cfg)
+    if cfg.has_discriminator:
+        nets["discriminator"] = Discriminator(cfg)
+    return nn.ModuleDict(nets)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,116 @@
+"""The losses of vaegan, vae and gan: each returns one named loss per network, plus metrics.
+
+All three share the networks of models.py. Losses are per-item sums (nats), averaged over the batch,
+so the weights in ModelConfig keep their meaning across image sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.nn import functional as F
+
+from gvtool.train.config import ModelConfig
+
+
+@dataclass
+class StepLosses:
+    losses: dict[str, torch.Tensor]   # network name -> the loss its optimizer minimises
+    metrics: dict[str, torch.Tensor]  # detached 0-d tensors; read once per flush, not per step
+
+
+def kl_to_prior(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)) summed over latent dims, averaged over the batch."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+
+
+def gaussian_nll(pred: torch.Tensor, target: torch.Tensor, sigma: float) -> torch.Tensor:
+    """-log N(target; pred, sigma^2) up to a constant, summed per item, averaged over the batch."""
+    return (pred - target).pow(2).flatten(1).sum(dim=1).mean() / (2.0 * sigma * sigma)
+
+
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+
+
+def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def _accuracy(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    return ((logits > 0) == real).float().mean().detach()
+
+
+def _vaegan(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:
+    """Larsen et al. 2016: reconstruction measured in the discriminator's feature space.
+
+    Encoder:       KL + feature NLL                  (no adversarial gradient reaches it)
+    Decoder:       gamma * feature NLL + GAN terms on reconstructions and prior samples
+    Discriminator: real vs (reconstructions, prior samples)
+    """
+    b = x.shape[0]
+    mean, logvar = nets["encoder"](x)
+    z = reparameterize(mean, logvar)
+    z_prior = torch.randn_like(z)
+    labels = None if y is None else torch.cat([y, y])  # prior samples take the batch's labels
+    fakes = nets["decoder"](torch.cat([z, z_prior]), labels)  # (2B, *item): reconstructions, then samples
+    logits, feats = nets["discriminator"](torch.cat([x, fakes]), None if y is None else torch.cat([y, labels]))
+    l_real, l_rec, l_prior = logits[:b], logits[b:2 * b], logits[2 * b:]
+    f_real, f_rec = feats[:b].detach(), feats[b:2 * b]
+    x_rec = fakes[:b]
+
+    kl = kl_to_prior(mean, logvar)
+    feat_nll = gaussian_nll(f_rec, f_real, 1.0)
+    pix_nll = gaussian_nll(x_rec, x, cfg.recon_sigma)
+    adv = _bce(l_rec, True) + _bce(l_prior, True)
+    losses = {
+        "encoder": cfg.kl_weight * kl + feat_nll + cfg.pixel_weight * pix_nll,
+        "decoder": cfg.feature_weight * feat_nll + cfg.pixel_weight * pix_nll + cfg.adv_weight * adv,
+        "discriminator": _bce(l_real, True) + 0.5 * (_bce(l_rec, False) + _bce(l_prior, False)),
+    }
+    metrics = {
+        "kl": kl.detach(),
+        "recon": F.mse_loss(x_rec.detach(), x),
+        "feat_recon": F.mse_loss(f_rec.detach(), f_real),
+        "d_real_acc": _accuracy(l_real, True),
+        "d_fake_acc": _accuracy(l_prior, False),
+        "d_rec_acc": _accuracy(l_rec, False),
+    }
+    return StepLosses(losses, metrics)
+
+
+def _vae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:
+    """Kingma & Welling 2014 with a Gaussian pixel likelihood; encoder and decoder share one ELBO."""
+    mean, logvar = nets["encoder"](x)
+    x_rec = nets["decoder"](reparameterize(mean, logvar), y)
+    kl = kl_to_prior(mean, logvar)
+    elbo_loss = gaussian_nll(x_rec, x, cfg.recon_sigma) + cfg.kl_weight * kl
+    return StepLosses(
+        {"encoder": elbo_loss, "decoder": elbo_loss},
+        {"kl": kl.detach(), "recon": F.mse_loss(x_rec.detach(), x)},
+    )
+
+
+def _gan(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:
+    """Goodfellow et al. 2014 with the non-saturating generator loss (DCGAN-style)."""
+    b = x.shape[0]
+    z = torch.randn(b, cfg.latent_dim, device=x.device, dtype=x.dtype)
+    fakes = nets["decoder"](z, y)
+    logits, _ = nets["discriminator"](torch.cat([x, fakes]), None if y is None else torch.cat([y, y]))
+    l_real, l_fake = logits[:b], logits[b:]
+    return StepLosses(
+        {"decoder": cfg.adv_weight * _bce(l_fake, True),
+         "discriminator": _bce(l_real, True) + _bce(l_fake, False)},
+        {"d_real_acc": _accuracy(l_real, True), "d_fake_acc": _accuracy(l_fake, False)},
+    )
+
+
+OBJECTIVES: dict[str, Callable[..., StepLosses]] = {"vaegan": _vaegan, "vae": _vae, "gan": _gan}
+
+
+def compute_losses(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:
+    """x: (B, *item) in model range; y: (B,) int64 labels for conditional models, else None."""
+    return OBJECTIVES[cfg.kind](cfg, nets, x, y if cfg.conditional else None)

@@ -1,0 +1,37 @@
+"""The run folder: its file names (the contract with export) and finding the newest run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from gvtool.errors import BadInputError
+
+RUNS_ROOT = Path("runs")
+CONFIG_FILE = "config.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_DIR = "samples"
+LOSSES_PNG = "losses.png"
+
+
+def default_run_dir(kind: str, data: str, root: Path = RUNS_ROOT) -> Path:
+    """runs/<kind>-<data name>-<UTC time>; a numeric suffix keeps two runs in one second apart."""
+    stem = f"{kind}-{Path(data).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    path, n = root / stem, 1
+    while path.exists():
+        n += 1
+        path = root / f"{stem}-{n}"
+    return path
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / CHECKPOINT_FILE).is_file()
+
+
+def newest_run(root: Path = RUNS_ROOT) -> Path:
+    """The run under `root` whose checkpoint was written last."""
+    runs = [p for p in root.iterdir() if p.is_dir() and has_checkpoint(p)] if root.is_dir() else []
+    if not runs:
+        raise BadInputError(f"no run with a checkpoint under {root}/; train one first with `gvtool train`")
+    return max(runs, key=lambda p: (p / CHECKPOINT_FILE).stat().st_mtime)

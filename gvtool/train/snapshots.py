@@ -1,0 +1,67 @@
+"""What a run shows each epoch: samples from fixed latents, held-out reconstruction error, loss curves."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from gvtool.imaging import save_grid
+from gvtool.train.config import ModelConfig
+from gvtool.train.data import MIXTURES, Dataset, mixture_centres, to_model, to_uint8
+from gvtool.train.metrics_log import read_rows
+from gvtool.train.plots import plot_losses, plot_points
+
+N_POINTS = 2_000  # 2-D samples per scatter: enough to see every mode and its spread
+EVAL_BATCH = 256
+
+
+class Snapshots:
+    def __init__(self, folder: Path, cfg: ModelConfig, data: Dataset, held_out: Dataset, n_fixed: int, seed: int,
+                 device: torch.device):
+        self.folder, self.cfg, self.held_out, self.device = Path(folder), cfg, held_out, device
+        n = N_POINTS if cfg.data_kind == "vector" else n_fixed
+        # Conditional grids: one column per class, so each column should show one class.
+        self.ncols = cfg.num_classes if cfg.conditional and cfg.num_classes <= 16 else None
+        if self.ncols:
+            n = math.ceil(n / self.ncols) * self.ncols
+        gen = torch.Generator().manual_seed(seed + 1)  # apart from the training stream, same for every epoch
+        self.z = torch.randn(n, cfg.latent_dim, generator=gen).to(device)
+        self.labels = (torch.arange(n) % cfg.num_classes).to(device) if cfg.conditional else None
+        self.centres = mixture_centres(data.source)[0] if data.source in MIXTURES else None
+        self.reference = held_out.x[:N_POINTS].numpy() if cfg.data_kind == "vector" else None
+
+    @torch.no_grad()
+    def epoch_end(self, nets, epoch: int) -> dict:
+        """Write samples/epoch_NNNN.png; return the epoch's held-out figures."""
+        nets.eval()
+        try:
+            out = nets["decoder"](self.z, self.labels).float()
+            path = self.folder / f"epoch_{epoch:04d}.png"
+            if self.cfg.data_kind == "image":
+                save_grid(to_uint8(out).permute(0, 2, 3, 1).cpu().numpy(), path, ncols=self.ncols)
+            else:
+                plot_points(out.cpu().numpy(), path, centres=self.centres, reference=self.reference,
+                            title=f"{self.cfg.kind}, epoch {epoch}")
+            return {"val_recon": self._held_out_recon(nets)} if "encoder" in nets and len(self.held_out) else {}
+        finally:
+            nets.train()
+
+    def _held_out_recon(self, nets) -> float:
+        """Mean squared error per value (model range) of reconstructions from the posterior mean."""
+        total, count = torch.zeros((), device=self.device), 0
+        for start in range(0, len(self.held_out), EVAL_BATCH):
+            x = self.held_out.x[start:start + EVAL_BATCH].to(self.device)
+            x = to_model(x) if self.cfg.data_kind == "image" else x
+            labels = None if not self.cfg.conditional else self.held_out.y[start:start + EVAL_BATCH].to(self.device)
+            mean, _ = nets["encoder"](x)
+            total += F.mse_loss(nets["decoder"](mean, labels).float(), x, reduction="sum")
+            count += x.numel()
+        return round(total.item() / count, 6)
+
+    @staticmethod
+    def loss_curves(metrics_path: Path, png_path: Path) -> None:
+        plot_losses(read_rows(metrics_path), png_path)

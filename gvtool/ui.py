@@ -1,0 +1,53 @@
+"""Rich views of long-running work, used by cli.py only."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+# Short names for the progress line; the full names are in metrics.jsonl.
+_SHORT = {"loss_encoder": "enc", "loss_decoder": "dec", "loss_discriminator": "dis", "kl": "kl", "recon": "rec",
+          "d_real_acc": "D(real)", "d_fake_acc": "D(fake)"}
+
+
+class TrainProgress:
+    """A training Reporter: a start table, then a progress bar with the live losses and the ETA."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), TextColumn("eta"),
+                                 TimeRemainingColumn(), console=console, transient=False)
+        self.task = None
+
+    def __enter__(self) -> "TrainProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def started(self, info: dict) -> None:
+        table = Table(title=f"training {info['run_dir']}", show_header=True, title_justify="left")
+        table.add_column("network")
+        table.add_column("parameters", justify="right")
+        for name, count in info["parameters"].items():
+            table.add_row(name, f"{count:,}")
+        self.console.print(table)
+        self.console.print(f"device {info['device']} ({info['precision']}), {info['train_items']:,} training items "
+                           f"of shape {tuple(info['item_shape'])}, {info['held_out_items']:,} held out"
+                           + (f", resuming at step {info['resumed_at_step']}" if info["resumed_at_step"] else ""))
+        self.task = self.progress.add_task("train", total=info["total_steps"], completed=info["resumed_at_step"],
+                                           epoch=1, losses="")
+
+    def advanced(self, step: int, total: int, epoch: int, metrics: dict[str, float]) -> None:
+        fields = {"epoch": epoch}
+        if metrics:
+            fields["losses"] = "  ".join(f"{_SHORT[k]} {v:.3g}" for k, v in metrics.items() if k in _SHORT)
+        self.progress.update(self.task, completed=step, **fields)
+
+    def epoch_done(self, row: dict) -> None:
+        extra = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step"))
+        if extra:
+            self.progress.console.print(f"epoch {row['epoch']}: {extra}")
