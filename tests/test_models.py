@@ -1,0 +1,239 @@
+"""Building the networks, their shapes and losses; the configs that describe them; device resolution."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gvtool.errors import BackendUnavailableError, BadInputError
+from gvtool.train.config import ModelConfig, TrainConfig
+from gvtool.train.data import IMAGE_SIZES
+from gvtool.train.device import resolve_device, resolve_precision
+from gvtool.train.models import build_networks, conv_stages
+from gvtool.train.objectives import compute_losses
+
+KINDS = ("vaegan", "vae", "gan")
+NETWORKS = {
+    "vaegan": {"encoder", "decoder", "discriminator"},
+    "vae": {"encoder", "decoder"},
+    "gan": {"decoder", "discriminator"},
+}
+DATA = {
+    "grey16": {"data_kind": "image", "channels": 1, "image_size": 16},
+    "rgb32": {"data_kind": "image", "channels": 3, "image_size": 32},
+    "vector2": {"data_kind": "vector", "vector_dim": 2},
+}
+CLASSES = 4
+B = 4  # batch norm in training mode needs at least two items
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _cases(kinds=KINDS, data=tuple(DATA)):
+    """(kind, conditional, data) for every combination, as indirect parameters of the `cfg` fixture."""
+    return [pytest.param((k, c, d), id=f"{d}-{k}-{'conditional' if c else 'unconditional'}")
+            for d in data for k in kinds for c in (False, True)]
+
+
+ALL = _cases()
+WITH_ENCODER = _cases(kinds=("vaegan", "vae"))
+WITH_DISCRIMINATOR = _cases(kinds=("vaegan", "gan"))
+IMAGES = _cases(data=("grey16", "rgb32"))
+CONDITIONAL = [case for case in ALL if case.values[0][1]]
+
+
+@pytest.fixture
+def cfg(request, make_model_config) -> ModelConfig:
+    kind, conditional, data = request.param
+    return make_model_config(kind=kind, conditional=conditional, num_classes=CLASSES if conditional else 0,
+                             **DATA[data])
+
+
+@pytest.fixture
+def nets(cfg):
+    torch.manual_seed(0)
+    return build_networks(cfg)
+
+
+def _batch(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Items in model range (B, *item) and labels (B,) for conditional models."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(B, *cfg.item_shape, generator=gen) * 2 - 1
+    y = torch.arange(B) % CLASSES if cfg.conditional else None
+    return x, y
+
+
+class TestBuildNetworks:
+    @pytest.mark.parametrize("cfg", ALL, indirect=True)
+    def test_has_exactly_the_networks_of_its_kind(self, cfg, nets):
+        assert set(nets) == NETWORKS[cfg.kind]
+
+    @pytest.mark.parametrize("cfg", WITH_ENCODER, indirect=True)
+    def test_encoder_returns_mean_and_logvar_of_batch_by_latent(self, cfg, nets):
+        x, _ = _batch(cfg)
+        mean, logvar = nets["encoder"](x)
+        assert mean.shape == logvar.shape == (B, cfg.latent_dim)
+
+    @pytest.mark.parametrize("cfg", ALL, indirect=True)
+    def test_decoder_maps_latents_to_items(self, cfg, nets):
+        _, y = _batch(cfg)
+        out = nets["decoder"](torch.randn(B, cfg.latent_dim), y)
+        assert out.shape == (B, *cfg.item_shape)
+
+    @pytest.mark.parametrize("cfg", IMAGES, indirect=True)
+    def test_decoder_images_stay_in_minus_one_to_one(self, cfg, nets):
+        _, y = _batch(cfg)
+        out = nets["decoder"](100 * torch.randn(B, cfg.latent_dim), y)  # large latents push the tanh to saturation
+        assert out.min() >= -1 and out.max() <= 1
+
+    @pytest.mark.parametrize("cfg", WITH_DISCRIMINATOR, indirect=True)
+    def test_discriminator_returns_logits_and_features(self, cfg, nets):
+        x, y = _batch(cfg)
+        logits, features = nets["discriminator"](x, y)
+        assert logits.shape == (B,)
+        assert features.ndim == 2 and features.shape[0] == B
+
+    @pytest.mark.parametrize("cfg", CONDITIONAL, indirect=True)
+    def test_conditional_networks_depend_on_the_labels(self, cfg, nets):
+        nets.eval()  # batch statistics would couple the items
+        x, y = _batch(cfg)
+        z = torch.randn(B, cfg.latent_dim)
+        other = (y + 1) % CLASSES
+        assert not torch.allclose(nets["decoder"](z, y), nets["decoder"](z, other))
+        if "discriminator" in nets:
+            assert not torch.allclose(nets["discriminator"](x, y)[0], nets["discriminator"](x, other)[0])
+
+
+@pytest.mark.parametrize("cfg", ALL, indirect=True)
+class TestLosses:
+    def test_losses_are_finite_scalars_named_by_network(self, cfg, nets):
+        out = compute_losses(cfg, nets, *_batch(cfg))
+        assert set(out.losses) == NETWORKS[cfg.kind]
+        for name, loss in out.losses.items():
+            assert loss.shape == (), name
+            assert torch.isfinite(loss), name
+
+    def test_metrics_are_finite_detached_scalars(self, cfg, nets):
+        out = compute_losses(cfg, nets, *_batch(cfg))
+        assert out.metrics
+        for name, value in out.metrics.items():
+            assert value.shape == () and not value.requires_grad, name
+            assert torch.isfinite(value), name
+
+    def test_each_loss_reaches_every_parameter_of_its_network(self, cfg, nets):
+        out = compute_losses(cfg, nets, *_batch(cfg))
+        for name, loss in out.losses.items():
+            params = list(nets[name].parameters())
+            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+            assert all(g is not None for g in grads), f"{name}: some parameters get no gradient"
+            assert all(torch.isfinite(g).all() for g in grads), name
+            assert any(g.abs().sum() > 0 for g in grads), f"{name}: all gradients are zero"
+
+
+class TestConvStages:
+    @pytest.mark.parametrize("size, stages", [(16, 2), (28, 2), (32, 3), (64, 4), (36, 2)])
+    def test_stages_for_size(self, size, stages):
+        assert conv_stages(size) == stages
+
+    @pytest.mark.parametrize("size", list(IMAGE_SIZES))
+    def test_every_valid_image_size_round_trips_through_the_networks(self, size, make_model_config):
+        cfg = make_model_config(kind="vaegan", image_size=size)
+        nets = build_networks(cfg).eval()
+        x = torch.zeros(2, 1, size, size)
+        mean, _ = nets["encoder"](x)
+        logits, _ = nets["discriminator"](x)
+        assert nets["decoder"](mean).shape == x.shape
+        assert logits.shape == (2,)
+
+
+class TestModelConfig:
+    @pytest.mark.parametrize("changes", [
+        {"kind": "diffusion"},
+        {"data_kind": "audio"},
+        {"image_size": 70},
+        {"image_size": 12},
+        {"image_size": 30},
+        {"image_size": 17},
+        {"channels": 2},
+        {"latent_dim": 0},
+        {"width": 2},
+        {"kl_weight": -1.0},
+        {"adv_weight": -0.1},
+        {"feature_weight": float("nan")},
+        {"recon_sigma": 0.0},
+        {"num_classes": 3},                        # unconditional with classes
+        {"conditional": True, "num_classes": 1},
+    ], ids=str)
+    def test_invalid_field_raises_bad_input(self, changes, make_model_config):
+        with pytest.raises(BadInputError):
+            make_model_config(**changes)
+
+    def test_message_says_what_was_got_and_expected(self):
+        with pytest.raises(BadInputError, match=r"multiple of 4 from 16 to 64, got 70"):
+            ModelConfig(image_size=70)
+
+    def test_round_trips_through_json(self, make_model_config):
+        cfg = make_model_config(kind="gan", conditional=True, num_classes=10, data_kind="vector", kl_weight=0.5)
+        assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+    def test_unknown_key_is_rejected(self):
+        with pytest.raises(BadInputError, match="unknown keys.*'depth'"):
+            ModelConfig.from_dict(ModelConfig().to_dict() | {"depth": 3})
+
+
+class TestTrainConfig:
+    @pytest.mark.parametrize("changes", [
+        {"batch_size": 1},
+        {"epochs": 0},
+        {"lr": 0.0},
+        {"beta1": 1.0},
+        {"precision": "fp8"},
+        {"val_fraction": 0.6},
+        {"n_vectors": 5},
+        {"log_every": 0},
+        {"model": {"kind": "vae"}},
+    ], ids=str)
+    def test_invalid_field_raises_bad_input(self, changes):
+        with pytest.raises(BadInputError):
+            TrainConfig(**changes)
+
+    def test_fp16_is_a_valid_precision_string(self):
+        assert TrainConfig(precision="fp16").precision == "fp16"
+
+    def test_round_trips_through_json(self, make_train_config):
+        cfg = make_train_config("ring8", kind="vae", conditional=True, image_size=None, lr=1e-3, seed=7)
+        assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+    def test_unknown_key_is_rejected(self):
+        with pytest.raises(BadInputError, match="unknown keys.*'steps'"):
+            TrainConfig.from_dict(TrainConfig().to_dict() | {"steps": 3})
+
+    def test_unknown_model_key_is_rejected(self):
+        data = TrainConfig().to_dict()
+        data["model"]["depth"] = 3
+        with pytest.raises(BadInputError, match="model config has unknown keys"):
+            TrainConfig.from_dict(data)
+
+
+class TestDevice:
+    @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+    def test_cuda_without_cuda_raises_backend_unavailable(self):
+        with pytest.raises(BackendUnavailableError, match=r"--device cuda asked for CUDA.*no CUDA device.*--device cpu"):
+            resolve_device("cuda")
+
+    def test_unknown_device_type_raises_bad_input(self):
+        with pytest.raises(BadInputError, match="'tpu'"):
+            resolve_device("tpu")
+
+    def test_cpu_resolves_to_cpu(self):
+        assert resolve_device("cpu") == torch.device("cpu")
+
+    def test_fp16_on_cpu_raises_bad_input(self):
+        with pytest.raises(BadInputError, match="fp16 needs a CUDA device"):
+            resolve_precision("fp16", torch.device("cpu"))
+
+    @pytest.mark.parametrize("spec, resolved", [("auto", "fp32"), ("fp32", "fp32"), ("bf16", "bf16")])
+    def test_cpu_precisions(self, spec, resolved):
+        assert resolve_precision(spec, torch.device("cpu")) == resolved
