@@ -229,13 +229,11 @@ class TestResume:
         with pytest.raises(BadInputError, match="cannot resume.*no checkpoint.safetensors"):
             train(make_config(), tmp_path, resume=True)
 
-    @pytest.mark.xfail(strict=True, reason="loop.train loads the checkpoint into networks built from the caller's "
-                                           "config without comparing them: torch's RuntimeError escapes")
     def test_resuming_with_another_model_config_raises_bad_input(self, make_config, tmp_path):
         config = make_config()
         train(config, tmp_path, stop_after_steps=2)
         wider = config.replace(model=dataclasses.replace(config.model, width=8))
-        with pytest.raises(BadInputError):
+        with pytest.raises(BadInputError):  # not torch's RuntimeError from load_state_dict
             train(wider, tmp_path, resume=True)
 
 
