@@ -13,11 +13,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True, highlight=False)
-
-# Options a resumed run may change; every other option must match the run's config.json.
-RESUME_OVERRIDES = ("epochs", "device", "precision")
 
 
 def reports_errors(command):
@@ -30,7 +28,7 @@ def reports_errors(command):
         try:
             return command(*args, **kwargs)
         except GvtoolError as error:
-            console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
             sys.exit(1)
 
     return wrapper
@@ -47,36 +45,39 @@ def main() -> None:
               help="mnist, ring8, grid25, a folder of images (one subfolder per class for labels), or an .npz with x (and y).")
 @click.option("--model", "kind", type=click.Choice(["vaegan", "vae", "gan"]), default="vaegan", show_default=True)
 @click.option("--conditional", is_flag=True, help="Class-conditional model (labels go to the decoder and the discriminator).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the training data [default: 30; 2-D mixtures 20].")
-@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
-@click.option("--latent-dim", type=click.IntRange(1, 4096), default=None, help="Latent size [default: 32; 2-D mixtures 8].")
-@click.option("--image-size", type=int, default=None, help="Resize images to this square side (multiple of 4, 16..64) [default: native].")
-@click.option("--width", type=click.IntRange(min=4), default=None, help="Conv channels of the first stage [default: 32].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training data [default: 25; 2-D mixtures 20].")
+@click.option("--batch-size", type=click.IntRange(min=2), help="[default: 32]")
+@click.option("--latent-dim", type=click.IntRange(1, 4096), help="Latent size [default: 16; 2-D mixtures 8].")
+@click.option("--image-size", type=int, help="Resize images to this square side (multiple of 4, 16..64) [default: native].")
+@click.option("--width", type=click.IntRange(min=4), help="Conv channels of the first stage, doubled at each stride [default: 32].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate of every network [default: 5e-4].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="auto: fp32 on the CPU, bf16 (fp16 without bf16) autocast on CUDA.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/<model>-<data>-<time>].")
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder [default: runs/<model>-<data>-<time>].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (default: the newest run) from its checkpoint.")
 @click.pass_context
 @reports_errors
 def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, lr, device,
           precision, seed, out, resume) -> None:
     """Train a model and write a run folder (config, checkpoint, metrics, sample grids, loss curves)."""
+    import dataclasses
+
     from gvtool.train import rundir
-    from gvtool.train.config import ModelConfig, TrainConfig
+    from gvtool.train.config import TrainConfig
     from gvtool.train.loop import train as run_training
 
     if resume:
         run_dir = out or rundir.newest_run()
         config = _resumed_config(ctx, run_dir)
     else:
-        vector = data in ("ring8", "grid25")
-        model = ModelConfig(kind=kind, conditional=conditional, latent_dim=latent_dim or (8 if vector else 32),
-                            width=width or 32)
-        config = TrainConfig(model=model, data=data, epochs=epochs or (20 if vector else 30), batch_size=batch_size,
-                             image_size=image_size, lr=lr, device=device, precision=precision, seed=seed)
+        config = TrainConfig.defaults_for(data)  # the defaults live in the config; options given replace them
+        given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
+        model = dataclasses.replace(config.model, kind=kind, conditional=conditional,
+                                    **given(latent_dim=latent_dim, width=width))
+        config = config.replace(model=model, device=device, precision=precision, seed=seed,
+                                **given(epochs=epochs, batch_size=batch_size, image_size=image_size, lr=lr))
         run_dir = out or rundir.default_run_dir(kind, data)
     from gvtool.ui import TrainProgress
 
@@ -84,17 +85,17 @@ def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, laten
         result = run_training(config, run_dir, resume=resume, reporter=reporter)
     if result.interrupted:
         console.print(f"[yellow]interrupted[/] at step {result.step}; checkpoint saved. "
-                      f"Continue with: gvtool train --resume --out {result.run_dir}")
+                      f"Continue with: gvtool train --resume --out {escape(str(result.run_dir))}", soft_wrap=True)
         sys.exit(130)
     console.print(f"[green]done[/]: {result.epoch} epochs, {result.step} steps, "
-                  f"{result.items_per_s:,.0f} items/s -> {result.run_dir}")
+                  f"{result.items_per_s:,.0f} items/s -> {escape(str(result.run_dir))}", soft_wrap=True)
 
 
 def _resumed_config(ctx: click.Context, run_dir: Path):
     """The run's own config, with the few options a resumed run may change."""
     from gvtool.errors import BadInputError
     from gvtool.train import rundir
-    from gvtool.train.config import TrainConfig
+    from gvtool.train.config import RESUME_OVERRIDES, TrainConfig
 
     path = Path(run_dir) / rundir.CONFIG_FILE
     try:
@@ -108,7 +109,8 @@ def _resumed_config(ctx: click.Context, run_dir: Path):
     stored = {"data": config.data, "kind": config.model.kind, "conditional": config.model.conditional,
               "batch_size": config.batch_size, "latent_dim": config.model.latent_dim, "image_size": config.image_size,
               "width": config.model.width, "lr": config.lr, "seed": config.seed}
-    clashes = [f"--{name.replace('_', '-')} {ctx.params[name]} (the run has {stored[name]})"
+    flags = {param.name: max(param.opts, key=len) for param in ctx.command.params}  # "kind" -> "--model"
+    clashes = [f"{flags[name]} {ctx.params[name]} (the run has {stored[name]})"
                for name in sorted(given - set(RESUME_OVERRIDES)) if ctx.params[name] != stored[name]]
     if clashes:
         raise BadInputError(f"a resumed run keeps its config; these options differ: {', '.join(clashes)}. "

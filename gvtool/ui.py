@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -29,7 +30,7 @@ class TrainProgress:
         self.progress.stop()
 
     def started(self, info: dict) -> None:
-        table = Table(title=f"training {info['run_dir']}", show_header=True, title_justify="left")
+        table = Table(title=f"training {escape(info['run_dir'])}", show_header=True, title_justify="left")
         table.add_column("network")
         table.add_column("parameters", justify="right")
         for name, count in info["parameters"].items():

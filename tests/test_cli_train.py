@@ -157,8 +157,6 @@ class TestResume:
         assert "--batch-size 16 (the run has 8)" in error_line(result)
         assert read_meta(interrupted_run / rundir.CHECKPOINT_FILE)["step"] == 2
 
-    @pytest.mark.xfail(strict=True, reason="cli._resumed_config names options by their parameter name: "
-                                           "--model appears as '--kind'")
     def test_resume_with_a_clashing_model_names_the_model_option(self, interrupted_run):
         result = invoke("--resume", "--out", interrupted_run, "--model", "vae")
         assert "--model vae (the run has vaegan)" in error_line(result)
@@ -184,30 +182,22 @@ class TestResume:
 class TestMessages:
     """What the command prints must reach the user verbatim: paths are not rich markup, commands stay whole."""
 
-    @pytest.mark.xfail(strict=True, reason="cli.reports_errors prints the error inside rich markup without escaping: "
-                                           "'[data]' in a path is taken for a style tag and dropped")
     def test_error_message_shows_a_path_with_brackets_verbatim(self, tmp_path):
         result = invoke("--data", tmp_path / "faces[data].npz", *TINY, "--out", tmp_path / "run")
         assert "faces[data].npz: no such .npz file" in error_line(result)
 
-    @pytest.mark.xfail(strict=True, reason="cli.train prints the run folder inside rich markup without escaping: "
-                                           "'[red]' in --out is taken for a style tag and dropped")
     def test_done_line_shows_a_run_folder_with_brackets_verbatim(self, labelled_npz, tmp_path):
         run_dir = tmp_path / "exp[red]"
         result = invoke("--data", labelled_npz, *TINY, "--out", run_dir)
         assert result.exit_code == 0, result.output
         assert f"->{run_dir}" in "".join(result.stderr.split())  # the path may be folded across lines
 
-    @pytest.mark.xfail(strict=True, reason="cli.reports_errors prints the error inside rich markup without escaping: "
-                                           "'[/...]' in a message raises rich's MarkupError, a traceback")
     def test_error_message_with_a_closing_tag_is_not_a_traceback(self, tmp_path):
         # the runner catches the exception here, so the test can say which one ended the command
         result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "a[/b].npz"), "--out", str(tmp_path / "r")])
         assert isinstance(result.exception, SystemExit), repr(result.exception)
         assert "a[/b].npz" in error_line(result)
 
-    @pytest.mark.xfail(strict=True, reason="cli.train prints the resume hint without soft_wrap: rich breaks it at 80 "
-                                           "columns, so the command cannot be copied as one line")
     def test_interrupted_run_gives_the_resume_command_on_one_line(self, labelled_npz, tmp_path, monkeypatch):
         monkeypatch.setattr("gvtool.train.loop.train", functools.partial(library_train, stop_after_steps=2))
         result = invoke("--data", labelled_npz, *TINY, "--out", tmp_path / "run")

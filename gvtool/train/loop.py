@@ -22,8 +22,8 @@ from gvtool import __version__
 from gvtool.errors import BadInputError
 from gvtool.fileio import atomic_write_text
 from gvtool.train import rundir
-from gvtool.train.checkpoint import load_checkpoint, save_checkpoint
-from gvtool.train.config import TrainConfig
+from gvtool.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from gvtool.train.config import RESUME_OVERRIDES, TrainConfig
 from gvtool.train.data import Dataset, load_dataset, split, to_model
 from gvtool.train.device import AUTOCAST_DTYPES, resolve_device, resolve_precision
 from gvtool.train.metrics_log import MetricsLog
@@ -93,6 +93,44 @@ class _StopFlag:
             signal.signal(signal.SIGINT, previous)
 
 
+def _restore(path: Path, device: torch.device, nets, optimizers, scaler, data_rng: torch.Generator) -> tuple[int, int, int]:
+    """Load a checkpoint into the networks, optimizers, scaler and RNGs; return (step, epoch, batch in epoch)."""
+    ckpt = load_checkpoint(path, map_location=device)
+    try:
+        for name, net in nets.items():
+            net.load_state_dict(ckpt.models[name])
+            optimizers[name].load_state_dict(ckpt.optimizers[name])
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise BadInputError(f"{path} does not fit the model its config describes (has the data changed?): "
+                            f"{str(error).splitlines()[0]}") from None
+    if ckpt.meta.get("scaler"):
+        scaler.load_state_dict(ckpt.meta["scaler"])
+    torch.set_rng_state(ckpt.rng["torch"])
+    if device.type == "cuda" and "cuda" in ckpt.rng:
+        torch.cuda.set_rng_state(ckpt.rng["cuda"], device)
+    data_rng.set_state(ckpt.rng["data_epoch"])  # the state the current epoch's permutation was drawn from
+    return ckpt.meta["step"], ckpt.meta["epoch"], ckpt.meta["batch_in_epoch"]
+
+
+def _update(losses: dict[str, torch.Tensor], params: dict[str, list], optimizers: dict, scaler) -> None:
+    """One optimizer step per network, each on the gradient of its own loss only.
+
+    backward(inputs=...) keeps one network's loss from leaking gradient into another network (the
+    decoder's adversarial loss must not train the discriminator, nor reach the encoder). Networks
+    that share one loss object (the VAE's ELBO) get one backward pass between them.
+    """
+    for opt in optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    groups: dict[int, tuple[torch.Tensor, list]] = {}
+    for name, loss in losses.items():
+        groups.setdefault(id(loss), (loss, []))[1].extend(params[name])
+    for i, (loss, inputs) in enumerate(groups.values()):
+        scaler.scale(loss).backward(inputs=inputs, retain_graph=i < len(groups) - 1)
+    for opt in optimizers.values():
+        scaler.step(opt)
+    scaler.update()
+
+
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter: Reporter | None = None,
           stop_after_steps: int | None = None) -> TrainResult:
     """Train (or, with resume, continue) the run in `run_dir`. `stop_after_steps` stops early as Ctrl-C would."""
@@ -109,6 +147,11 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
     torch.manual_seed(config.seed)
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
     config = complete_config(config, data)
+    if resume:
+        changed = config.resume_differences(TrainConfig.from_dict(read_meta(checkpoint_path)["config"]))
+        if changed:
+            raise BadInputError(f"cannot resume {run_dir} with another config: {', '.join(changed)} differ from its "
+                                f"checkpoint; only {', '.join(RESUME_OVERRIDES)} may change")
     train_set, held_out = split(data, config.val_fraction, config.split_seed)
     if len(train_set) < config.batch_size:
         raise BadInputError(f"--batch-size {config.batch_size} is larger than the {len(train_set)} training items of {config.data}")
@@ -123,22 +166,12 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
     data_rng = torch.Generator().manual_seed(config.seed)
     step, epoch, batch_in_epoch = 0, 0, 0
     if resume:
-        ckpt = load_checkpoint(checkpoint_path, map_location=device)
-        step, epoch, batch_in_epoch = (ckpt.meta[k] for k in ("step", "epoch", "batch_in_epoch"))
-        for name, net in nets.items():
-            net.load_state_dict(ckpt.models[name])
-            optimizers[name].load_state_dict(ckpt.optimizers[name])
-        if ckpt.meta.get("scaler"):
-            scaler.load_state_dict(ckpt.meta["scaler"])
-        torch.set_rng_state(ckpt.rng["torch"])
-        if device.type == "cuda" and "cuda" in ckpt.rng:
-            torch.cuda.set_rng_state(ckpt.rng["cuda"], device)
-        data_rng.set_state(ckpt.rng["data_epoch"])  # the state the current epoch's permutation was drawn from
+        step, epoch, batch_in_epoch = _restore(checkpoint_path, device, nets, optimizers, scaler, data_rng)
         if epoch >= config.epochs:
             raise BadInputError(f"{run_dir} already finished its {config.epochs} epochs; pass a larger --epochs to train on")
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / rundir.CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Written again on resume: --epochs, --device or --precision may have changed.
+    atomic_write_text(run_dir / rundir.CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
     log = MetricsLog(run_dir / rundir.METRICS_FILE, keep_until_step=step if resume else -1)
     snaps = Snapshots(run_dir / rundir.SAMPLES_DIR, mcfg, data, held_out, config.n_fixed, config.seed, device)
@@ -153,7 +186,6 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
     x_all = train_set.x.to(device, memory_format=memory_format)  # (N, C, H, W) uint8 or (N, D) float32
     y_all = train_set.y.to(device) if train_set.y is not None else None
     autocast_dtype = AUTOCAST_DTYPES[precision]
-    # Networks that share one loss object (the VAE's ELBO) get one backward pass between them.
     params = {name: list(net.parameters()) for name, net in nets.items()}
 
     def save(epoch_rng_state: torch.Tensor) -> None:
@@ -178,16 +210,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
                 y = y_all[index] if y_all is not None else None
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     out = compute_losses(mcfg, nets, x, y)
-                for opt in optimizers.values():
-                    opt.zero_grad(set_to_none=True)
-                groups: dict[int, tuple[torch.Tensor, list]] = {}
-                for name, loss in out.losses.items():
-                    groups.setdefault(id(loss), (loss, []))[1].extend(params[name])
-                for i, (loss, inputs) in enumerate(groups.values()):
-                    scaler.scale(loss).backward(inputs=inputs, retain_graph=i < len(groups) - 1)
-                for opt in optimizers.values():
-                    scaler.step(opt)
-                scaler.update()
+                _update(out.losses, params, optimizers, scaler)
                 step += 1
                 batch_in_epoch += 1
                 log.record(step, epoch + 1, {f"loss_{k}": v.detach() for k, v in out.losses.items()} | out.metrics)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gvtool.errors import BadInputError
 from gvtool.train.config import ModelConfig
 
 
@@ -145,6 +146,9 @@ class Discriminator(nn.Module):
 
 def build_networks(cfg: ModelConfig) -> nn.ModuleDict:
     """The networks a model kind needs, by name: encoder (vae, vaegan), decoder, discriminator (gan, vaegan)."""
+    if cfg.conditional and cfg.num_classes < 2:
+        raise BadInputError(f"a conditional model needs the number of classes (>= 2) before its networks are built, "
+                            f"got {cfg.num_classes}")
     nets: dict[str, nn.Module] = {}
     if cfg.has_encoder:
         nets["encoder"] = Encoder(cfg)

@@ -23,12 +23,13 @@ class StepLosses:
 
 def kl_to_prior(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, I)) summed over latent dims, averaged over the batch."""
+    mean, logvar = mean.float(), logvar.float()  # sums of many terms: keep them out of bf16/fp16
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
 
 
 def gaussian_nll(pred: torch.Tensor, target: torch.Tensor, sigma: float) -> torch.Tensor:
     """-log N(target; pred, sigma^2) up to a constant, summed per item, averaged over the batch."""
-    return (pred - target).pow(2).flatten(1).sum(dim=1).mean() / (2.0 * sigma * sigma)
+    return (pred.float() - target.float()).pow(2).flatten(1).sum(dim=1).mean() / (2.0 * sigma * sigma)
 
 
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
