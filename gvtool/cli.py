@@ -118,5 +118,70 @@ def _resumed_config(ctx: click.Context, run_dir: Path):
     return config.replace(**{name: ctx.params[name] for name in given & set(RESUME_OVERRIDES)})
 
 
+def _precision_list(value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+@main.command()
+@click.argument("source", required=False, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Bundle folder [default: bundles/<run name>].")
+@click.option("--precision", "precisions", default="fp32,fp16,int8", show_default=True,
+              help="Comma-separated ONNX variants to write (with --trt on a bundle: the engines to build).")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (17 loads on TensorRT 10.3 and older onnxruntime).")
+@click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if a graph fails validation, recording the error.")
+@click.option("--trt", is_flag=True, help="Also build TensorRT engines for this machine's GPU (needs tensorrt, not torch).")
+@click.option("--min-batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--opt-batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True, help="TensorRT builder workspace limit.")
+@click.option("--dla-core", type=click.IntRange(min=0), default=None, help="Jetson: build for this DLA core, with GPU fallback.")
+@reports_errors
+def export(source, out, precisions, opset, allow_mismatch, trt, min_batch, opt_batch, max_batch, workspace_mb,
+           dla_core) -> None:
+    """Export a run (default: the newest) to an ONNX bundle; with --trt, build TensorRT engines.
+
+    SOURCE may also be an existing bundle: `gvtool export BUNDLE --trt` builds engines on the device
+    itself and needs only the runtime and tensorrt, no torch.
+    """
+    from gvtool.errors import BadInputError
+    from gvtool.manifest import is_bundle
+
+    precisions = _precision_list(precisions)
+    if not min_batch <= opt_batch <= max_batch:
+        raise BadInputError(f"batch profile must satisfy --min-batch <= --opt-batch <= --max-batch, "
+                            f"got {min_batch} / {opt_batch} / {max_batch}")
+    log = lambda line: console.print(line, soft_wrap=True)  # noqa: E731
+    if source is not None and is_bundle(source):
+        if not trt:
+            raise BadInputError(f"{source} is already a bundle; pass --trt to build TensorRT engines from it, "
+                                "or give a run folder to export again")
+        bundle = source
+    else:
+        from gvtool.export.bundle import export_bundle
+        from gvtool.train import rundir
+
+        bundle, manifest = export_bundle(source or rundir.newest_run(), out, precisions=precisions, opset=opset,
+                                         allow_mismatch=allow_mismatch, log=log)
+        console.print(f"[green]bundle[/] {escape(str(bundle))}: {len(manifest.graphs)} graphs", soft_wrap=True)
+    if trt:
+        from gvtool.export.trt_build import build_engines
+
+        manifest = build_engines(bundle, precisions=precisions, min_batch=min_batch, opt_batch=opt_batch,
+                                 max_batch=max_batch, workspace_mb=workspace_mb, dla_core=dla_core, log=log)
+        console.print(f"[green]engines[/] {len(manifest.engines)} in {escape(str(bundle))}/engines", soft_wrap=True)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@reports_errors
+def info(bundle) -> None:
+    """Show a bundle's manifest: graphs, shapes, precisions, sizes, validation, engines."""
+    from gvtool.manifest import read_manifest
+    from gvtool.ui import manifest_tables
+
+    for renderable in manifest_tables(bundle, read_manifest(bundle)):
+        Console(highlight=False).print(renderable)
+
+
 if __name__ == "__main__":
     main()

@@ -52,3 +52,41 @@ class TrainProgress:
         extra = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step"))
         if extra:
             self.progress.console.print(f"epoch {row['epoch']}: {extra}")
+
+
+def _shape(spec) -> str:
+    dtype = "" if spec.dtype == "float32" else f" {spec.dtype}"
+    return f"{spec.name}({','.join('B' if d == 'batch' else str(d) for d in spec.shape)}){dtype}"
+
+
+def manifest_tables(bundle, manifest) -> list:
+    """A bundle's manifest as rich renderables: a summary line, the graphs, the engines."""
+    m = manifest.model
+    summary = (f"[bold]{escape(str(bundle))}[/]: {m['kind']}{' conditional' if m['conditional'] else ''}, "
+               f"{m['data_kind']} {tuple(m['item_shape'])}, latent {m['latent_dim']}"
+               + (f", {m['num_classes']} classes" if m["conditional"] else "")
+               + f"; gvtool {manifest.gvtool_version}, format {manifest.format}, from {escape(manifest.source.get('run_dir', '?'))}"
+               + f" (step {manifest.source.get('step', '?')})")
+    graphs = Table(title="graphs", title_justify="left")
+    for column, justify in (("graph", "left"), ("file", "left"), ("size", "right"), ("inputs -> outputs", "left"),
+                            ("opset", "right"), ("max|d|", "right"), ("mean|d|", "right"), ("check", "left")):
+        graphs.add_column(column, justify=justify)
+    for g in manifest.graphs.values():
+        v = g.validation
+        io = f"{', '.join(_shape(s) for s in g.inputs)} -> {', '.join(_shape(s) for s in g.outputs)}"
+        check = f"{v.metric.split('_')[0]} <= {v.tolerance:g} " + ("[green]ok[/]" if v.passed else "[red]FAILED[/]")
+        graphs.add_row(g.key, escape(g.file), f"{g.bytes / 1024:,.0f} KiB", io, f"{g.opset}/IR{g.ir_version}",
+                       f"{v.max_abs_diff:.1e}", f"{v.mean_abs_diff:.1e}", check)
+    out = [summary, graphs]
+    if manifest.engines:
+        engines = Table(title="TensorRT engines", title_justify="left")
+        for column in ("engine", "from", "size", "batch min/opt/max", "TensorRT", "GPU", "sm", "DLA"):
+            engines.add_column(column)
+        for name, e in manifest.engines.items():
+            engines.add_row(escape(e.file), e.graph_key, f"{e.bytes / 1024:,.0f} KiB",
+                            f"{e.profile['min']}/{e.profile['opt']}/{e.profile['max']}", e.tensorrt_version,
+                            escape(e.gpu_name), e.compute_capability, "-" if e.dla_core is None else str(e.dla_core))
+        out.append(engines)
+    else:
+        out.append("no TensorRT engines (build them on the target device: gvtool export BUNDLE --trt)")
+    return out

@@ -1,0 +1,1 @@
+"""Export: torch -> ONNX bundle, validation, precision variants, TensorRT engines."""

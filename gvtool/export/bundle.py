@@ -1,0 +1,191 @@
+"""A run -> a bundle folder: ONNX graphs, precision variants, validation, manifest last.
+
+The bundle is built in a temporary folder beside its destination and moved into place only when
+complete, so an existing bundle is never left half-overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from gvtool import __version__
+from gvtool.errors import BadInputError, ExportValidationError, GvtoolError
+from gvtool.export.contract import CONTRACTS
+from gvtool.export.from_run import RunModel, load_run
+from gvtool.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, DecoderGraph, EncoderGraph, export_onnx
+from gvtool.export.validate import validate_graph
+from gvtool.export.variants import to_fp16, to_int8
+from gvtool.manifest import PRECISIONS, GraphEntry, Manifest, is_bundle, read_manifest, sha256_file, write_manifest
+from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE, load_dataset, split, to_model
+
+BUNDLES_ROOT = Path("bundles")
+VALIDATION_BATCHES = (1, 16)   # batch 1 and a larger one: a wrong dynamic axis shows at one of them
+CALIBRATION_ITEMS = 512        # int8 ranges: 512 items in batches of 32 settle the min/max of every layer
+CALIBRATION_BATCH = 32
+
+
+def export_bundle(run_dir: str | Path, out: str | Path | None = None, *, precisions=PRECISIONS,
+                  opset: int = DEFAULT_OPSET, allow_mismatch: bool = False,
+                  log: Callable[[str], None] = lambda line: None) -> tuple[Path, Manifest]:
+    """Export every graph of the run in every precision; return (bundle folder, manifest)."""
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown or not precisions:
+        raise BadInputError(f"unknown --precision {','.join(unknown) or '(none)'}; expected some of {','.join(PRECISIONS)}")
+    if opset < MIN_OPSET:
+        raise BadInputError(f"--opset {opset} is too old: int8 per-channel Q/DQ needs opset >= {MIN_OPSET}")
+    run = load_run(run_dir)
+    out = Path(out) if out is not None else BUNDLES_ROOT / run.run_dir.name
+    _check_destination(out, run)
+    inputs = _Inputs(run, log)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        manifest = Manifest(gvtool_version=__version__, model=inputs.model_info(), pixels=_pixels(run),
+                            source={"run_dir": str(run.run_dir.resolve()), "checkpoint_sha256": run.checkpoint_sha256,
+                                    "step": run.step, "complete": run.complete, "data": run.config.data})
+        for graph in ("encoder", "decoder"):
+            if graph in run.nets:
+                for entry in _export_graph(graph, run, inputs, tmp, precisions, opset, allow_mismatch, log):
+                    manifest.graphs[entry.key] = entry
+        write_manifest(tmp, manifest)  # last: a folder with a manifest is complete
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, manifest
+
+
+def _check_destination(out: Path, run: RunModel) -> None:
+    """Refuse to replace anything but an earlier bundle of this same run."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise BadInputError(f"--out {out} is a file, not a folder")
+    if is_bundle(out):
+        try:
+            source = read_manifest(out).source.get("run_dir")
+        except GvtoolError as error:
+            raise BadInputError(f"--out {out} holds a bundle this gvtool cannot read ({error}); choose another --out") from None
+        if source != str(run.run_dir.resolve()):
+            raise BadInputError(f"--out {out} holds another bundle (exported from {source}); choose another --out "
+                                "or delete that folder")
+    elif any(out.iterdir()):
+        raise BadInputError(f"--out {out} is a folder with other files in it and no bundle; choose an empty or new folder")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Swap the finished bundle in: the old one (same run) is moved aside first, then removed."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / "bundle")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def _pixels(run: RunModel) -> dict | None:
+    if run.config.model.data_kind != "image":
+        return None
+    return {"scale": PIXEL_SCALE, "offset": PIXEL_OFFSET, "channels": run.config.model.channels,
+            "formula": "model = pixel / scale + offset; pixel = (model - offset) * scale, rounded and clipped to 0..255"}
+
+
+class _Inputs:
+    """Seeded latents and real held-out items: what validation and int8 calibration feed the graphs."""
+
+    def __init__(self, run: RunModel, log: Callable[[str], None]):
+        self.run, self.cfg = run, run.config.model
+        self.rng = np.random.default_rng(0)
+        self.items, self.class_names, self.note = self._held_out(log)
+
+    def _held_out(self, log) -> tuple[np.ndarray, tuple[str, ...], str]:
+        config = self.run.config
+        try:
+            data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
+        except BadInputError as error:
+            # The training data may not travel with the run: fall back to the decoder's own samples.
+            log(f"[yellow]data {config.data} unavailable ({error}); validating the encoder on generated items[/]")
+            latents = self.rng.standard_normal((CALIBRATION_ITEMS, self.cfg.latent_dim)).astype(np.float32)
+            labels = torch.arange(CALIBRATION_ITEMS) % self.cfg.num_classes if self.cfg.conditional else None
+            with torch.no_grad():
+                items = self.run.nets["decoder"](torch.from_numpy(latents), labels).numpy()
+            return items, (), "generated items (training data unavailable)"
+        _, held_out = split(data, config.val_fraction, config.split_seed)
+        source = held_out if len(held_out) >= CALIBRATION_ITEMS else data
+        x = source.x[:CALIBRATION_ITEMS]
+        x = to_model(x) if data.kind == "image" else x
+        return x.numpy().astype(np.float32), data.class_names, f"held-out items of {config.data}"
+
+    def model_info(self) -> dict:
+        c = self.cfg
+        return {"kind": c.kind, "conditional": c.conditional, "num_classes": c.num_classes,
+                "class_names": list(self.class_names), "data_kind": c.data_kind,
+                "item_shape": list(c.item_shape), "latent_dim": c.latent_dim}
+
+    def feeds(self, graph: str, sizes) -> list[dict[str, np.ndarray]]:
+        feeds, start = [], 0
+        for n in sizes:
+            if graph == "encoder":
+                chunk = self.items[start:start + n]
+                feeds.append({"images" if self.cfg.data_kind == "image" else "vectors": chunk})
+                start += n
+            else:
+                feed = {"latents": self.rng.standard_normal((n, self.cfg.latent_dim)).astype(np.float32)}
+                if self.cfg.conditional:
+                    feed["labels"] = np.arange(n, dtype=np.int64) % self.cfg.num_classes
+                feeds.append(feed)
+        return feeds
+
+
+def _torch_reference(module: torch.nn.Module):
+    def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(a) for a in feed.values()))
+        return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+    return run
+
+
+def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, precisions, opset: int,
+                  allow_mismatch: bool, log) -> list[GraphEntry]:
+    cfg = run.config.model
+    module = EncoderGraph(run.nets["encoder"]) if graph == "encoder" else DecoderGraph(run.nets["decoder"], cfg.conditional)
+    module.eval()
+    specs_in, specs_out = CONTRACTS[graph](inputs.model_info())
+    reference = _torch_reference(module)
+    fp32_path = folder / f"{graph}.onnx"
+    started = time.perf_counter()
+    model = export_onnx(module, specs_in, specs_out, fp32_path, opset)
+    check_feeds = inputs.feeds(graph, VALIDATION_BATCHES)
+    note = inputs.note if graph == "encoder" else "seeded N(0, I) latents"
+    entries = []
+    for precision in PRECISIONS:
+        if precision not in precisions:
+            continue
+        path = fp32_path if precision == "fp32" else folder / f"{graph}.{precision}.onnx"
+        if precision == "fp16":
+            to_fp16(fp32_path, path)
+        elif precision == "int8":
+            to_int8(fp32_path, path, inputs.feeds(graph, [CALIBRATION_BATCH] * (CALIBRATION_ITEMS // CALIBRATION_BATCH)))
+        validation = validate_graph(path, specs_out, reference, check_feeds, precision, note)
+        verdict = "ok" if validation.passed else "MISMATCH"
+        log(f"{graph} {precision}: {path.stat().st_size / 1024:,.0f} KiB, max |diff| {validation.max_abs_diff:.2e}, "
+            f"mean |diff| {validation.mean_abs_diff:.2e} ({validation.metric} tolerance {validation.tolerance:g}) {verdict}")
+        if not validation.passed and not allow_mismatch:
+            raise ExportValidationError(
+                f"{graph} {precision} differs from torch: {validation.metric.replace('_', ' ')} "
+                f"{validation.max_abs_diff if validation.metric == 'max_abs' else validation.mean_abs_diff:.3g} "
+                f"> tolerance {validation.tolerance:g}; no bundle written (--allow-mismatch records it instead)")
+        entries.append(GraphEntry(graph=graph, precision=precision, file=path.name, sha256=sha256_file(path),
+                                  bytes=path.stat().st_size, opset=opset, ir_version=model.ir_version,
+                                  inputs=specs_in, outputs=specs_out, validation=validation))
+    log(f"{graph}: exported and validated in {time.perf_counter() - started:.1f} s")
+    return entries

@@ -1,0 +1,72 @@
+"""torch -> ONNX for the encoder and the decoder, with fixed names and a dynamic batch axis."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from gvtool.errors import ExportValidationError
+from gvtool.fileio import atomic_write_bytes
+from gvtool.manifest import TensorSpec
+
+# Opset 17 and IR version 8 on purpose: TensorRT 10.3 (JetPack 6) parses opsets up to 17+ and
+# onnxruntime has run IR 8 / opset 17 since 1.13 (2022), so one file serves Jetsons, older runtimes
+# and current desktops. Nothing in these graphs needs a newer operator.
+DEFAULT_OPSET = 17
+IR_VERSION = 8
+MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (int8 variants) needs opset >= 13
+
+
+class EncoderGraph(torch.nn.Module):
+    """images (B, C, H, W) in model range -> mean, logvar (B, K): the posterior, without sampling."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(items)
+
+
+class DecoderGraph(torch.nn.Module):
+    """latents (B, K) [+ labels (B,)] -> items in model range."""
+
+    def __init__(self, decoder: torch.nn.Module, conditional: bool):
+        super().__init__()
+        self.decoder, self.conditional = decoder, conditional
+
+    def forward(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(latents, labels if self.conditional else None)
+
+
+def example_inputs(specs: tuple[TensorSpec, ...], batch: int = 2) -> tuple[torch.Tensor, ...]:
+    """Zeros of each input's shape at `batch`: tracing needs values, not meaningful ones."""
+    dtypes = {"float32": torch.float32, "int64": torch.int64}
+    return tuple(torch.zeros((batch, *spec.shape[1:]), dtype=dtypes[spec.dtype]) for spec in specs)
+
+
+def export_onnx(module: torch.nn.Module, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
+                path: Path, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Trace `module` (eval mode) to ONNX at `path`, atomically; return the checked model."""
+    module.eval()
+    names_in, names_out = [s.name for s in inputs], [s.name for s in outputs]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export, but it is the one that
+        # writes opset 17 with plain dynamic axes in one step; the warning says nothing actionable.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, example_inputs(inputs), buffer, dynamo=False, opset_version=opset,
+                          input_names=names_in, output_names=names_out, do_constant_folding=True,
+                          dynamic_axes={name: {0: "batch"} for name in names_in + names_out})
+    model = onnx.load_from_string(buffer.getvalue())
+    model.ir_version = min(model.ir_version, IR_VERSION)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise ExportValidationError(f"the exported {path.name} is not a valid ONNX model: {error}") from None
+    atomic_write_bytes(path, model.SerializeToString())
+    return model

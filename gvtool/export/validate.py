@@ -1,0 +1,57 @@
+"""Validate an exported graph against torch: output names, then shapes, then values.
+
+Runs with onnxruntime on the CPU, which is what every machine has; the same file then runs under
+CUDA or TensorRT with their own (smaller) numeric differences.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnxruntime as ort
+
+from gvtool.errors import ExportValidationError
+from gvtool.manifest import TensorSpec, Validation
+
+# What each precision must meet, on outputs in the model's range (images in [-1, 1]):
+# fp32 only reorders float sums; fp16 keeps ~3 significant digits per layer; int8 is judged on the
+# mean error, since a few saturated values dominate its maximum and mean error is what shows in images.
+TOLERANCES = {"fp32": ("max_abs", 1e-4), "fp16": ("max_abs", 2e-2), "int8": ("mean_abs", 3e-2)}
+
+Feeds = dict[str, np.ndarray]
+
+
+def cpu_session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: ORT warns about unused initializers after folding
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def validate_graph(path: Path, outputs: tuple[TensorSpec, ...], reference: Callable[[Feeds], list[np.ndarray]],
+                   feeds: list[Feeds], precision: str, inputs_note: str) -> Validation:
+    """Compare `path` with `reference` on every feed. Raises on wrong names or shapes; returns values' verdict."""
+    session = cpu_session(path)
+    got_names = [o.name for o in session.get_outputs()]
+    want_names = [o.name for o in outputs]
+    if got_names != want_names:
+        raise ExportValidationError(f"{path.name}: outputs are named {got_names}, expected {want_names}")
+    metric, tolerance = TOLERANCES[precision]
+    max_abs, abs_sum, count, batches = 0.0, 0.0, 0, []
+    for feed in feeds:
+        got = session.run(want_names, feed)
+        want = reference(feed)
+        batches.append(len(next(iter(feed.values()))))
+        for name, g, w in zip(want_names, got, want):
+            if g.shape != w.shape:
+                raise ExportValidationError(f"{path.name}: output {name} has shape {g.shape} at batch {batches[-1]}, "
+                                            f"expected {w.shape}")
+            diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
+            if not np.isfinite(diff).all():
+                raise ExportValidationError(f"{path.name}: output {name} has NaN or infinite values at batch {batches[-1]}")
+            max_abs, abs_sum, count = max(max_abs, float(diff.max())), abs_sum + float(diff.sum()), count + diff.size
+    mean_abs = abs_sum / count
+    value = max_abs if metric == "max_abs" else mean_abs
+    return Validation(max_abs_diff=max_abs, mean_abs_diff=mean_abs, metric=metric, tolerance=tolerance,
+                      passed=value <= tolerance, batch_sizes=tuple(batches), inputs=inputs_note)

@@ -1,0 +1,52 @@
+"""Precision variants of an fp32 ONNX graph: fp16 weights and compute, int8 Q/DQ.
+
+Precision lives in the graph (DESIGN.md): TensorRT 11 has no FP16/INT8 builder flags, so engines are
+built from these files as strongly typed networks, and onnxruntime runs the same files.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import onnx
+
+from gvtool.fileio import atomic_write_bytes
+
+
+def to_fp16(src: Path, dst: Path) -> None:
+    """fp16 weights and activations; float32 inputs and outputs kept, so callers feed the same arrays."""
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    atomic_write_bytes(dst, model.SerializeToString())
+
+
+class _Feeds:
+    """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
+
+    def __init__(self, feeds: Iterable[dict[str, np.ndarray]]):
+        self._it = iter(list(feeds))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def to_int8(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]]) -> None:
+    """Static int8 in QDQ form: symmetric int8 activations (min/max calibrated on `calibration`) and
+    symmetric per-channel int8 weights, the form TensorRT's explicit quantization reads."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        # Shape inference and graph optimisation first, as onnxruntime's quantization guide asks.
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantized), _Feeds(calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        model = onnx.load(str(quantized))
+    atomic_write_bytes(dst, model.SerializeToString())
