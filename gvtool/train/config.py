@@ -39,7 +39,8 @@ class ModelConfig:
     latent_dim: int = 16            # MNIST: 16 gave clearer prior samples than 32 at the same budget
     width: int = 32                 # conv: channels after the stem, doubled at each stride; decoder mirrors it
     hidden: int = 128               # MLP hidden units (vector data)
-    kl_weight: float = 1.0          # beta on KL(q(z|x) || N(0, I)), nats summed over latent dims
+    kl_weight: float = 2.0          # beta on KL(q(z|x) || N(0, I)), nats summed over latent dims; 2 keeps the codes
+                                    # near the prior, so prior samples look like reconstructions (clearer MNIST digits)
     recon_sigma: float = 0.2        # std of the Gaussian pixel likelihood on the [-1, 1] scale (vae; vaegan's pixel term)
     pixel_weight: float = 0.0       # vaegan: share of the pixel likelihood kept beside the feature one (0 = pure Larsen)
     feature_weight: float = 0.1     # vaegan: gamma on the feature likelihood in the decoder's loss; at 1 it drowns
