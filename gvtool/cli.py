@@ -125,8 +125,9 @@ def _precision_list(value: str) -> tuple[str, ...]:
 @main.command()
 @click.argument("source", required=False, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder [default: bundles/<run name>].")
-@click.option("--precision", "precisions", default="fp32,fp16,int8", show_default=True,
-              help="Comma-separated ONNX variants to write (with --trt on a bundle: the engines to build).")
+@click.option("--precision", "precisions", default=None,
+              help="Comma-separated variants: the ONNX graphs to write [default: fp32,fp16,int8] and the engines to "
+                   "build with --trt [default: one per graph in the bundle].")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (17 loads on TensorRT 10.3 and older onnxruntime).")
 @click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if a graph fails validation, recording the error.")
 @click.option("--trt", is_flag=True, help="Also build TensorRT engines for this machine's GPU (needs tensorrt, not torch).")
@@ -144,9 +145,9 @@ def export(source, out, precisions, opset, allow_mismatch, trt, min_batch, opt_b
     itself and needs only the runtime and tensorrt, no torch.
     """
     from gvtool.errors import BadInputError
-    from gvtool.manifest import is_bundle
+    from gvtool.manifest import PRECISIONS, is_bundle
 
-    precisions = _precision_list(precisions)
+    precisions = _precision_list(precisions) if precisions else None
     if not min_batch <= opt_batch <= max_batch:
         raise BadInputError(f"batch profile must satisfy --min-batch <= --opt-batch <= --max-batch, "
                             f"got {min_batch} / {opt_batch} / {max_batch}")
@@ -160,8 +161,8 @@ def export(source, out, precisions, opset, allow_mismatch, trt, min_batch, opt_b
         from gvtool.export.bundle import export_bundle
         from gvtool.train import rundir
 
-        bundle, manifest = export_bundle(source or rundir.newest_run(), out, precisions=precisions, opset=opset,
-                                         allow_mismatch=allow_mismatch, log=log)
+        bundle, manifest = export_bundle(source or rundir.newest_run(), out, precisions=precisions or PRECISIONS,
+                                         opset=opset, allow_mismatch=allow_mismatch, log=log)
         console.print(f"[green]bundle[/] {escape(str(bundle))}: {len(manifest.graphs)} graphs", soft_wrap=True)
     if trt:
         from gvtool.export.trt_build import build_engines

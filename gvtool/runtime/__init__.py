@@ -1,0 +1,1 @@
+"""Runtime: numpy + onnxruntime (+ tensorrt when present), never torch: bundles, backends, sampling."""
