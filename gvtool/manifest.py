@@ -150,6 +150,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def bundle_path(bundle: str | os.PathLike, name: str) -> Path:
     """The file `name` of a bundle, refusing a name that leaves the bundle folder."""
+    if not isinstance(name, str):
+        raise BadBundleError(f"the manifest names a file by {name!r}, expected a relative path string")
     pure = PurePosixPath(name)
     if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name:
         raise BadBundleError(f"the manifest names a file outside the bundle: {name!r}")
@@ -182,8 +184,11 @@ def read_manifest(bundle: str | os.PathLike) -> Manifest:
                              f"({raw.get('gvtool_version', 'unknown version') if isinstance(raw, dict) else 'unknown'})")
     try:
         manifest = Manifest.from_dict(raw)
-    except (KeyError, TypeError, ValueError) as error:
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise BadBundleError(f"{path} is malformed: {type(error).__name__} {error}") from None
+    wrong_keys = [key for key, entry in manifest.graphs.items() if key != entry.key]
+    if wrong_keys:
+        raise BadBundleError(f"{path} is malformed: graph keys {wrong_keys} disagree with their entries' graph.precision")
     for entry in [*manifest.graphs.values(), *manifest.engines.values()]:
         bundle_path(bundle, entry.file)
     return manifest

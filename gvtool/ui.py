@@ -67,17 +67,20 @@ def manifest_tables(bundle, manifest) -> list:
                + (f", {m['num_classes']} classes" if m["conditional"] else "")
                + f"; gvtool {manifest.gvtool_version}, format {manifest.format}, from {escape(manifest.source.get('run_dir', '?'))}"
                + f" (step {manifest.source.get('step', '?')})")
-    graphs = Table(title="graphs", title_justify="left")
-    for column, justify in (("graph", "left"), ("file", "left"), ("size", "right"), ("inputs -> outputs", "left"),
-                            ("opset", "right"), ("max|d|", "right"), ("mean|d|", "right"), ("check", "left")):
-        graphs.add_column(column, justify=justify)
+    interfaces = {}
+    for g in manifest.graphs.values():  # the same for every precision of a graph
+        interfaces.setdefault(g.graph, f"  {g.graph}: {', '.join(_shape(s) for s in g.inputs)} -> "
+                                       f"{', '.join(_shape(s) for s in g.outputs)}")
+    graphs = Table(title="graphs (B = dynamic batch)", title_justify="left")
+    for column, justify in (("graph", "left"), ("size", "right"), ("opset", "right"), ("max|d|", "right"),
+                            ("mean|d|", "right"), ("check vs torch", "left")):
+        graphs.add_column(column, justify=justify, no_wrap=True)
     for g in manifest.graphs.values():
         v = g.validation
-        io = f"{', '.join(_shape(s) for s in g.inputs)} -> {', '.join(_shape(s) for s in g.outputs)}"
         check = f"{v.metric.split('_')[0]} <= {v.tolerance:g} " + ("[green]ok[/]" if v.passed else "[red]FAILED[/]")
-        graphs.add_row(g.key, escape(g.file), f"{g.bytes / 1024:,.0f} KiB", io, f"{g.opset}/IR{g.ir_version}",
+        graphs.add_row(g.key, f"{g.bytes / 1024:,.0f} KiB", f"{g.opset}/IR{g.ir_version}",
                        f"{v.max_abs_diff:.1e}", f"{v.mean_abs_diff:.1e}", check)
-    out = [summary, graphs]
+    out = [summary, *interfaces.values(), graphs]
     if manifest.engines:
         engines = Table(title="TensorRT engines", title_justify="left")
         for column in ("engine", "from", "size", "batch min/opt/max", "TensorRT", "GPU", "sm", "DLA"):

@@ -21,10 +21,7 @@ RUNS = {
     "ring8": ("ring8", "vaegan", False),
 }
 ALL_PRECISIONS = ("fp32", "fp16", "int8")
-# The conditional decoder's fp16 variant cannot be loaded (see test_export.py,
-# TestKnownBugs.test_conditional_decoder_exports_in_fp16), so its shared bundle leaves fp16 out.
-BUNDLE_PRECISIONS = {"vaegan": ALL_PRECISIONS, "conditional": ("fp32", "int8"), "gan": ALL_PRECISIONS,
-                     "ring8": ALL_PRECISIONS}
+BUNDLE_PRECISIONS = {name: ALL_PRECISIONS for name in RUNS}
 IMAGE_RUNS = ("vaegan", "conditional", "gan")
 
 _runs: dict[str, Path] = {}

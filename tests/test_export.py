@@ -40,15 +40,6 @@ KEYS = [(name, f"{graph}.{precision}") for name in NAMES for graph in GRAPHS_OF[
 KEY_IDS = [f"{name}-{key}" for name, key in KEYS]
 INT8_KEYS = [(name, key) for name, key in KEYS if key.endswith(".int8")]
 FP16_KEYS = [(name, key) for name, key in KEYS if key.endswith(".fp16")]
-OUTPUT_SHAPES_BUG = ("export_onnx keeps the torch exporter's inferred output shapes instead of writing the contract's: "
-                     "encoder mean/logvar come out (batch, 'Slicemean_dim_1') in every precision, and the fp32 image "
-                     "decoder (batch, 1, 'batch', 'Tanhimages_dim_3'), its height named 'batch'")
-
-
-def _wrong_output_shapes(name: str, key: str) -> bool:
-    return key.startswith("encoder.") or (key == "decoder.fp32" and name in IMAGE_RUNS)
-
-
 # --- helpers -----------------------------------------------------------------------------------------
 
 
@@ -183,10 +174,7 @@ class TestContract:
         folder, _, entry = _entry(tiny_bundle, name, key)
         assert _value_infos(onnx.load(str(folder / entry.file)).graph.input) == _spec_tuples(entry.inputs)
 
-    @pytest.mark.parametrize("name,key", [
-        pytest.param(name, key, id=f"{name}-{key}",
-                     marks=[pytest.mark.xfail(strict=True, reason=OUTPUT_SHAPES_BUG)] if _wrong_output_shapes(name, key) else [])
-        for name, key in KEYS])
+    @pytest.mark.parametrize("name,key", KEYS, ids=KEY_IDS)
     def test_file_outputs_equal_the_contract(self, tiny_bundle, name, key):
         folder, _, entry = _entry(tiny_bundle, name, key)
         assert _value_infos(onnx.load(str(folder / entry.file)).graph.output) == _spec_tuples(entry.outputs)
@@ -494,25 +482,16 @@ class TestMissingTrainingData:
         _, _, lines = exported_without_data
         assert any("unavailable" in line and str(npz_run[1]) in line for line in lines)
 
-    @pytest.mark.xfail(strict=True, raises=InvalidArgument,
-                       reason="bundle._Inputs feeds the encoder whatever load_dataset returns without checking its "
-                              "item shape against the model: onnxruntime's InvalidArgument escapes instead of a "
-                              "GvtoolError or the generated-items fallback")
     def test_training_data_of_another_shape_is_refused_or_replaced(self, npz_run, tmp_path):
         run, npz = npz_run
         np.savez(npz, x=np.zeros((40, 20, 20), dtype=np.uint8))  # the same file now holds 20x20 images
-        try:
-            _, manifest = export_bundle(run, tmp_path / "b", precisions=("fp32",))
-        except GvtoolError:
-            return
+        _, manifest = export_bundle(run, tmp_path / "b", precisions=("fp32",))
         assert manifest.graphs["encoder.fp32"].validation.inputs.startswith("generated items")
 
 
-class TestKnownBugs:
-    @pytest.mark.xfail(strict=True, raises=Fail,
-                       reason="onnxconverter-common's convert_float_to_float16 leaves the Cast(one_hot(labels)) "
-                              "node's to=FLOAT while marking its output float16 (onnxconverter-common issue #320), "
-                              "so onnxruntime cannot load the conditional decoder.fp16.onnx")
+class TestFp16OfConditionalDecoder:
+    """onnxconverter-common retypes Cast(one_hot(labels)) to float16 but leaves its to=FLOAT (#320)."""
+
     def test_conditional_decoder_exports_in_fp16(self, tiny_run, tmp_path):
         _, manifest = export_bundle(tiny_run("conditional"), tmp_path / "b", precisions=("fp16",))
         assert manifest.graphs["decoder.fp16"].validation.passed

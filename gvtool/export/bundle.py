@@ -111,9 +111,11 @@ class _Inputs:
         config = self.run.config
         try:
             data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
+            if data.shape != self.cfg.item_shape:
+                raise BadInputError(f"its items are now {data.shape}, the model takes {self.cfg.item_shape}")
         except BadInputError as error:
-            # The training data may not travel with the run: fall back to the decoder's own samples.
-            log(f"[yellow]data {config.data} unavailable ({error}); validating the encoder on generated items[/]")
+            # The training data may not travel with the run: validate on the decoder's own samples.
+            log(f"data {config.data} unavailable or unusable ({error}); validating the encoder on generated items")
             latents = self.rng.standard_normal((CALIBRATION_ITEMS, self.cfg.latent_dim)).astype(np.float32)
             labels = torch.arange(CALIBRATION_ITEMS) % self.cfg.num_classes if self.cfg.conditional else None
             with torch.no_grad():
@@ -123,7 +125,8 @@ class _Inputs:
         source = held_out if len(held_out) >= CALIBRATION_ITEMS else data
         x = source.x[:CALIBRATION_ITEMS]
         x = to_model(x) if data.kind == "image" else x
-        return x.numpy().astype(np.float32), data.class_names, f"held-out items of {config.data}"
+        names = data.class_names if self.cfg.conditional else ()
+        return x.numpy().astype(np.float32), names, f"held-out items of {config.data}"
 
     def model_info(self) -> dict:
         c = self.cfg

@@ -49,6 +49,19 @@ def example_inputs(specs: tuple[TensorSpec, ...], batch: int = 2) -> tuple[torch
     return tuple(torch.zeros((batch, *spec.shape[1:]), dtype=dtypes[spec.dtype]) for spec in specs)
 
 
+def _declare_shapes(values, specs: tuple[TensorSpec, ...]) -> None:
+    """Write each declared shape into the graph: "batch" for the dynamic axis, fixed sizes elsewhere."""
+    for value, spec in zip(values, specs):
+        dims = value.type.tensor_type.shape.dim
+        del dims[:]
+        for size in spec.shape:
+            dim = dims.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = size
+
+
 def export_onnx(module: torch.nn.Module, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
                 path: Path, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Trace `module` (eval mode) to ONNX at `path`, atomically; return the checked model."""
@@ -64,6 +77,7 @@ def export_onnx(module: torch.nn.Module, inputs: tuple[TensorSpec, ...], outputs
                           dynamic_axes={name: {0: "batch"} for name in names_in + names_out})
     model = onnx.load_from_string(buffer.getvalue())
     model.ir_version = min(model.ir_version, IR_VERSION)
+    _declare_shapes(model.graph.output, outputs)  # the tracer's guesses (e.g. "Slicemean_dim_1") -> the contract
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:

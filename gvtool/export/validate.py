@@ -26,7 +26,10 @@ Feeds = dict[str, np.ndarray]
 def cpu_session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ORT warns about unused initializers after folding
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types, none shared with us
+        raise ExportValidationError(f"onnxruntime cannot load the exported {path.name}: {error}") from None
 
 
 def validate_graph(path: Path, outputs: tuple[TensorSpec, ...], reference: Callable[[Feeds], list[np.ndarray]],
@@ -40,7 +43,10 @@ def validate_graph(path: Path, outputs: tuple[TensorSpec, ...], reference: Calla
     metric, tolerance = TOLERANCES[precision]
     max_abs, abs_sum, count, batches = 0.0, 0.0, 0, []
     for feed in feeds:
-        got = session.run(want_names, feed)
+        try:
+            got = session.run(want_names, feed)
+        except Exception as error:  # wrong input shape or type for the graph: onnxruntime's own exception types
+            raise ExportValidationError(f"onnxruntime cannot run {path.name}: {error}") from None
         want = reference(feed)
         batches.append(len(next(iter(feed.values()))))
         for name, g, w in zip(want_names, got, want):

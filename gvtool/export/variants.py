@@ -7,6 +7,7 @@ built from these files as strongly typed networks, and onnxruntime runs the same
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -20,8 +21,25 @@ def to_fp16(src: Path, dst: Path) -> None:
     """fp16 weights and activations; float32 inputs and outputs kept, so callers feed the same arrays."""
     from onnxconverter_common import float16
 
-    model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    with warnings.catch_warnings():
+        # "the float32 number 7e-08 will be truncated to 1e-07": fp16's range, which validation measures
+        warnings.simplefilter("ignore", UserWarning)
+        model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    _fix_casts_to_float(model)
     atomic_write_bytes(dst, model.SerializeToString())
+
+
+def _fix_casts_to_float(model: onnx.ModelProto) -> None:
+    """Cast nodes whose output the converter retyped to float16 but whose `to` still says float32
+    (the conditional decoder's Cast(OneHot(labels))): make `to` agree, or onnxruntime refuses the file.
+    onnxconverter-common issue #320."""
+    fp16_values = {v.name for v in model.graph.value_info
+                   if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.output[0] in fp16_values:
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
+                    attr.i = onnx.TensorProto.FLOAT16
 
 
 class _Feeds:

@@ -1,0 +1,90 @@
+"""Training-step throughput (items/s) of vaegan, vae and gan with the default MNIST networks.
+
+    python benchmarks/train_throughput.py [--device cpu|cuda] [--precision fp32|bf16|fp16] [--batch-size 32]
+                                          [--windows 7] [--steps 20] [--json out.json]
+
+Runs the loop's own step (gvtool.train.objectives.compute_losses + gvtool.train.loop._update) on
+synthetic MNIST-shaped batches already on the device, interleaving the models window by window so
+that a noisy machine slows them alike; reports the median items/s per model and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from gvtool.train.config import ModelConfig, TrainConfig
+from gvtool.train.device import AUTOCAST_DTYPES, resolve_device, resolve_precision
+from gvtool.train.loop import _update
+from gvtool.train.models import build_networks
+from gvtool.train.objectives import compute_losses
+
+
+def make_step(kind: str, device: torch.device, precision: str, batch: int):
+    defaults = TrainConfig()
+    cfg = ModelConfig(kind=kind)
+    fmt = torch.channels_last
+    nets = build_networks(cfg).to(device, memory_format=fmt)
+    optimizers = {n: torch.optim.Adam(m.parameters(), lr=defaults.lr, betas=(defaults.beta1, defaults.beta2))
+                  for n, m in nets.items()}
+    params = {n: list(m.parameters()) for n, m in nets.items()}
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    x = (torch.rand(batch, *cfg.item_shape, device=device) * 2 - 1).contiguous(memory_format=fmt)
+    dtype = AUTOCAST_DTYPES[precision]
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = compute_losses(cfg, nets, x, None)
+        _update(out.losses, params, optimizers, scaler)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--batch-size", type=int, default=TrainConfig().batch_size)
+    parser.add_argument("--windows", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    steps = {kind: make_step(kind, device, precision, args.batch_size) for kind in ("vaegan", "vae", "gan")}
+    for step in steps.values():  # warm-up: allocator, oneDNN/cuDNN kernel choice
+        for _ in range(5):
+            step()
+    rates: dict[str, list[float]] = {kind: [] for kind in steps}
+    for _ in range(args.windows):
+        for kind, step in steps.items():
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            sync()
+            rates[kind].append(args.steps * args.batch_size / (time.perf_counter() - t0))
+    medians = {kind: statistics.median(r) for kind, r in rates.items()}
+    result = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+              else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+              "precision": precision, "batch_size": args.batch_size, "torch": torch.__version__,
+              "items_per_s_median": medians, "items_per_s_windows": rates,
+              "vaegan_vs_gan": medians["vaegan"] / medians["gan"], "vaegan_vs_vae": medians["vaegan"] / medians["vae"]}
+    print(f"{device} {result['device_name']} threads={result['threads']} {precision} batch {args.batch_size}")
+    for kind, value in medians.items():
+        spread = f"{min(rates[kind]):,.0f}..{max(rates[kind]):,.0f}"
+        print(f"  {kind:7s} {value:9,.0f} items/s median  ({spread} over {args.windows} windows)")
+    print(f"  vaegan step costs {1 / result['vaegan_vs_gan']:.2f}x a gan step, {1 / result['vaegan_vs_vae']:.2f}x a vae step")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
