@@ -94,33 +94,50 @@ def save_gif(
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_image(path: str | os.PathLike, channels: int, size: int) -> np.ndarray:
-    """Read one image file as uint8 (size, size, channels).
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode one image file, in its stored orientation (phone photos keep it in EXIF)."""
+    try:
+        with Image.open(path) as opened:
+            opened.load()  # decode now, so a truncated or corrupt file fails here, naming itself
+            return ImageOps.exif_transpose(opened)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise BadInputError(f"{os.fspath(path)}: cannot read image ({e}); expected a readable PNG or JPEG") from e
 
-    Converts to L (channels 1) or RGB (channels 3), applies the EXIF orientation (phone photos),
-    and, unless it already is size x size, centre-crops to a square and resizes: BOX when shrinking
-    (averages every source pixel, no aliasing), BICUBIC when enlarging.
+
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})  # one grey channel
+
+
+def convert_channels(img: Image.Image, channels: int) -> Image.Image:
+    """Mode L (channels 1) or RGB (channels 3); 16-bit grey is scaled to 0..255, not clipped."""
+    if channels == 1 and img.mode.startswith("I"):
+        a = np.asarray(img, dtype=np.float64) / 257.0  # 0..65535 -> 0..255
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def fit_square(img: Image.Image, size: int) -> np.ndarray:
+    """Centre-crop to a square, then resize to size x size: uint8 (size, size, C).
+
+    BOX when shrinking (averages every source pixel, no aliasing), BICUBIC when enlarging.
     """
+    w, h = img.size
+    side = min(w, h)
+    if w != h:
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    if side != size:
+        resample = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC
+        img = img.resize((size, size), resample=resample)
+    out = np.asarray(img, dtype=np.uint8)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def load_image(path: str | os.PathLike, channels: int, size: int) -> np.ndarray:
+    """Read one image file as uint8 (size, size, channels): converted, centre-cropped and resized."""
     if channels not in (1, 3):
         raise BadInputError(f"channels must be 1 or 3, got {channels!r}")
     _check_int("size", size, minimum=1)
-    try:
-        with Image.open(path) as opened:
-            img = ImageOps.exif_transpose(opened)  # also forces the full decode inside the try
-            img = img.convert("L" if channels == 1 else "RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise BadInputError(f"cannot read image {os.fspath(path)!r}: {e}") from e
-
-    w, h = img.size
-    if (w, h) != (size, size):
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-        if side != size:
-            resample = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC
-            img = img.resize((size, size), resample=resample)
-    out = np.array(img, dtype=np.uint8)
-    return out[:, :, None] if channels == 1 else out  # (size, size, channels)
+    return fit_square(convert_channels(open_image(path), channels), size)
 
 
 # --- validation and conversion helpers -------------------------------------------------------

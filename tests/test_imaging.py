@@ -275,3 +275,11 @@ class TestImports:
             [sys.executable, "-c", code], capture_output=True, text=True, cwd=repo
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+class TestSixteenBitGrey:
+    def test_16_bit_grey_png_is_scaled_not_clipped(self, tmp_path):
+        path = tmp_path / "deep.png"
+        Image.fromarray(np.full((8, 8), 100 * 257, dtype=np.uint16)).save(path)
+        assert Image.open(path).mode.startswith("I")  # Pillow keeps the 16-bit depth
+        assert (load_image(path, channels=1, size=8) == 100).all()

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from gvtool.errors import BadInputError
+from gvtool.imaging import GREY_MODES, convert_channels, fit_square, open_image
 from gvtool.train.mixtures import MIXTURES, mixture_centres, sample_mixture
 
 __all__ = [
@@ -32,8 +33,6 @@ IMAGE_SIZES = range(16, 65, 4)
 _DEFAULT_IMAGE_SIZE = 32  # used when images have no single native size in IMAGE_SIZES
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# Pillow modes with a single grey channel ("LA" keeps alpha, which is dropped); anything else becomes RGB.
-_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _EXPECTED_SOURCES = "expected mnist, ring8, grid25, a folder of images or an .npz file"
 
 
@@ -244,28 +243,10 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _read_images(files: list[Path], image_size: int | None) -> np.ndarray:
     """Open every file, pick one channel count for all, fit each to one size: uint8 (N, S, S, C)."""
-    images = [_open_image(p) for p in files]
-    grey = all(im.mode in _GREY_MODES for im in images)
+    images = [open_image(p) for p in files]
+    channels = 1 if all(im.mode in GREY_MODES for im in images) else 3
     size = image_size or _native_size({im.size for im in images})
-    return np.stack([_fit(_as_grey(im) if grey else im.convert("RGB"), size) for im in images])
-
-
-def _open_image(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now, so a truncated or corrupt file fails here, naming itself
-            return ImageOps.exif_transpose(im)  # phone photos store their rotation in EXIF
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadInputError(f"{path}: cannot read image ({e}); expected a readable PNG or JPEG") from e
-
-
-def _as_grey(im: Image.Image) -> Image.Image:
-    """Single-channel image of any depth -> mode "L" 0..255."""
-    if im.mode.startswith("I"):
-        # 16-bit PNGs open as "I;16" (or "I" in older Pillow): scale 0..65535 down rather than clip at 255.
-        a = np.asarray(im, dtype=np.float64) / 257.0
-        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
-    return im.convert("L")
+    return np.stack([fit_square(convert_channels(im, channels), size) for im in images])
 
 
 def _native_size(sizes: set[tuple[int, int]]) -> int:
@@ -277,28 +258,13 @@ def _native_size(sizes: set[tuple[int, int]]) -> int:
     return _DEFAULT_IMAGE_SIZE
 
 
-def _fit(im: Image.Image, size: int) -> np.ndarray:
-    """Centre-crop to a square, then resize to size x size: uint8 (size, size, C)."""
-    w, h = im.size
-    side = min(w, h)
-    if w != h:
-        left, top = (w - side) // 2, (h - side) // 2
-        im = im.crop((left, top, left + side, top + side))
-    if side != size:
-        # BOX averages the pixels each output pixel covers (no aliasing when shrinking); BICUBIC is smooth when enlarging.
-        resample = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC
-        im = im.resize((size, size), resample)
-    a = np.asarray(im, dtype=np.uint8)
-    return a[..., None] if a.ndim == 2 else a
-
-
 def _fit_array(pixels: np.ndarray, size: int) -> np.ndarray:
     """Fit uint8 (N, H, W, C) images to (N, size, size, C); a no-op when they already are that size."""
     _, h, w, c = pixels.shape
     if h == w == size:
         return pixels
     # fromarray makes mode "L" from (H, W) and "RGB" from (H, W, 3)
-    return np.stack([_fit(Image.fromarray(p[..., 0] if c == 1 else p), size) for p in pixels])
+    return np.stack([fit_square(Image.fromarray(p[..., 0] if c == 1 else p), size) for p in pixels])
 
 
 def _image_dataset(source: str, pixels: np.ndarray, labels: np.ndarray | None, names: tuple[str, ...],
