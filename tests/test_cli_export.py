@@ -15,6 +15,7 @@ from gvtool.cli import main
 from gvtool.export import validate
 from gvtool.manifest import MANIFEST_FILE, read_manifest
 from gvtool.train import rundir
+from cli_helpers import error_line, said
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -25,20 +26,6 @@ WIDE = {"COLUMNS": "200"}  # rich tables take the terminal's width; 80 without a
 def invoke(*args, env=None):
     # catch_exceptions=False: anything but a SystemExit surfaces as the test's own traceback
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, env=env)
-
-
-def error_line(result) -> str:
-    """The one "error:" line of a failed command, after checking it failed the way gvtool promises."""
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
-def said(result) -> str:
-    """stderr with rich's line wrapping undone (it wraps at 80 columns when not on a terminal)."""
-    return " ".join(result.stderr.split())
 
 
 @pytest.fixture(scope="module")

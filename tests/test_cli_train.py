@@ -14,6 +14,7 @@ from gvtool.cli import main
 from gvtool.train import rundir
 from gvtool.train.checkpoint import read_meta
 from gvtool.train.loop import train as library_train
+from cli_helpers import error_line, said
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,20 +25,6 @@ STEPS_PER_EPOCH = 4  # labelled_npz: 36 training items // batch size 8
 def invoke(*args: str):
     # catch_exceptions=False: anything but a SystemExit surfaces as the test's own traceback
     return CliRunner().invoke(main, ["train", *map(str, args)], catch_exceptions=False)
-
-
-def error_line(result) -> str:
-    """The one "error:" line of a failed command, after checking it failed the way gvtool promises."""
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
-def said(result) -> str:
-    """stderr with rich's line wrapping undone (it wraps at 80 columns when not on a terminal)."""
-    return " ".join(result.stderr.split())
 
 
 @pytest.fixture(scope="module")
