@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -18,6 +19,10 @@ from rich.markup import escape
 console = Console(stderr=True, highlight=False)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    console.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True)
+
+
 def reports_errors(command):
     """Turn gvtool's own errors into one red line and exit code 1."""
 
@@ -25,11 +30,14 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         from gvtool.errors import GvtoolError
 
-        try:
-            return command(*args, **kwargs)
-        except GvtoolError as error:
-            console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
-            sys.exit(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("once")  # one line per distinct warning, not one per image
+            warnings.showwarning = _show_warning
+            try:
+                return command(*args, **kwargs)
+            except GvtoolError as error:
+                console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
+                sys.exit(1)
 
     return wrapper
 
@@ -182,6 +190,183 @@ def info(bundle) -> None:
 
     for renderable in manifest_tables(bundle, read_manifest(bundle)):
         Console(highlight=False).print(renderable)
+
+
+def runtime_options(command):
+    """--backend, --device and --precision, shared by every command that runs a bundle."""
+    command = click.option("--precision", default="fp32", show_default=True,
+                           type=click.Choice(["fp32", "fp16", "int8"]), help="Which graph variant (or engine) runs.")(command)
+    command = click.option("--device", default="auto", show_default=True,
+                           help="auto, cpu, cuda or cuda:I.")(command)
+    command = click.option("--backend", default="auto", show_default=True,
+                           type=click.Choice(["auto", "tensorrt", "onnxruntime", "onnxruntime-tensorrt"]),
+                           help="auto: a TensorRT engine for this GPU, else onnxruntime on CUDA, else on the CPU.")(command)
+    return command
+
+
+def _load(bundle, backend, device, precision, graphs):
+    from gvtool.runtime.bundles import newest_bundle
+    from gvtool.runtime.model import load
+
+    model = load(bundle or newest_bundle(), backend=backend, device=device, precision=precision, graphs=graphs)
+    console.print(f"[dim]{escape(model.description)}[/]", soft_wrap=True)
+    return model
+
+
+def _read_images(paths, model) -> "list":
+    from gvtool.imaging import convert_channels, open_image
+    import numpy as np
+
+    channels = model.item_shape[0]
+    return [np.asarray(convert_channels(open_image(p), channels)) for p in paths]
+
+
+def _read_npy(path: Path, what: str):
+    import numpy as np
+
+    from gvtool.errors import BadInputError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise BadInputError(f"{path}: cannot read {what} as .npy ({error})") from None
+
+
+@main.command()
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@click.option("--n", "count", type=int, default=64, show_default=True, help="How many items.")
+@click.option("--seed", type=int, default=None, help="Same seed, same samples.")
+@click.option("--label", type=int, default=None, help="Conditional models: one class for all [default: cycle the classes].")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Scale of the prior latents.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
+              help=".png (a grid) or .npy (streamed with bounded memory for large --n).")
+@runtime_options
+@reports_errors
+def sample(bundle, count, seed, label, temperature, out, backend, device, precision) -> None:
+    """Sample items from a bundle (default: the newest under bundles/)."""
+    from gvtool.runtime.outputs import check_output, save_items, stream_npy
+
+    model = _load(bundle, backend, device, precision, ("decoder",))
+    check_output(out, (".png", ".npy"), model.is_image)
+    if out.suffix.lower() == ".png" and count > 4096:
+        raise click.BadParameter(f"a PNG grid of {count} items would be unreadable; use --out FILE.npy", param_hint="--n")
+    if out.suffix.lower() == ".npy":
+        from gvtool.ui import count_progress
+
+        item = model.item_shape[1:] + model.item_shape[:1] if model.is_image else model.item_shape
+        with count_progress(console, count, "sampling") as advance:
+            stream_npy(model.sample_chunks(count, seed, label, temperature), count, item,
+                       "uint8" if model.is_image else "float32", out, advance)
+    else:
+        cols = model.num_classes if model.conditional and label is None and model.num_classes <= 16 else None
+        save_items(model.sample(count, seed, label, temperature), out, ncols=cols)
+    console.print(f"[green]wrote[/] {count} samples -> {escape(str(out))}", soft_wrap=True)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("latents.npy"), show_default=True)
+@click.option("--logvar", is_flag=True, help="Also write the log-variances, as OUT with -logvar before .npy.")
+@runtime_options
+@reports_errors
+def encode(bundle, images, out, logvar, backend, device, precision) -> None:
+    """Encode image files to latent means (N, K) in a .npy."""
+    from gvtool.runtime.outputs import check_output, save_npy
+
+    check_output(out, (".npy",), True)
+    model = _load(bundle, backend, device, precision, ("encoder",))
+    mean, log_var = model.encode(_read_images(images, model), return_logvar=True)
+    save_npy(mean, out)
+    if logvar:
+        save_npy(log_var, out.with_name(out.stem + "-logvar.npy"))
+    console.print(f"[green]wrote[/] latents {mean.shape} -> {escape(str(out))}", soft_wrap=True)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("latents", type=click.Path(path_type=Path))
+@click.option("--label", type=int, default=None, help="Conditional models: the class of every item.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("decoded.png"), show_default=True)
+@runtime_options
+@reports_errors
+def decode(bundle, latents, label, out, backend, device, precision) -> None:
+    """Decode latents (a .npy of shape (N, K)) to items."""
+    from gvtool.runtime.outputs import check_output, save_items
+
+    model = _load(bundle, backend, device, precision, ("decoder",))
+    check_output(out, (".png", ".npy"), model.is_image)
+    z = _read_npy(latents, "latents")
+    items = model.decode(z, None if label is None else [label] * len(z))
+    save_items(items, out)
+    console.print(f"[green]wrote[/] {len(items)} items -> {escape(str(out))}", soft_wrap=True)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reconstructions.png"), show_default=True,
+              help=".png: originals and reconstructions side by side; .npy: the reconstructions.")
+@runtime_options
+@reports_errors
+def reconstruct(bundle, images, out, backend, device, precision) -> None:
+    """Encode then decode image files: what the model keeps of them."""
+    import numpy as np
+
+    from gvtool.runtime.outputs import check_output, save_items
+
+    check_output(out, (".png", ".npy"), True)
+    model = _load(bundle, backend, device, precision, ("encoder", "decoder"))
+    if model.conditional:
+        from gvtool.errors import BadInputError
+
+        raise BadInputError("reconstruct needs each image's label for a conditional model; encode, then decode --label")
+    fitted = model.fit_images(_read_images(images, model))
+    rebuilt = model.reconstruct(fitted)
+    if out.suffix.lower() == ".npy":
+        save_items(rebuilt, out)
+    else:
+        pairs = np.stack([fitted, rebuilt], axis=1).reshape(-1, *rebuilt.shape[1:])  # original, rebuilt, ...
+        save_items(pairs, out, ncols=2 * min(4, len(rebuilt)))
+    console.print(f"[green]wrote[/] {len(rebuilt)} reconstructions -> {escape(str(out))}", soft_wrap=True)
+
+
+def _endpoint(value: str, model):
+    """An interpolation end from the command line: an integer seed or an image file."""
+    from gvtool.errors import BadInputError
+
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    if not Path(value).is_file():
+        raise BadInputError(f"--from/--to {value!r} is neither an integer seed nor an image file")
+    return _read_images([value], model)[0]
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--from", "start", required=True, help="An image file or an integer seed.")
+@click.option("--to", "end", required=True, help="An image file or an integer seed.")
+@click.option("--steps", type=click.IntRange(min=2), default=8, show_default=True)
+@click.option("--method", type=click.Choice(["slerp", "lerp"]), default="slerp", show_default=True)
+@click.option("--label", type=int, default=None, help="Conditional models: the class along the path.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("interpolation.png"), show_default=True,
+              help=".png (a strip), .gif (an animation) or .npy.")
+@runtime_options
+@reports_errors
+def interpolate(bundle, start, end, steps, method, label, out, backend, device, precision) -> None:
+    """Walk the latent space from one image or seed to another."""
+    from gvtool.runtime.outputs import check_output, save_items
+
+    check_output(out, (".png", ".gif", ".npy"), True)
+    model = _load(bundle, backend, device, precision, None)
+    a, b = _endpoint(start, model), _endpoint(end, model)
+    if model.conditional and label is None:
+        label = 0
+    items = model.interpolate(a, b, steps, method, label)
+    save_items(items, out, ncols=steps)
+    console.print(f"[green]wrote[/] {steps} steps -> {escape(str(out))}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -93,3 +93,20 @@ def manifest_tables(bundle, manifest) -> list:
     else:
         out.append("no TensorRT engines (build them on the target device: gvtool export BUNDLE --trt)")
     return out
+
+
+class count_progress:
+    """A progress bar over a count of items; the context value is a callback taking the count done."""
+
+    def __init__(self, console: Console, total: int, what: str):
+        self.progress = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True)
+        self.total, self.task = total, None
+
+    def __enter__(self):
+        self.progress.start()
+        self.task = self.progress.add_task("", total=self.total)
+        return lambda done: self.progress.update(self.task, completed=done)
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()

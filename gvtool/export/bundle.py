@@ -23,10 +23,10 @@ from gvtool.export.from_run import RunModel, load_run
 from gvtool.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, DecoderGraph, EncoderGraph, export_onnx
 from gvtool.export.validate import validate_graph
 from gvtool.export.variants import to_fp16, to_int8
+from gvtool.runtime.bundles import BUNDLES_ROOT
 from gvtool.manifest import PRECISIONS, GraphEntry, Manifest, is_bundle, read_manifest, sha256_file, write_manifest
 from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE, load_dataset, split, to_model
 
-BUNDLES_ROOT = Path("bundles")
 VALIDATION_BATCHES = (1, 16)   # batch 1 and a larger one: a wrong dynamic axis shows at one of them
 CALIBRATION_ITEMS = 512        # int8 ranges: 512 items in batches of 32 settle the min/max of every layer
 CALIBRATION_BATCH = 32

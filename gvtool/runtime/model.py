@@ -1,0 +1,248 @@
+"""The runtime's public API: load a bundle once, then sample, encode, decode, reconstruct, interpolate.
+
+Everything is batched: requests larger than a backend takes run in chunks, and the result equals the
+unchunked one. Images come back as uint8 (N, H, W, C); vector models give float32 (N, D).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from gvtool.errors import BadInputError
+from gvtool.imaging import convert_channels, fit_square
+from gvtool.manifest import read_manifest
+from gvtool.runtime.backends import Choice, open_backend
+
+DEFAULT_CHUNK = 256  # items per call when the backend sets no limit: activations of 256 items stay ~100 MB
+
+
+def load(bundle: str | Path, backend: str = "auto", device: str = "cpu", precision: str = "fp32",
+         graphs: tuple[str, ...] | None = None) -> "GenerativeModel":
+    """Read and check the bundle, then create the backend's sessions or engines once.
+
+    `graphs` limits what is loaded (e.g. ("decoder",) for sampling); None loads every graph the bundle has.
+    """
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    available = sorted({g.graph for g in manifest.graphs.values()})
+    wanted = list(graphs) if graphs is not None else available
+    missing = [g for g in wanted if g not in available]
+    if missing:
+        raise BadInputError(f"{bundle} has no {' or '.join(missing)} graph (a {manifest.model['kind']} model has "
+                            f"{', '.join(available)})")
+    return GenerativeModel(bundle, manifest, open_backend(bundle, manifest, wanted, backend, device, precision))
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical interpolation between rows a and b (K,) at fractions t (T,) -> (T, K).
+
+    Gaussian latents concentrate near a sphere of radius sqrt(K): slerp stays near it, where the
+    decoder was trained; lerp passes through the low-norm middle. Falls back to lerp when a and b
+    are (anti)parallel.
+    """
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    cos = np.dot(a64, b64) / max(np.linalg.norm(a64) * np.linalg.norm(b64), 1e-12)
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    t = t[:, None]
+    if np.sin(omega) < 1e-6:
+        return ((1 - t) * a64 + t * b64).astype(np.float32)
+    return ((np.sin((1 - t) * omega) * a64 + np.sin(t * omega) * b64) / np.sin(omega)).astype(np.float32)
+
+
+class GenerativeModel:
+    def __init__(self, bundle: Path, manifest, choice: Choice):
+        self.bundle, self.manifest, self.choice = bundle, manifest, choice
+        m = manifest.model
+        self.kind, self.conditional, self.num_classes = m["kind"], m["conditional"], m["num_classes"]
+        self.latent_dim, self.item_shape, self.is_image = m["latent_dim"], tuple(m["item_shape"]), m["data_kind"] == "image"
+        self._pixels = manifest.pixels
+
+    @property
+    def description(self) -> str:
+        """What runs and why: the backend, the device, the precision."""
+        return self.choice.reason
+
+    def close(self) -> None:
+        for runner in self.choice.runners.values():
+            getattr(runner, "close", lambda: None)()
+
+    def __enter__(self) -> "GenerativeModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- sampling ------------------------------------------------------------------------------
+
+    def sample_latents(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
+        """n latents from N(0, temperature^2 I), float32 (n, K); the same seed gives the same latents."""
+        _check_count(n)
+        if not temperature > 0:
+            raise BadInputError(f"temperature must be > 0, got {temperature}")
+        return (np.random.default_rng(seed).standard_normal((n, self.latent_dim)) * temperature).astype(np.float32)
+
+    def sample(self, n: int, seed: int | None = None, labels=None, temperature: float = 1.0) -> np.ndarray:
+        """n items decoded from prior latents. Conditional models: `labels` is one class for all, or (n,)
+        classes; None cycles through the classes."""
+        return self.decode(self.sample_latents(n, seed, temperature), self._labels(labels, n))
+
+    def sample_chunks(self, n: int, seed: int | None = None, labels=None, temperature: float = 1.0,
+                      chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+        """sample(n, ...) in pieces of at most `chunk` items, for streaming: the concatenation equals
+        sample(n, ...) with the same arguments, while memory stays bounded by the chunk."""
+        _check_count(n)
+        labels = self._labels(labels, n)
+        rng = np.random.default_rng(seed)
+        for start in range(0, n, chunk):
+            size = min(chunk, n - start)
+            # Generator.standard_normal draws the same stream whether taken at once or in pieces.
+            z = (rng.standard_normal((size, self.latent_dim)) * temperature).astype(np.float32)
+            yield self.decode(z, None if labels is None else labels[start:start + size])
+
+    # --- decoding and encoding -----------------------------------------------------------------
+
+    def decode(self, latents, labels=None) -> np.ndarray:
+        """latents (N, K) [+ labels] -> items: uint8 images (N, H, W, C) or float32 vectors (N, D)."""
+        z = np.asarray(latents, dtype=np.float32)
+        if z.ndim == 1:
+            z = z[None]
+        if z.ndim != 2 or z.shape[1] != self.latent_dim or z.shape[0] == 0:
+            raise BadInputError(f"latents have shape {z.shape}, expected (N, {self.latent_dim}) with N >= 1")
+        if not np.isfinite(z).all():
+            raise BadInputError(f"latents hold {int((~np.isfinite(z)).sum())} NaN or infinite values")
+        feeds = {"latents": z}
+        labels = self._labels(labels, len(z))
+        if labels is not None:
+            feeds["labels"] = labels
+        (out,) = self._run("decoder", feeds)
+        return self._to_items(out)
+
+    def encode(self, items, return_logvar: bool = False):
+        """items -> posterior means (N, K) float32, and log-variances with return_logvar."""
+        x = self._to_model(items)
+        mean, logvar = self._run("encoder", {"images" if self.is_image else "vectors": x})
+        return (mean, logvar) if return_logvar else mean
+
+    def reconstruct(self, items, labels=None) -> np.ndarray:
+        """Decode the posterior means of items: what the model keeps of them."""
+        return self.decode(self.encode(items), labels)
+
+    def interpolate(self, a, b, steps: int = 8, method: str = "slerp", label=None) -> np.ndarray:
+        """steps items from a to b (both included). a and b are latents (K,), integer seeds, or items
+        (an image (H, W[, C]) or a vector (D,)) that are encoded first."""
+        if steps < 2:
+            raise BadInputError(f"steps must be >= 2 (both ends included), got {steps}")
+        if method not in ("slerp", "lerp"):
+            raise BadInputError(f"unknown interpolation method {method!r}; expected slerp or lerp")
+        za, zb = self._endpoint(a), self._endpoint(b)
+        t = np.linspace(0.0, 1.0, steps)
+        path = slerp(za, zb, t) if method == "slerp" else ((1 - t[:, None]) * za + t[:, None] * zb).astype(np.float32)
+        return self.decode(path, None if label is None else np.full(steps, label))
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _endpoint(self, value) -> np.ndarray:
+        """An interpolation end as a latent (K,): an int is a seed, a uint8 array an image to encode,
+        a float (K,) array a latent, and (vector models) another float (D,) array an item to encode."""
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return self.sample_latents(1, seed=int(value))[0]
+        array = np.asarray(value)
+        if array.dtype == np.uint8 and self.is_image:
+            return self.encode(array[None])[0]
+        if array.shape == (self.latent_dim,) and array.dtype.kind == "f":
+            z = array.astype(np.float32)
+            if not np.isfinite(z).all():
+                raise BadInputError("an interpolation end holds NaN or infinite values")
+            return z
+        if not self.is_image and array.shape == self.item_shape:
+            return self.encode(array[None])[0]
+        raise BadInputError(f"an interpolation end must be a seed, a latent of shape ({self.latent_dim},) or "
+                            f"{'a uint8 image' if self.is_image else f'an item of shape {self.item_shape}'}; "
+                            f"got {array.dtype} {array.shape}")
+
+    def _labels(self, labels, n: int) -> np.ndarray | None:
+        if not self.conditional:
+            if labels is not None:
+                raise BadInputError("this model is unconditional: it takes no labels")
+            return None
+        if labels is None:
+            return np.arange(n, dtype=np.int64) % self.num_classes
+        array = np.asarray(labels)
+        if array.dtype.kind not in "iu":
+            raise BadInputError(f"labels must be integers, got {array.dtype}")
+        array = np.broadcast_to(array.astype(np.int64), (n,)) if array.ndim == 0 else array.astype(np.int64)
+        if array.shape != (n,):
+            raise BadInputError(f"got {array.shape[0]} labels for {n} items")
+        bad = array[(array < 0) | (array >= self.num_classes)]
+        if bad.size:
+            raise BadInputError(f"label {int(bad[0])} is out of range: this model has classes 0 to {self.num_classes - 1}")
+        return np.ascontiguousarray(array)
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run a graph over any batch, in chunks of at most the runner's max batch."""
+        runner = self.choice.runners.get(graph)
+        if runner is None:
+            raise BadInputError(f"the {graph} graph was not loaded (a {self.kind} model, or load(graphs=...) left it out)")
+        n = len(next(iter(feeds.values())))
+        step = runner.max_batch or DEFAULT_CHUNK
+        if n <= step:
+            return runner.run(feeds)
+        parts = [runner.run({k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, n, step)]
+        return [np.concatenate(outputs) for outputs in zip(*parts)]
+
+    def _to_items(self, out: np.ndarray) -> np.ndarray:
+        if not self.is_image:
+            return out.astype(np.float32, copy=False)
+        p = self._pixels
+        pixels = np.rint((out.astype(np.float32) - p["offset"]) * p["scale"])
+        return np.clip(pixels, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+
+    def _to_model(self, items) -> np.ndarray:
+        """Items as the encoder takes them: float32 (N, C, H, W) in model range, or (N, D) vectors."""
+        if not self.is_image:
+            x = np.asarray(items, dtype=np.float32)
+            if x.ndim != 2 or x.shape[1:] != self.item_shape or len(x) == 0:
+                raise BadInputError(f"vectors have shape {x.shape}, expected (N, {self.item_shape[0]}) with N >= 1")
+            if not np.isfinite(x).all():
+                raise BadInputError("vectors hold NaN or infinite values")
+            return x
+        fitted = self.fit_images(items)  # (N, H, W, C) uint8
+        p = self._pixels
+        return (fitted.transpose(0, 3, 1, 2).astype(np.float32) / p["scale"] + p["offset"]).astype(np.float32)
+
+    def fit_images(self, images) -> np.ndarray:
+        """Images (a (N, H, W[, C]) array or a list of arrays of any size) as the model takes them:
+        uint8 (N, H, W, C) at its size and colour mode; a conversion is warned about once per call."""
+        images = [np.asarray(im) for im in images] if isinstance(images, (list, tuple)) else list(np.asarray(images))
+        if not images:
+            raise BadInputError("no images given")
+        fitted = [self._fit(im) for im in images]
+        converted = sum(f is not im for f, im in zip(fitted, images))
+        if converted:
+            warnings.warn(f"{converted} image(s) converted to the model's {self.item_shape[1:] + self.item_shape[:1]} "
+                          "(centre crop, resize, colour mode)", stacklevel=3)
+        return np.stack(fitted)
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        c, h, w = self.item_shape
+        if image.dtype != np.uint8:
+            raise BadInputError(f"images must be uint8 pixels 0..255, got {image.dtype}")
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+            raise BadInputError(f"an image has shape {image.shape}, expected (H, W) or (H, W, C) with C in 1, 3, 4")
+        if image.shape == (h, w, c):
+            return image
+        from PIL import Image  # only when converting
+
+        pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+        return fit_square(convert_channels(pil, c), h)
+
+
+def _check_count(n) -> None:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
+        raise BadInputError(f"the number of items must be a positive integer, got {n!r}")
