@@ -1,26 +1,52 @@
-"""Fake `tensorrt` and CUDA runtime modules that record every call the engine builder makes.
+"""Fake `tensorrt` and CUDA runtime modules that record every call the engine builder and runner make.
 
-TensorRT cannot be installed on the project's machines, so the builder's logic is tested against
-these. They mimic the documented Python API surface the builder uses (TensorRT 10.x and 11.x,
-cuda-python's runtime bindings) and nothing more; what they do NOT model is listed in
-tests/test_trt_build.py's docstring.
+TensorRT cannot be installed on the project's machines, so the builder's and the runner's logic is
+tested against these. They mimic the documented Python API surface gvtool uses (TensorRT 10.x and
+11.x, cuda-python's runtime bindings) and nothing more; what they do NOT model is listed in the
+docstrings of tests/test_trt_build.py and tests/test_trt_runner.py.
 
     trt = make_fake_trt(version="10.3.0")
     trt.builders[0].networks[0].flags           # what create_network got
     trt.builders[0].configs[0].profiles[0]      # {input name: (min, opt, max)}
+
+The runner's side: "device" memory is bytes held by the fake cudart, pinned host memory is real
+(ctypes) memory, and copies and engine executions are queued on a stream and only happen at
+cudaStreamSynchronize, as on a GPU, so a runner that reads results before synchronizing sees stale ones.
+
+    cudart = make_fake_cudart()
+    trt = make_fake_trt(cudart=cudart, compute=lambda inputs: {"images": ...})
+    engine = fake_engine_bytes(graph.inputs, graph.outputs, profile=(1, 4, 8))   # what Runtime deserializes
+    cudart.calls                                # [("cudaMalloc", 4096), ("cudaMemcpyAsync", dst, src, n, kind, stream), ...]
 """
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import hashlib
+import json
 import types
+
+import numpy as np
+
+FAKE_ENGINE = "FAKE-ENGINE-IO"     # what fake_engine_bytes writes first: the fake Runtime only deserializes these
+DEVICE_BASE = 0xD000_0000_0000     # fake device pointers: never a valid host address, so never dereferenced by mistake
+# numpy dtype name -> TensorRT DataType member; trt.nptype maps back (and raises TypeError for BF16, FP8, INT4)
+DATA_TYPES = {"float32": "FLOAT", "float16": "HALF", "int8": "INT8", "int32": "INT32", "bool": "BOOL",
+              "uint8": "UINT8", "int64": "INT64", "bfloat16": "BF16", "float8": "FP8", "int4": "INT4"}
 
 
 def make_fake_trt(version: str = "10.3.0", parse_ok: bool = True, errors=(), build_ok: bool = True,
                   fail_build_number: int | None = None, num_dla_cores: int = 0, max_dla_batch_size: int = 32,
-                  strongly_typed_flag: bool = True):
+                  strongly_typed_flag: bool = True, cudart=None, compute=None, execute_ok: bool = True,
+                  context_ok: bool = True):
     """A module-like fake of `tensorrt` `version`.
+
+    Runtime side: Runtime.deserialize_cuda_engine takes fake_engine_bytes(...) of the same version
+    (anything else gives None, as an incompatible engine does). Executions run on `cudart` (a
+    make_fake_cudart module, whose device memory holds the tensors) and compute the outputs with
+    `compute(inputs: {name: array}) -> {name: array}`. execute_ok=False makes execute_async_v3
+    return False; context_ok=False makes create_execution_context return None.
 
     errors: (node index, node name, operator, description) per parser error, reported when parse_ok
     is False. build_ok=False makes every build_serialized_network return None; fail_build_number=N
@@ -179,18 +205,180 @@ def make_fake_trt(version: str = "10.3.0", parse_ok: bool = True, errors=(), bui
             return f"FAKE-ENGINE trt{version} {model_hash} flags={network.flags} profiles={config.profiles}".encode()
 
     trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, OnnxParser
+
+    # ---- runtime: Runtime, ICudaEngine, IExecutionContext (name-based tensor API of TensorRT 10/11)
+    trt.TensorIOMode = enum.IntEnum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"], start=0)
+    trt.DataType = enum.IntEnum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8", "BF16",
+                                             "INT64", "INT4"], start=0)
+    trt.runtimes = []        # every Runtime made
+    trt.engines = []         # every engine deserialized
+    trt.contexts = []        # every execution context created
+
+    def nptype(dtype):
+        numpy_name = {v: k for k, v in DATA_TYPES.items()}[trt.DataType(dtype).name]
+        if numpy_name in ("bfloat16", "float8", "int4"):
+            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+        return np.dtype(numpy_name).type
+
+    class Tensor:
+        def __init__(self, d):
+            self.name, self.mode = d["name"], trt.TensorIOMode[d["mode"]]
+            self.dtype = trt.DataType[DATA_TYPES[d["dtype"]]]
+            self.np_dtype = np.dtype(d["dtype"]) if d["dtype"] not in ("bfloat16", "float8", "int4") else None
+            self.shape = tuple(d["shape"])    # -1 for the dynamic batch axis
+
+    class ICudaEngine:
+        def __init__(self, spec):
+            self.tensors = {t["name"]: Tensor(t) for t in spec["tensors"]}
+            self.order = [t["name"] for t in spec["tensors"]]
+            self.profile = tuple(spec["profile"])      # batch (min, opt, max)
+            self.num_optimization_profiles = 1
+
+        @property
+        def num_io_tensors(self):
+            return len(self.order)
+
+        def get_tensor_name(self, index):
+            return self.order[index]
+
+        def get_tensor_mode(self, name):
+            return self.tensors[name].mode if name in self.tensors else trt.TensorIOMode.NONE
+
+        def get_tensor_dtype(self, name):
+            return self.tensors[name].dtype
+
+        def get_tensor_shape(self, name):
+            return self.tensors[name].shape
+
+        def get_tensor_profile_shape(self, name, profile_index):
+            tensor = self.tensors[name]
+            if profile_index != 0 or tensor.mode != trt.TensorIOMode.INPUT:
+                raise RuntimeError(f"no profile shape for {name} in profile {profile_index}")
+            return [(batch, *tensor.shape[1:]) for batch in self.profile]
+
+        def create_execution_context(self):
+            if not context_ok:
+                return None
+            trt.contexts.append(IExecutionContext(self))
+            return trt.contexts[-1]
+
+    class IExecutionContext:
+        def __init__(self, engine):
+            self.engine = engine
+            # ("set_input_shape", name, shape), ("set_tensor_address", name, ptr), ("execute_async_v3", handle)
+            self.calls = []
+            self.input_shapes = {}
+            self.addresses = {}
+
+        def set_input_shape(self, name, shape):
+            self.calls.append(("set_input_shape", name, tuple(shape)))
+            tensor = self.engine.tensors.get(name)
+            low, _, high = self.engine.profile
+            if (tensor is None or tensor.mode != trt.TensorIOMode.INPUT or len(shape) != len(tensor.shape)
+                    or tuple(shape[1:]) != tensor.shape[1:] or not low <= shape[0] <= high):
+                return False
+            self.input_shapes[name] = tuple(int(d) for d in shape)
+            return True
+
+        def set_tensor_address(self, name, memory):
+            self.calls.append(("set_tensor_address", name, memory))
+            if name not in self.engine.tensors or not isinstance(memory, int):
+                return False
+            self.addresses[name] = memory
+            return True
+
+        def get_tensor_shape(self, name):
+            tensor = self.engine.tensors[name]
+            if tensor.mode == trt.TensorIOMode.INPUT:
+                return self.input_shapes.get(name, tensor.shape)
+            batches = {shape[0] for shape in self.input_shapes.values()}
+            return (batches.pop(), *tensor.shape[1:]) if len(batches) == 1 else tensor.shape
+
+        def execute_async_v3(self, stream_handle):
+            self.calls.append(("execute_async_v3", stream_handle))
+            if not isinstance(stream_handle, int):   # the binding takes a size_t
+                raise TypeError(f"execute_async_v3(): incompatible stream_handle {stream_handle!r}, expected int")
+            inputs = [t for t in self.engine.tensors.values() if t.mode == trt.TensorIOMode.INPUT]
+            if (not execute_ok or set(self.input_shapes) != {t.name for t in inputs}
+                    or set(self.addresses) != set(self.engine.tensors)):
+                return False
+            # What TensorRT reads at enqueue time: shapes and addresses; memory is read when the stream runs.
+            shapes, addresses = dict(self.input_shapes), dict(self.addresses)
+            outputs = {n: (self.get_tensor_shape(n), t) for n, t in self.engine.tensors.items()
+                       if t.mode == trt.TensorIOMode.OUTPUT}
+
+            def run():
+                feeds = {}
+                for tensor in inputs:
+                    shape = shapes[tensor.name]
+                    raw = cudart.read_device(addresses[tensor.name], int(np.prod(shape)) * tensor.np_dtype.itemsize)
+                    feeds[tensor.name] = np.frombuffer(raw, dtype=tensor.np_dtype).reshape(shape)
+                results = compute(feeds)
+                for name, (shape, tensor) in outputs.items():
+                    result = np.ascontiguousarray(results[name], dtype=tensor.np_dtype)
+                    if result.shape != shape:
+                        raise AssertionError(f"fake compute gave {name} shape {result.shape}, the engine says {shape}")
+                    cudart.write_device(addresses[name], result.tobytes())
+
+            return cudart.enqueue(stream_handle, ("execute_async_v3", run))
+
+    class Runtime:
+        def __init__(self, logger):
+            self.logger = logger
+            self.DLA_core = -1
+            self.deserialized = []       # the bytes of each deserialize_cuda_engine call
+            trt.runtimes.append(self)
+
+        def deserialize_cuda_engine(self, serialized_engine):
+            data = bytes(serialized_engine)
+            self.deserialized.append(data)
+            header = f"{FAKE_ENGINE} trt{version}\n".encode()
+            if not data.startswith(header):   # another TensorRT version, or not an engine: TensorRT logs and returns None
+                return None
+            engine = ICudaEngine(json.loads(data[len(header):]))
+            trt.engines.append(engine)
+            return engine
+
+    trt.nptype, trt.Runtime = nptype, Runtime
     return trt
 
 
+def fake_engine_bytes(inputs, outputs, version: str = "10.3.0", profile=(1, 8, 64), order=None, dtypes=None) -> bytes:
+    """A serialized engine the fake Runtime deserializes: I/O tensors from TensorSpec-like objects
+    (name, dtype, shape with "batch" first) and a batch profile (min, opt, max).
+
+    order: the tensor names in the engine's own I/O order (default inputs then outputs);
+    dtypes: {name: numpy dtype name} overriding a tensor's dtype in the engine.
+    """
+    dtypes = dtypes or {}
+    tensors = [{"name": t.name, "mode": mode, "dtype": dtypes.get(t.name, t.dtype),
+                "shape": [-1 if d == "batch" else d for d in t.shape]}
+               for mode, specs in (("INPUT", inputs), ("OUTPUT", outputs)) for t in specs]
+    if order is not None:
+        tensors = sorted(tensors, key=lambda t: list(order).index(t["name"]))
+    return f"{FAKE_ENGINE} trt{version}\n".encode() + json.dumps({"tensors": tensors, "profile": list(profile)}).encode()
+
+
 def make_fake_cudart(device_count: int = 1, name: bytes = b"NVIDIA Jetson Orin Nano", major: int = 8, minor: int = 7,
-                     driver_version: int = 12060, count_error: str | None = None):
+                     driver_version: int = 12060, count_error: str | None = None, failures: dict[str, int] | None = None):
     """A module-like fake of cuda.bindings.runtime: every call returns (cudaError_t, values...).
 
     count_error: the cudaError_t member name cudaGetDeviceCount fails with (e.g. when no driver is loaded).
+    failures: {call name: N}: the N-th (1-based) call of that memory or stream function fails
+    (cudaMalloc and cudaMallocHost with cudaErrorMemoryAllocation, the others with cudaErrorLaunchFailure).
+
+    Memory: rt.device {pointer: bytearray} and rt.pinned {pointer: ctypes buffer} hold the live
+    allocations, rt.streams {handle: queued operations} the live streams; rt.calls records every
+    memory and stream call with its arguments.
     """
     rt = types.ModuleType("cuda.bindings.runtime")
-    rt.cudaError_t = enum.IntEnum("cudaError_t", {"cudaSuccess": 0, "cudaErrorInsufficientDriver": 35,
-                                                  "cudaErrorNoDevice": 100, "cudaErrorInvalidDevice": 101})
+    rt.cudaError_t = enum.IntEnum("cudaError_t", {"cudaSuccess": 0, "cudaErrorInvalidValue": 1,
+                                                  "cudaErrorMemoryAllocation": 2, "cudaErrorInsufficientDriver": 35,
+                                                  "cudaErrorNoDevice": 100, "cudaErrorInvalidDevice": 101,
+                                                  "cudaErrorInvalidResourceHandle": 400, "cudaErrorLaunchFailure": 719})
+    rt.cudaMemcpyKind = enum.IntEnum("cudaMemcpyKind", ["cudaMemcpyHostToHost", "cudaMemcpyHostToDevice",
+                                                        "cudaMemcpyDeviceToHost", "cudaMemcpyDeviceToDevice",
+                                                        "cudaMemcpyDefault"], start=0)
     ok = rt.cudaError_t.cudaSuccess
     rt.current_device = None
 
@@ -215,4 +403,149 @@ def make_fake_cudart(device_count: int = 1, name: bytes = b"NVIDIA Jetson Orin N
 
     rt.cudaGetDeviceCount, rt.cudaGetDeviceProperties = cudaGetDeviceCount, cudaGetDeviceProperties
     rt.cudaDriverGetVersion, rt.cudaSetDevice = cudaDriverGetVersion, cudaSetDevice
+
+    # ---- memory and streams
+    rt.calls = []
+    rt.device, rt.pinned, rt.streams = {}, {}, {}
+    rt.retired = []            # freed pinned buffers, kept alive so that a stale numpy view cannot crash the tests
+    counts = {}
+    next_device, next_stream = [DEVICE_BASE], [1]
+    invalid = (rt.cudaError_t.cudaErrorInvalidValue,)
+
+    class cudaStream_t:
+        """Like cuda-python's: int() gives the handle TensorRT takes."""
+
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __int__(self):
+            return self.handle
+
+        def __repr__(self):
+            return f"<cudaStream_t {self.handle:#x}>"
+
+    def recorded(function):
+        def call(*args):
+            name = function.__name__
+            rt.calls.append((name, *args))
+            counts[name] = counts.get(name, 0) + 1
+            if failures and failures.get(name) == counts[name]:
+                allocates = name in ("cudaMalloc", "cudaMallocHost")
+                error = rt.cudaError_t.cudaErrorMemoryAllocation if allocates else rt.cudaError_t.cudaErrorLaunchFailure
+                return (error, None) if allocates or name == "cudaStreamCreate" else (error,)
+            return function(*args)
+
+        call.__name__ = function.__name__
+        return call
+
+    def find(table, pointer, count):
+        """(base, offset) of the allocation in `table` that holds [pointer, pointer + count), or None."""
+        if not isinstance(pointer, int):
+            return None
+        for base, memory in table.items():
+            size = len(memory) if isinstance(memory, bytearray) else ctypes.sizeof(memory)
+            if base <= pointer and pointer + count <= base + size:
+                return base, pointer - base
+        return None
+
+    def read_device(pointer, count):
+        place = find(rt.device, pointer, count)
+        if place is None:
+            raise AssertionError(f"fake TensorRT read {count} bytes at {pointer:#x}, outside every device allocation")
+        return bytes(rt.device[place[0]][place[1]:place[1] + count])
+
+    def write_device(pointer, data):
+        place = find(rt.device, pointer, len(data))
+        if place is None:
+            raise AssertionError(f"fake TensorRT wrote {len(data)} bytes at {pointer:#x}, outside every device allocation")
+        rt.device[place[0]][place[1]:place[1] + len(data)] = data
+
+    def enqueue(handle, operation):
+        if handle not in rt.streams:
+            return False
+        rt.streams[handle].append(operation)
+        return True
+
+    @recorded
+    def cudaMalloc(size):
+        pointer = next_device[0]
+        next_device[0] += (size + 0xFFFF) // 0x10000 * 0x10000 + 0x10000   # a gap: overruns land outside
+        rt.device[pointer] = bytearray(size)
+        return ok, pointer
+
+    @recorded
+    def cudaFree(devPtr):
+        if devPtr not in rt.device:
+            return invalid
+        del rt.device[devPtr]
+        return (ok,)
+
+    @recorded
+    def cudaMallocHost(size):
+        buffer = (ctypes.c_byte * max(size, 1))()
+        rt.pinned[ctypes.addressof(buffer)] = buffer
+        return ok, ctypes.addressof(buffer)
+
+    @recorded
+    def cudaFreeHost(ptr):
+        if ptr not in rt.pinned:
+            return invalid
+        rt.retired.append(rt.pinned.pop(ptr))
+        return (ok,)
+
+    @recorded
+    def cudaStreamCreate():
+        stream = cudaStream_t(next_stream[0] * 0x1000)
+        next_stream[0] += 1
+        rt.streams[stream.handle] = []
+        return ok, stream
+
+    @recorded
+    def cudaStreamDestroy(stream):
+        if not isinstance(stream, cudaStream_t) or stream.handle not in rt.streams:
+            return (rt.cudaError_t.cudaErrorInvalidResourceHandle,)
+        drain(stream.handle)   # work already queued still completes
+        del rt.streams[stream.handle]
+        return (ok,)
+
+    @recorded
+    def cudaMemcpyAsync(dst, src, count, kind, stream):
+        if not isinstance(stream, cudaStream_t) or stream.handle not in rt.streams:
+            return (rt.cudaError_t.cudaErrorInvalidResourceHandle,)
+        if kind == rt.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            to, source = find(rt.device, dst, count), find(rt.pinned, src, count)
+        elif kind == rt.cudaMemcpyKind.cudaMemcpyDeviceToHost:
+            to, source = find(rt.pinned, dst, count), find(rt.device, src, count)
+        else:
+            return invalid      # the runner only copies between its pinned and device buffers
+        if to is None or source is None:
+            return invalid
+
+        def copy():             # at the stream's turn, as on a GPU: the host bytes read are those of then
+            if kind == rt.cudaMemcpyKind.cudaMemcpyHostToDevice:
+                write_device(dst, ctypes.string_at(src, count))
+            else:
+                ctypes.memmove(dst, read_device(src, count), count)
+
+        rt.streams[stream.handle].append(("cudaMemcpyAsync", copy))
+        return (ok,)
+
+    def drain(handle):
+        queue = rt.streams[handle]
+        while queue:
+            queue.pop(0)[1]()
+
+    @recorded
+    def cudaStreamSynchronize(stream):
+        if not isinstance(stream, cudaStream_t) or stream.handle not in rt.streams:
+            return (rt.cudaError_t.cudaErrorInvalidResourceHandle,)
+        drain(stream.handle)
+        return (ok,)
+
+    rt.cudaStream_t = cudaStream_t
+    rt.read_device, rt.write_device, rt.enqueue = read_device, write_device, enqueue
+    rt.cudaMalloc, rt.cudaFree, rt.cudaMallocHost, rt.cudaFreeHost = cudaMalloc, cudaFree, cudaMallocHost, cudaFreeHost
+    rt.cudaStreamCreate, rt.cudaStreamDestroy = cudaStreamCreate, cudaStreamDestroy
+    rt.cudaStreamSynchronize, rt.cudaMemcpyAsync = cudaStreamSynchronize, cudaMemcpyAsync
+    rt.count = lambda call: sum(1 for c in rt.calls if c[0] == call)
     return rt

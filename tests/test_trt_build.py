@@ -394,7 +394,7 @@ class TestRealTensorRT:
     def real(self):
         trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed here (pip install 'gvtool[trt]', or JetPack)")
         pytest.importorskip("onnx", reason="the real-TensorRT test writes real ONNX graphs (pip install 'gvtool[export]')")
-        from gvtool.export.gpu import import_cudart
+        from gvtool.runtime.gpu import import_cudart
 
         try:
             cudart = import_cudart()

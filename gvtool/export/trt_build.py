@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import re
 from pathlib import Path
 from typing import Callable, Iterable
 
 from gvtool.errors import BackendUnavailableError, BadBundleError, BadInputError, ExportValidationError
-from gvtool.export.gpu import gpu_properties, import_cudart, use_device
 from gvtool.fileio import atomic_write_bytes
 from gvtool.manifest import EngineEntry, GraphEntry, Manifest, bundle_path, read_manifest, verify_file, write_manifest
+from gvtool.runtime.gpu import TENSORRT_HINT, gpu_properties, import_cudart, import_tensorrt, use_device
 
 ENGINES_DIR = "engines"
 TIMING_CACHE = f"{ENGINES_DIR}/timing.cache"   # tactic timings, reused by the next build on this GPU
 BATCH = "batch"                                # the manifest's name for the dynamic batch axis
-TENSORRT_HINT = (
-    "install TensorRT's Python bindings. Desktop or server GPU: pip install 'gvtool[trt]' (the tensorrt "
-    "wheels come from NVIDIA's PyPI index, https://pypi.nvidia.com). Jetson: TensorRT comes with JetPack 6; "
-    "if `import tensorrt` fails, sudo apt install python3-libnvinfer, and create the virtual environment "
-    "with --system-site-packages so that it sees the system package")
 
 
 def build_engines(bundle, *, graphs: Iterable[str] | None = None, precisions: Iterable[str] | None = None,
@@ -51,7 +45,7 @@ def build_engines(bundle, *, graphs: Iterable[str] | None = None, precisions: It
     entries = select_graphs(manifest, graphs, precisions)
     sources = {e.key: verify_file(bundle, e.file, e.sha256) for e in entries}  # a tampered file fails here, before any build
 
-    trt = trt if trt is not None else _import_tensorrt()
+    trt = trt if trt is not None else import_tensorrt()
     cudart = cudart if cudart is not None else import_cudart()
     trt_version, trt_major = _tensorrt_version(trt)
     gpu_name, capability, driver = gpu_properties(cudart, device_index)
@@ -152,13 +146,6 @@ def _check_options(min_batch: int, opt_batch: int, max_batch: int, workspace_mb:
         raise BadInputError(f"--workspace-mb must be at least 1 (MiB), got {workspace_mb}")
     if dla_core is not None and dla_core < 0:
         raise BadInputError(f"--dla-core must be 0 or more, got {dla_core}")
-
-
-def _import_tensorrt():
-    try:
-        return importlib.import_module("tensorrt")
-    except (ImportError, OSError) as error:  # OSError: the bindings are there but libnvinfer is not
-        raise BackendUnavailableError(f"TensorRT is not available here ({error}); {TENSORRT_HINT}") from None
 
 
 def _tensorrt_version(trt) -> tuple[str, int]:
