@@ -297,7 +297,7 @@ def decode(bundle, latents, label, out, backend, device, precision) -> None:
     model = _load(bundle, backend, device, precision, ("decoder",))
     check_output(out, (".png", ".npy"), model.is_image)
     z = _read_npy(latents, "latents")
-    items = model.decode(z, None if label is None else [label] * len(z))
+    items = model.decode(z, label)  # one label for every item; decode broadcasts it
     save_items(items, out)
     console.print(f"[green]wrote[/] {len(items)} items -> {escape(str(out))}", soft_wrap=True)
 

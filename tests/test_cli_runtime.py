@@ -198,8 +198,6 @@ class TestEncodeCommand:
         assert np.load(tmp_path / "z.npy").shape == (2, LATENT)
         assert sum(line.startswith("warning:") for line in result.stderr.splitlines()) == 1
 
-    @pytest.mark.xfail(strict=True, reason="bug: a grey PNG of the model's size is reported as converted "
-                                           "(model.py:224 counts the (H, W) -> (H, W, 1) view as a conversion)")
     def test_grey_pngs_of_the_model_size_give_no_warning(self, bundle, pngs, tmp_path):
         paths, _ = pngs
         result = ok(invoke("encode", bundle("vaegan"), *paths, "--out", tmp_path / "z.npy", *CPU))
@@ -232,8 +230,6 @@ class TestDecodeCommand:
         ok(invoke("decode", bundle("conditional"), path, "--label", 2, "--out", tmp_path / "d.npy", *CPU))
         np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), model("conditional").decode(z, np.full(5, 2)))
 
-    @pytest.mark.xfail(strict=True, reason="bug: cli.py:300 makes len(z) labels for a 1-D (K,) latent, which "
-                                           "GenerativeModel.decode takes as one item -> 'got 4 labels for 1 items'")
     def test_one_latent_of_shape_k_decodes_with_a_label(self, bundle, tmp_path):
         np.save(tmp_path / "z1.npy", np.zeros(LATENT, np.float32))
         ok(invoke("decode", bundle("conditional"), tmp_path / "z1.npy", "--label", 1, "--out", tmp_path / "d.npy", *CPU))
@@ -358,14 +354,10 @@ class TestCommandErrors:
         line = error_line(invoke("decode", bundle("vaegan"), tmp_path / "z.npy", "--out", tmp_path / "d.png", *CPU))
         assert "cannot read latents as .npy" in line
 
-    @pytest.mark.xfail(strict=True, reason="bug: a .npy of strings reaches np.asarray(..., float32) in model.decode "
-                                           "(model.py:110) and its ValueError becomes a traceback")
     def test_decode_of_latents_that_are_not_numbers(self, bundle, tmp_path):
         np.save(tmp_path / "z.npy", np.array([["a", "b", "c", "d"]]))
         error_line(invoke("decode", bundle("vaegan"), tmp_path / "z.npy", "--out", tmp_path / "d.png", *CPU))
 
-    @pytest.mark.xfail(strict=True, reason="bug: cli.py:300 `[label] * len(z)` raises TypeError (a traceback) for a "
-                                           ".npy holding a 0-d array, before decode can check the shape")
     def test_decode_with_label_of_a_0d_npy(self, bundle, tmp_path):
         np.save(tmp_path / "z.npy", np.float32(1.0))
         line = error_line(invoke("decode", bundle("conditional"), tmp_path / "z.npy", "--label", 1,
@@ -402,8 +394,6 @@ class TestCommandErrors:
         line = error_line(invoke("sample", bundle("vaegan"), "--n", 4, "--label", 1, "--out", tmp_path / "x.png", *CPU))
         assert "this model is unconditional: it takes no labels" in line
 
-    @pytest.mark.xfail(strict=True, reason="bug: sample_chunks (model.py:93) skips the temperature check that "
-                                           "sample makes, so --temperature 0 with --out .npy succeeds")
     def test_temperature_0_with_npy_out(self, bundle, tmp_path):
         line = error_line(invoke("sample", bundle("vaegan"), "--n", 4, "--temperature", 0,
                                  "--out", tmp_path / "x.npy", *CPU))

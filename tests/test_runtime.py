@@ -147,8 +147,6 @@ class TestSample:
         assert max(len(c) for c in chunks) <= chunk
         np.testing.assert_array_equal(np.concatenate(chunks), m.sample(50, seed=5, temperature=0.9))
 
-    @pytest.mark.xfail(strict=True, reason="bug: sample_chunks skips sample_latents' temperature check "
-                                           "(model.py:93-104), so `gvtool sample --temperature 0 --out x.npy` succeeds")
     def test_sample_chunks_refuses_a_temperature_that_sample_refuses(self, model):
         with pytest.raises(BadInputError, match="temperature"):
             list(model("vaegan").sample_chunks(3, seed=0, temperature=0.0))
@@ -461,8 +459,6 @@ class TestBadInput:
     def test_one_latent_of_shape_k_decodes_as_one_item(self, model):
         assert model("vaegan").decode(np.zeros(LATENT, np.float32)).shape == (1, SIDE, SIDE, 1)
 
-    @pytest.mark.xfail(strict=True, reason="bug: decode lets numpy's ValueError out for latents that are no numbers "
-                                           "(model.py:110 np.asarray(latents, dtype=np.float32))")
     def test_latents_that_are_not_numbers_are_refused(self, model):
         with pytest.raises(BadInputError):
             model("vaegan").decode(np.array([["a", "b", "c", "d"]]))
@@ -548,9 +544,6 @@ class TestBadInput:
             warnings.simplefilter("error")
             model("vaegan").encode(np.zeros((2, SIDE, SIDE, 1), np.uint8))
 
-    @pytest.mark.xfail(strict=True, reason="bug: fit_images counts the (H, W) -> (H, W, 1) view of a grey image of the "
-                                           "model's size as a conversion (model.py:224 `f is not im`), so every "
-                                           "`gvtool encode` of a grey PNG warns")
     def test_grey_h_w_images_of_the_model_size_are_not_warned_about(self, model):
         with warnings.catch_warnings():
             warnings.simplefilter("error")

@@ -30,8 +30,8 @@ def parse_device(device: str) -> tuple[str, int]:
     """'cpu' -> ('cpu', 0); 'cuda' / 'cuda:I' -> ('cuda', I); 'auto' -> ('auto', 0)."""
     if device in ("auto", "cpu"):
         return device, 0
-    kind, _, index = device.partition(":")
-    if kind == "cuda" and (index == "" or index.isdigit()):
+    kind, colon, index = device.partition(":")
+    if kind == "cuda" and (not colon or index.isdigit()):
         return "cuda", int(index or 0)
     raise BadInputError(f"unknown --device {device!r}; expected auto, cpu, cuda or cuda:I")
 

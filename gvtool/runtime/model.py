@@ -81,8 +81,7 @@ class GenerativeModel:
     def sample_latents(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         """n latents from N(0, temperature^2 I), float32 (n, K); the same seed gives the same latents."""
         _check_count(n)
-        if not temperature > 0:
-            raise BadInputError(f"temperature must be > 0, got {temperature}")
+        _check_temperature(temperature)
         return (np.random.default_rng(seed).standard_normal((n, self.latent_dim)) * temperature).astype(np.float32)
 
     def sample(self, n: int, seed: int | None = None, labels=None, temperature: float = 1.0) -> np.ndarray:
@@ -91,10 +90,14 @@ class GenerativeModel:
         return self.decode(self.sample_latents(n, seed, temperature), self._labels(labels, n))
 
     def sample_chunks(self, n: int, seed: int | None = None, labels=None, temperature: float = 1.0,
-                      chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+                      chunk: int | None = None) -> Iterator[np.ndarray]:
         """sample(n, ...) in pieces of at most `chunk` items, for streaming: the concatenation equals
         sample(n, ...) with the same arguments, while memory stays bounded by the chunk."""
         _check_count(n)
+        _check_temperature(temperature)
+        chunk = DEFAULT_CHUNK if chunk is None else chunk
+        if chunk < 1:
+            raise BadInputError(f"chunk must be >= 1, got {chunk}")
         labels = self._labels(labels, n)
         rng = np.random.default_rng(seed)
         for start in range(0, n, chunk):
@@ -107,7 +110,10 @@ class GenerativeModel:
 
     def decode(self, latents, labels=None) -> np.ndarray:
         """latents (N, K) [+ labels] -> items: uint8 images (N, H, W, C) or float32 vectors (N, D)."""
-        z = np.asarray(latents, dtype=np.float32)
+        z = np.asarray(latents)
+        if z.dtype.kind not in "biuf":
+            raise BadInputError(f"latents must be numbers, got an array of {z.dtype}")
+        z = z.astype(np.float32, copy=False)
         if z.ndim == 1:
             z = z[None]
         if z.ndim != 2 or z.shape[1] != self.latent_dim or z.shape[0] == 0:
@@ -220,8 +226,10 @@ class GenerativeModel:
         images = [np.asarray(im) for im in images] if isinstance(images, (list, tuple)) else list(np.asarray(images))
         if not images:
             raise BadInputError("no images given")
+        c, h, w = self.item_shape
+        native = {(h, w, c)} | ({(h, w)} if c == 1 else set())  # a grey (H, W) array needs no conversion
+        converted = sum(im.shape not in native for im in images)
         fitted = [self._fit(im) for im in images]
-        converted = sum(f is not im for f, im in zip(fitted, images))
         if converted:
             warnings.warn(f"{converted} image(s) converted to the model's {self.item_shape[1:] + self.item_shape[:1]} "
                           "(centre crop, resize, colour mode)", stacklevel=3)
@@ -241,6 +249,11 @@ class GenerativeModel:
 
         pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
         return fit_square(convert_channels(pil, c), h)
+
+
+def _check_temperature(temperature) -> None:
+    if not temperature > 0:
+        raise BadInputError(f"temperature must be > 0, got {temperature}")
 
 
 def _check_count(n) -> None:
