@@ -70,6 +70,7 @@ class GraphEntry:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     validation: Validation
+    flops_per_item: int | None = None  # of the fp32 graph, on every precision; None: not counted (or an older bundle)
 
     @property
     def key(self) -> str:

@@ -19,6 +19,7 @@ import torch
 from gvtool import __version__
 from gvtool.errors import BadInputError, ExportValidationError, GvtoolError
 from gvtool.export.contract import CONTRACTS
+from gvtool.export.flops import flops_per_item
 from gvtool.export.from_run import RunModel, load_run
 from gvtool.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, DecoderGraph, EncoderGraph, export_onnx
 from gvtool.export.validate import validate_graph
@@ -167,6 +168,7 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
     fp32_path = folder / f"{graph}.onnx"
     started = time.perf_counter()
     model = export_onnx(module, specs_in, specs_out, fp32_path, opset)
+    flops = _count_flops(graph, model, log)
     check_feeds = inputs.feeds(graph, VALIDATION_BATCHES)
     note = inputs.note if graph == "encoder" else "seeded N(0, I) latents"
     entries = []
@@ -189,6 +191,17 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
                 f"> tolerance {validation.tolerance:g}; no bundle written (--allow-mismatch records it instead)")
         entries.append(GraphEntry(graph=graph, precision=precision, file=path.name, sha256=sha256_file(path),
                                   bytes=path.stat().st_size, opset=opset, ir_version=model.ir_version,
-                                  inputs=specs_in, outputs=specs_out, validation=validation))
+                                  inputs=specs_in, outputs=specs_out, validation=validation, flops_per_item=flops))
     log(f"{graph}: exported and validated in {time.perf_counter() - started:.1f} s")
     return entries
+
+
+def _count_flops(graph: str, model, log) -> int | None:
+    """FLOPs per item of the fp32 graph, recorded on every precision (see export/flops.py); None if uncountable."""
+    try:
+        flops = flops_per_item(model)
+    except ValueError as error:  # a count is information, not a reason to lose the export
+        log(f"{graph}: FLOPs per item not counted ({error})")
+        return None
+    log(f"{graph}: {flops / 1e6:,.2f} MFLOPs per item")
+    return flops
