@@ -369,5 +369,90 @@ def interpolate(bundle, start, end, steps, method, label, out, backend, device, 
     console.print(f"[green]wrote[/] {steps} steps -> {escape(str(out))}", soft_wrap=True)
 
 
+class _DefaultToRun(click.Group):
+    """`gvtool bench [BUNDLE] ...` runs a benchmark; `gvtool bench report A.json ...` merges results."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_DefaultToRun)
+def bench() -> None:
+    """Latency and throughput across backends, precisions, batch sizes and devices, against PyTorch."""
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@bench.command("run")
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@click.option("--graph", "graphs", default="decoder,encoder", show_default=True)
+@click.option("--batch-sizes", default="1,8,64,256", show_default=True)
+@click.option("--backend", "backends", default="onnxruntime,tensorrt,torch", show_default=True,
+              help="onnxruntime, tensorrt, onnxruntime-tensorrt, torch (the run's checkpoint in PyTorch eager).")
+@click.option("--precision", "precisions", default="fp32,fp16,int8", show_default=True)
+@click.option("--device", "devices", default="cpu", show_default=True, help="Comma-separated: cpu, cuda:0, ...")
+@click.option("--warmup-ms", type=click.IntRange(min=0), default=200, show_default=True)
+@click.option("--duration-s", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
+              help="Timed seconds per case (split into interleaved rounds).")
+@click.option("--iterations", type=click.IntRange(min=1), default=None, help="A fixed number of timed calls instead.")
+@click.option("--compile", "with_compile", is_flag=True, help="Also measure torch.compile of the checkpoint.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the results as JSON.")
+@click.option("--markdown", "markdown_out", type=click.Path(path_type=Path), help="Write a markdown table.")
+@click.option("--plot", "plot_out", type=click.Path(path_type=Path), help="Write a PNG of latency and throughput.")
+@reports_errors
+def bench_run(bundle, graphs, batch_sizes, backends, precisions, devices, warmup_ms, duration_s, iterations,
+              with_compile, json_out, markdown_out, plot_out) -> None:
+    """Benchmark a bundle (default: the newest) on this machine."""
+    from gvtool.errors import BadInputError
+    from gvtool.benchmark import bench_bundle
+
+    try:
+        sizes = [int(b) for b in _csv(batch_sizes)]
+    except ValueError:
+        raise BadInputError(f"--batch-sizes must be comma-separated integers, got {batch_sizes!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise BadInputError(f"--batch-sizes must be positive, got {batch_sizes!r}")
+    report = bench_bundle(bundle, graphs=_csv(graphs), batch_sizes=sizes, backends=_csv(backends),
+                          precisions=_csv(precisions), devices=_csv(devices), warmup_s=warmup_ms / 1000,
+                          duration_s=duration_s, iterations=iterations, with_compile=with_compile,
+                          log=lambda line: console.print(escape(line), soft_wrap=True))
+    _show_bench([report], json_out, markdown_out, plot_out)
+
+
+@bench.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--markdown", "markdown_out", type=click.Path(path_type=Path), help="Write a markdown table.")
+@click.option("--plot", "plot_out", type=click.Path(path_type=Path), help="Write a PNG of latency and throughput.")
+@reports_errors
+def bench_report(results, markdown_out, plot_out) -> None:
+    """Merge results of several devices or machines (JSON from `gvtool bench --json`) into one table and plot."""
+    from gvtool.runtime.bench_report import merge
+
+    _show_bench(merge(results), None, markdown_out, plot_out)
+
+
+def _show_bench(reports, json_out, markdown_out, plot_out) -> None:
+    from gvtool.fileio import atomic_write_text
+    from gvtool.runtime.bench import save_report
+    from gvtool.runtime.bench_report import markdown_table, plot, ratios, result_rows
+    from gvtool.ui import bench_table
+
+    rows = result_rows(reports)
+    Console(highlight=False).print(bench_table(rows, ratios(rows)))
+    if json_out:
+        save_report(reports[0], json_out)
+    if markdown_out:
+        atomic_write_text(markdown_out, markdown_table(rows) + "\n")
+    if plot_out:
+        plot(rows, plot_out)
+    for path in (json_out, markdown_out, plot_out):
+        if path:
+            console.print(f"[green]wrote[/] {escape(str(path))}", soft_wrap=True)
+
+
 if __name__ == "__main__":
     main()

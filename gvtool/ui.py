@@ -110,3 +110,25 @@ class count_progress:
 
     def __exit__(self, *exc) -> None:
         self.progress.stop()
+
+
+def bench_table(rows: list[dict], ratios: list[dict]) -> Table:
+    """Benchmark rows as a table: latency percentiles, throughput, GFLOP/s and share of peak, ratio to torch."""
+    vs = {(r["label"], r["graph"], r["precision"], r["batch"], r["backend"]): r for r in ratios}
+    table = Table(title="gvtool bench (latency per call, copies included; vs torch = torch p50 / this p50, same run)",
+                  title_justify="left")
+    for column in ("machine/device", "graph", "backend", "prec", "batch", "p50 ms", "p90 ms", "p99 ms", "items/s",
+                   "GFLOP/s", "% peak", "vs torch"):
+        table.add_column(column, justify="left" if column in ("machine/device", "graph", "backend", "prec") else "right")
+    for r in rows:
+        if r["status"] != "ok":
+            table.add_row(escape(r["label"]), r["graph"], r["backend"], r["precision"], str(r["batch"]),
+                          f"[dim]skipped: {escape(r['reason'])}[/]", "", "", "", "", "", "")
+            continue
+        ratio = vs.get((r["label"], r["graph"], r["precision"], r["batch"], r["backend"]), {})
+        table.add_row(escape(r["label"]), r["graph"], r["backend"], r["precision"], str(r["batch"]),
+                      f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['items_per_s']:,.0f}",
+                      "" if r.get("gflops") is None else f"{r['gflops']:.1f}",
+                      "" if r.get("percent_of_peak") is None else f"{r['percent_of_peak']:.0f}%",
+                      "" if not ratio.get("latency_ratio") else f"{1 / ratio['latency_ratio']:.2f}x")
+    return table

@@ -1,0 +1,106 @@
+"""`gvtool bench`: the cases of a benchmark and its report, composed from the runtime's backends and the
+PyTorch baseline. Like cli.py it sits above the layers: it imports the runtime, and the torch baseline
+(export/) only lazily, so benchmarking a bundle on a Jetson needs no torch.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Callable
+
+from gvtool.errors import BadInputError
+from gvtool.manifest import PRECISIONS, read_manifest
+from gvtool.runtime.backends import open_backend
+from gvtool.runtime.bench import (BenchReport, bundle_info, cuda_devices_info, library_versions, machine_info,
+                                  matmul_peak_numpy, utc_now)
+from gvtool.runtime.bench_run import Case, run_cases
+from gvtool.runtime.bundles import newest_bundle
+
+BACKENDS = ("onnxruntime", "tensorrt", "onnxruntime-tensorrt", "torch")
+
+
+def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, warmup_s, duration_s, iterations,
+                 with_compile, log: Callable[[str], None]) -> BenchReport:
+    bundle = Path(bundle) if bundle else newest_bundle()
+    manifest = read_manifest(bundle)
+    for name, values, allowed in (("--backend", backends, BACKENDS), ("--precision", precisions, PRECISIONS),
+                                  ("--graph", graphs, ("encoder", "decoder"))):
+        unknown = [v for v in values if v not in allowed]
+        if unknown or not values:
+            raise BadInputError(f"unknown {name} {','.join(unknown) or '(none)'}; expected some of {','.join(allowed)}")
+    cases = [case for device in devices for graph in graphs for backend in backends for precision in precisions
+             for case in _cases(bundle, manifest, graph, backend, precision, device, with_compile)]
+    peaks = {device: _matmul_peak(device) for device in devices}
+    log(f"matmul peak (fp32): " + ", ".join(f"{d} {p:,.0f} GFLOP/s" if p else f"{d} unmeasured" for d, p in peaks.items()))
+    results = run_cases(manifest.model, cases, batch_sizes, warmup_s=warmup_s, duration_s=duration_s,
+                        iterations=iterations, log=log)
+    return BenchReport(
+        date=utc_now(), machine=machine_info() | {"gpus": cuda_devices_info()}, versions=library_versions(),
+        bundle=bundle_info(bundle),
+        settings={"warmup_s": warmup_s, "duration_s": duration_s, "iterations": iterations,
+                  "batch_sizes": batch_sizes, "rounds": 3},
+        peaks=peaks, results=results)
+
+
+def _cases(bundle, manifest, graph, backend, precision, device, with_compile) -> list[Case]:
+    key = f"{graph}.{precision}"
+    entry = manifest.graphs.get(key)
+    flops = getattr(entry, "flops_per_item", None) or getattr(manifest.graphs.get(f"{graph}.fp32"), "flops_per_item", None)
+    common = dict(graph=graph, precision=precision, device=device, flops_per_item=flops)
+    if not any(g.graph == graph for g in manifest.graphs.values()):
+        return [Case(backend=backend, make=None, skip_reason=f"a {manifest.model['kind']} bundle has no {graph}", **common)]
+    if backend == "torch":
+        return _torch_cases(manifest, graph, precision, device, with_compile, common)
+    if entry is None:
+        return [Case(backend=backend, make=None, skip_reason=f"the bundle has no {key} graph", **common)]
+    if backend in ("tensorrt", "onnxruntime-tensorrt") and device == "cpu":
+        return [Case(backend=backend, make=None, skip_reason=f"{backend} runs on NVIDIA GPUs only", **common)]
+    label = "onnxruntime-cpu" if backend == "onnxruntime" and device == "cpu" else (
+        "onnxruntime-cuda" if backend == "onnxruntime" else backend)
+    make = lambda: open_backend(bundle, manifest, [graph], backend, device, precision).runners[graph]  # noqa: E731
+    return [Case(backend=label, make=make, **common)]
+
+
+def _torch_cases(manifest, graph, precision, device, with_compile, common) -> list[Case]:
+    if precision != "fp32":
+        return [Case(backend="torch", make=None, skip_reason="the torch baseline runs the fp32 checkpoint", **common)]
+    run_dir = Path(manifest.source.get("run_dir", ""))
+    if not (run_dir / "checkpoint.safetensors").is_file():
+        reason = f"the bundle's run {run_dir} is not on this machine"
+        return [Case(backend="torch", make=None, skip_reason=reason, **common)]
+
+    def make(compile_: bool):
+        def build():
+            from gvtool.export.torch_baseline import TorchRunner  # torch only when this case runs
+
+            return TorchRunner(run_dir, graph, device, compile=compile_)
+        return build
+    cases = [Case(backend="torch", make=make(False), note="eager", **common)]
+    if with_compile:
+        cases.append(Case(backend="torch.compile", make=make(True), note="torch.compile", **common))
+    return cases
+
+
+def _matmul_peak(device: str) -> float | None:
+    """fp32 GFLOP/s of a large matmul on `device`, measured now: the ceiling the graphs are compared with."""
+    if device == "cpu":
+        return matmul_peak_numpy()
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    a = torch.randn(4096, 4096, device=device)
+    for _ in range(3):
+        a @ a
+    times = []
+    for _ in range(10):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ a
+        end.record()
+        torch.cuda.synchronize(device)
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * 4096 ** 3 / statistics.median(times) / 1e9

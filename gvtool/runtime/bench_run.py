@@ -1,0 +1,96 @@
+"""Running a benchmark: every (graph, backend, precision, device, batch) case, side by side.
+
+Backends are measured interleaved, round by round within each (graph, precision, device, batch)
+group, so that a noisy machine slows all of them alike and their ratios hold. Runners are made
+by the caller (the torch baseline lives outside the runtime); a case that cannot run here becomes a
+skipped result with its reason, never a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from gvtool.errors import GvtoolError
+from gvtool.runtime.bench import BenchResult, latency_stats, measured, skipped, time_calls
+from gvtool.runtime.runner import GraphRunner
+
+ROUNDS = 3  # interleaved windows per case: enough to average out a burst of load on a shared machine
+
+
+@dataclass
+class Case:
+    graph: str
+    backend: str
+    precision: str
+    device: str
+    make: Callable[[], GraphRunner] | None   # None: cannot run here, see skip_reason
+    skip_reason: str = ""
+    flops_per_item: float | None = None
+    note: str = ""
+
+
+def feeds_for(model: dict, graph: str, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Inputs of one batch: prior latents (and cycling labels) for the decoder, items in model range for the encoder."""
+    if graph == "decoder":
+        feeds = {"latents": rng.standard_normal((batch, model["latent_dim"])).astype(np.float32)}
+        if model["conditional"]:
+            feeds["labels"] = np.arange(batch, dtype=np.int64) % model["num_classes"]
+        return feeds
+    name = "images" if model["data_kind"] == "image" else "vectors"
+    return {name: rng.uniform(-1, 1, (batch, *model["item_shape"])).astype(np.float32)}
+
+
+def run_cases(model: dict, cases: list[Case], batch_sizes: list[int], *, warmup_s: float, duration_s: float,
+              iterations: int | None, log: Callable[[str], None] = lambda line: None) -> list[BenchResult]:
+    runners: dict[int, GraphRunner | str] = {}
+    for i, case in enumerate(cases):
+        if case.make is None:
+            runners[i] = case.skip_reason
+            continue
+        try:
+            runners[i] = case.make()
+        except (GvtoolError, ImportError, RuntimeError) as error:
+            runners[i] = f"{type(error).__name__}: {error}".split("\n")[0]
+    rng = np.random.default_rng(0)
+    results = []
+    groups: dict[tuple, list[int]] = {}
+    for i, case in enumerate(cases):
+        groups.setdefault((case.graph, case.precision, case.device), []).append(i)
+    for (graph, precision, device), members in groups.items():
+        for batch in batch_sizes:
+            feeds = feeds_for(model, graph, batch, rng)
+            timed: dict[int, list[float]] = {}
+            for i in members:
+                runner = runners[i]
+                if isinstance(runner, str):
+                    results.append(_skip(cases[i], batch, runner))
+                elif runner.max_batch is not None and batch > runner.max_batch:
+                    results.append(_skip(cases[i], batch, f"batch {batch} is above the engine profile's max {runner.max_batch}"))
+                else:
+                    timed[i] = []
+            for round_ in range(ROUNDS):
+                for i in timed:
+                    run = runners[i].run
+                    timed[i] += time_calls(lambda: run(feeds), warmup_s=warmup_s if round_ == 0 else warmup_s / 4,
+                                           duration_s=duration_s / ROUNDS,
+                                           iterations=None if iterations is None else max(1, iterations // ROUNDS),
+                                           sync=getattr(runners[i], "sync", None))
+            for i, samples in timed.items():
+                results.append(_measured(cases[i], batch, samples))
+                log(f"{graph} {precision} {device} batch {batch:4d} {cases[i].backend:22s} "
+                    f"p50 {results[-1].latency.p50 * 1e3:8.3f} ms  {results[-1].items_per_s:12,.0f} items/s")
+    for runner in runners.values():
+        getattr(runner, "close", lambda: None)()
+    return results
+
+
+def _skip(case: Case, batch: int, reason: str) -> BenchResult:
+    return skipped(case.graph, case.backend, case.precision, case.device, batch, reason)
+
+
+def _measured(case: Case, batch: int, samples: list[float]) -> BenchResult:
+    return measured(case.graph, case.backend, case.precision, case.device, batch, latency_stats(samples),
+                    flops_per_item=case.flops_per_item, note=case.note)
