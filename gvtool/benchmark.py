@@ -15,7 +15,8 @@ from gvtool.manifest import PRECISIONS, read_manifest
 from gvtool.runtime.backends import open_backend
 from gvtool.runtime.bench import (BenchReport, bundle_info, cuda_devices_info, library_versions, machine_info,
                                   matmul_peak_numpy, utc_now)
-from gvtool.runtime.bench_run import Case, run_cases
+from gvtool.runtime.backends import parse_device
+from gvtool.runtime.bench_run import ROUNDS, Case, run_cases
 from gvtool.runtime.bundles import newest_bundle
 
 BACKENDS = ("onnxruntime", "tensorrt", "onnxruntime-tensorrt", "torch")
@@ -30,6 +31,12 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
         unknown = [v for v in values if v not in allowed]
         if unknown or not values:
             raise BadInputError(f"unknown {name} {','.join(unknown) or '(none)'}; expected some of {','.join(allowed)}")
+    if not devices:
+        raise BadInputError("--device names no device; expected cpu, cuda or cuda:I, comma-separated")
+    devices = [_device_name(d) for d in devices]
+    # A value given twice would be measured twice and reported as two rows.
+    graphs, backends, precisions, devices, batch_sizes = (list(dict.fromkeys(v)) for v in
+                                                          (graphs, backends, precisions, devices, batch_sizes))
     cases = [case for device in devices for graph in graphs for backend in backends for precision in precisions
              for case in _cases(bundle, manifest, graph, backend, precision, device, with_compile)]
     peaks = {device: _matmul_peak(device) for device in devices}
@@ -40,8 +47,15 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
         date=utc_now(), machine=machine_info() | {"gpus": cuda_devices_info()}, versions=library_versions(),
         bundle=bundle_info(bundle),
         settings={"warmup_s": warmup_s, "duration_s": duration_s, "iterations": iterations,
-                  "batch_sizes": batch_sizes, "rounds": 3},
+                  "batch_sizes": batch_sizes, "rounds": ROUNDS},
         peaks=peaks, results=results)
+
+
+def _device_name(device: str) -> str:
+    kind, index = parse_device(device)
+    if kind == "auto":
+        raise BadInputError("--device auto is not measurable: name the devices, e.g. --device cpu,cuda:0")
+    return "cpu" if kind == "cpu" else f"cuda:{index}"
 
 
 def _cases(bundle, manifest, graph, backend, precision, device, with_compile) -> list[Case]:
@@ -49,16 +63,16 @@ def _cases(bundle, manifest, graph, backend, precision, device, with_compile) ->
     entry = manifest.graphs.get(key)
     flops = getattr(entry, "flops_per_item", None) or getattr(manifest.graphs.get(f"{graph}.fp32"), "flops_per_item", None)
     common = dict(graph=graph, precision=precision, device=device, flops_per_item=flops)
+    # The name results carry: onnxruntime is reported by the provider it ran on.
+    label = {"onnxruntime": "onnxruntime-cpu" if device == "cpu" else "onnxruntime-cuda"}.get(backend, backend)
     if not any(g.graph == graph for g in manifest.graphs.values()):
-        return [Case(backend=backend, make=None, skip_reason=f"a {manifest.model['kind']} bundle has no {graph}", **common)]
+        return [Case(backend=label, make=None, skip_reason=f"a {manifest.model['kind']} bundle has no {graph}", **common)]
     if backend == "torch":
         return _torch_cases(manifest, graph, precision, device, with_compile, common)
     if entry is None:
-        return [Case(backend=backend, make=None, skip_reason=f"the bundle has no {key} graph", **common)]
+        return [Case(backend=label, make=None, skip_reason=f"the bundle has no {key} graph", **common)]
     if backend in ("tensorrt", "onnxruntime-tensorrt") and device == "cpu":
-        return [Case(backend=backend, make=None, skip_reason=f"{backend} runs on NVIDIA GPUs only", **common)]
-    label = "onnxruntime-cpu" if backend == "onnxruntime" and device == "cpu" else (
-        "onnxruntime-cuda" if backend == "onnxruntime" else backend)
+        return [Case(backend=label, make=None, skip_reason=f"{backend} runs on NVIDIA GPUs only", **common)]
     make = lambda: open_backend(bundle, manifest, [graph], backend, device, precision).runners[graph]  # noqa: E731
     return [Case(backend=label, make=make, **common)]
 

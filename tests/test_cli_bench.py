@@ -235,9 +235,6 @@ class TestBundleWithoutEncoder:
         decoder = [r for r in gan_results(gan_run) if r.graph == "decoder"]
         assert len(decoder) == 2 and {r.status for r in decoder} == {"ok"}
 
-    @pytest.mark.xfail(strict=True, reason="benchmark._cases labels a skipped onnxruntime case 'onnxruntime' (lines "
-                                           "52/56 use the raw backend name) but a measured one 'onnxruntime-cpu' "
-                                           "(line 59), so one backend shows under two names in one report")
     def test_a_skipped_onnxruntime_case_has_the_label_of_a_measured_one(self, gan_run):
         backends = {r.graph: r.backend for r in gan_results(gan_run) if r.backend != "torch"}
         assert backends == {"decoder": "onnxruntime-cpu", "encoder": "onnxruntime-cpu"}
@@ -300,10 +297,6 @@ class TestBadInput:
         assert "Traceback" not in result.output
         assert "Invalid value for '--duration-s'" in said(result)
 
-    @pytest.mark.xfail(strict=True, reason="benchmark.bench_bundle checks --backend, --precision and --graph but not "
-                                           "--device: an unknown device runs, every case becomes a skipped "
-                                           "'BadInputError: unknown --device' row (labelled onnxruntime-cuda) and "
-                                           "the command exits 0")
     def test_an_unknown_device_is_one_error_line(self, bundle):
         line = error_line(invoke("bench", bundle("vaegan"), "--device", "tpu", "--backend", "onnxruntime",
                                  "--precision", "fp32", "--graph", "decoder", "--batch-sizes", "1", *FAST))
