@@ -12,11 +12,17 @@ docstrings of tests/test_trt_build.py and tests/test_trt_runner.py.
 The runner's side: "device" memory is bytes held by the fake cudart, pinned host memory is real
 (ctypes) memory, and copies and engine executions are queued on a stream and only happen at
 cudaStreamSynchronize, as on a GPU, so a runner that reads results before synchronizing sees stale ones.
+Each queued operation advances a fake GPU clock by a fixed time (make_fake_cudart's gpu_ms) when it
+runs, and CUDA events stamp that clock, so event timings are exact and show which work lies between
+two events. Stream capture collects a stream's operations into a graph instead of queueing them; a
+launched graph replays them, the engine's computation included. TensorRT's rule that the first
+execute_async_v3 after a shape change must not be captured is enforced: such a capture is invalidated.
 
     cudart = make_fake_cudart()
     trt = make_fake_trt(cudart=cudart, compute=lambda inputs: {"images": ...})
     engine = fake_engine_bytes(graph.inputs, graph.outputs, profile=(1, 4, 8))   # what Runtime deserializes
     cudart.calls                                # [("cudaMalloc", 4096), ("cudaMemcpyAsync", dst, src, n, kind, stream), ...]
+    cudart = make_fake_cudart(gpu_ms={"compute": 3.0}, capture_error="cudaErrorStreamCaptureInvalidated")
 """
 
 from __future__ import annotations
@@ -269,6 +275,7 @@ def make_fake_trt(version: str = "10.3.0", parse_ok: bool = True, errors=(), bui
             self.calls = []
             self.input_shapes = {}
             self.addresses = {}
+            self.flushed_shapes = None   # the input shapes of the last uncaptured execution
 
         def set_input_shape(self, name, shape):
             self.calls.append(("set_input_shape", name, tuple(shape)))
@@ -320,7 +327,15 @@ def make_fake_trt(version: str = "10.3.0", parse_ok: bool = True, errors=(), bui
                         raise AssertionError(f"fake compute gave {name} shape {result.shape}, the engine says {shape}")
                     cudart.write_device(addresses[name], result.tobytes())
 
-            return cudart.enqueue(stream_handle, ("execute_async_v3", run))
+            capturing = stream_handle in cudart.captures
+            if capturing and self.flushed_shapes != self.input_shapes:
+                # TensorRT's first enqueue after a shape change does work that stream capture forbids.
+                cudart.invalidate_capture(stream_handle)
+                return False
+            enqueued = cudart.enqueue(stream_handle, ("execute_async_v3", run), kind="compute")
+            if enqueued and not capturing:
+                self.flushed_shapes = dict(self.input_shapes)
+            return enqueued
 
     class Runtime:
         def __init__(self, logger):
@@ -359,23 +374,42 @@ def fake_engine_bytes(inputs, outputs, version: str = "10.3.0", profile=(1, 8, 6
     return f"{FAKE_ENGINE} trt{version}\n".encode() + json.dumps({"tensors": tensors, "profile": list(profile)}).encode()
 
 
+GPU_MS = {"copy_in": 0.125, "compute": 1.0, "copy_out": 0.25}  # exact in binary, so sums compare exactly
+# The calls that return a value after the status: a failure gives (error, None).
+VALUED = ("cudaMalloc", "cudaMallocHost", "cudaStreamCreate", "cudaEventCreate", "cudaEventElapsedTime",
+          "cudaStreamEndCapture", "cudaGraphInstantiateWithFlags")
+
+
 def make_fake_cudart(device_count: int = 1, name: bytes = b"NVIDIA Jetson Orin Nano", major: int = 8, minor: int = 7,
-                     driver_version: int = 12060, count_error: str | None = None, failures: dict[str, int] | None = None):
+                     driver_version: int = 12060, count_error: str | None = None, failures: dict[str, int] | None = None,
+                     gpu_ms: dict[str, float] | None = None, capture_error: str | None = None):
     """A module-like fake of cuda.bindings.runtime: every call returns (cudaError_t, values...).
 
     count_error: the cudaError_t member name cudaGetDeviceCount fails with (e.g. when no driver is loaded).
-    failures: {call name: N}: the N-th (1-based) call of that memory or stream function fails
-    (cudaMalloc and cudaMallocHost with cudaErrorMemoryAllocation, the others with cudaErrorLaunchFailure).
+    failures: {call name: N}: the N-th (1-based) call of that memory, stream, event or graph function
+    fails (cudaMalloc and cudaMallocHost with cudaErrorMemoryAllocation, the others with cudaErrorLaunchFailure).
+    gpu_ms: fake GPU milliseconds per operation, over GPU_MS: "copy_in" each host-to-device copy,
+    "compute" each engine execution (alone or inside a graph), "copy_out" each device-to-host copy.
+    capture_error: the cudaError_t member name every cudaStreamEndCapture fails with (and no graph),
+    as when captured work broke a rule of stream capture.
 
     Memory: rt.device {pointer: bytearray} and rt.pinned {pointer: ctypes buffer} hold the live
-    allocations, rt.streams {handle: queued operations} the live streams; rt.calls records every
-    memory and stream call with its arguments.
+    allocations, rt.streams {handle: queued operations} the live streams, rt.events, rt.graphs and
+    rt.graph_execs {handle: state} the live events, graphs and executable graphs, rt.captures
+    {stream handle: captured operations} the captures in progress; rt.calls records every memory,
+    stream, event and graph call with its arguments; rt.clock_ms is the fake GPU clock.
     """
     rt = types.ModuleType("cuda.bindings.runtime")
     rt.cudaError_t = enum.IntEnum("cudaError_t", {"cudaSuccess": 0, "cudaErrorInvalidValue": 1,
                                                   "cudaErrorMemoryAllocation": 2, "cudaErrorInsufficientDriver": 35,
                                                   "cudaErrorNoDevice": 100, "cudaErrorInvalidDevice": 101,
-                                                  "cudaErrorInvalidResourceHandle": 400, "cudaErrorLaunchFailure": 719})
+                                                  "cudaErrorInvalidResourceHandle": 400, "cudaErrorIllegalState": 401,
+                                                  "cudaErrorNotReady": 600, "cudaErrorLaunchFailure": 719,
+                                                  "cudaErrorStreamCaptureUnsupported": 900,
+                                                  "cudaErrorStreamCaptureInvalidated": 901})
+    rt.cudaStreamCaptureMode = enum.IntEnum("cudaStreamCaptureMode", ["cudaStreamCaptureModeGlobal",
+                                                                      "cudaStreamCaptureModeThreadLocal",
+                                                                      "cudaStreamCaptureModeRelaxed"], start=0)
     rt.cudaMemcpyKind = enum.IntEnum("cudaMemcpyKind", ["cudaMemcpyHostToHost", "cudaMemcpyHostToDevice",
                                                         "cudaMemcpyDeviceToHost", "cudaMemcpyDeviceToDevice",
                                                         "cudaMemcpyDefault"], start=0)
@@ -407,22 +441,41 @@ def make_fake_cudart(device_count: int = 1, name: bytes = b"NVIDIA Jetson Orin N
     # ---- memory and streams
     rt.calls = []
     rt.device, rt.pinned, rt.streams = {}, {}, {}
+    rt.events, rt.graphs, rt.graph_execs, rt.captures = {}, {}, {}, {}
+    rt.invalidated = set()     # streams whose capture in progress broke a rule: it ends in an error
+    rt.gpu_ms = GPU_MS | (gpu_ms or {})
+    rt.clock_ms = 0.0
     rt.retired = []            # freed pinned buffers, kept alive so that a stale numpy view cannot crash the tests
     counts = {}
-    next_device, next_stream = [DEVICE_BASE], [1]
+    next_device, next_stream, next_handle = [DEVICE_BASE], [1], [0xE000]
     invalid = (rt.cudaError_t.cudaErrorInvalidValue,)
+    bad_handle = (rt.cudaError_t.cudaErrorInvalidResourceHandle,)
 
-    class cudaStream_t:
-        """Like cuda-python's: int() gives the handle TensorRT takes."""
+    def handle_type(type_name):
+        class Handle:
+            """Like cuda-python's handle types: int() gives the raw handle."""
 
-        def __init__(self, handle):
-            self.handle = handle
+            def __init__(self, handle):
+                self.handle = handle
 
-        def __int__(self):
-            return self.handle
+            def __int__(self):
+                return self.handle
 
-        def __repr__(self):
-            return f"<cudaStream_t {self.handle:#x}>"
+            def __repr__(self):
+                return f"<{type_name} {self.handle:#x}>"
+
+        Handle.__name__ = Handle.__qualname__ = type_name
+        return Handle
+
+    cudaStream_t, cudaEvent_t = handle_type("cudaStream_t"), handle_type("cudaEvent_t")
+    cudaGraph_t, cudaGraphExec_t = handle_type("cudaGraph_t"), handle_type("cudaGraphExec_t")
+
+    def new_handle(kind):
+        next_handle[0] += 1
+        return kind(next_handle[0])
+
+    def live(handle, kind, table):
+        return isinstance(handle, kind) and handle.handle in table
 
     def recorded(function):
         def call(*args):
@@ -432,7 +485,7 @@ def make_fake_cudart(device_count: int = 1, name: bytes = b"NVIDIA Jetson Orin N
             if failures and failures.get(name) == counts[name]:
                 allocates = name in ("cudaMalloc", "cudaMallocHost")
                 error = rt.cudaError_t.cudaErrorMemoryAllocation if allocates else rt.cudaError_t.cudaErrorLaunchFailure
-                return (error, None) if allocates or name == "cudaStreamCreate" else (error,)
+                return (error, None) if name in VALUED else (error,)
             return function(*args)
 
         call.__name__ = function.__name__
@@ -460,11 +513,27 @@ def make_fake_cudart(device_count: int = 1, name: bytes = b"NVIDIA Jetson Orin N
             raise AssertionError(f"fake TensorRT wrote {len(data)} bytes at {pointer:#x}, outside every device allocation")
         rt.device[place[0]][place[1]:place[1] + len(data)] = data
 
-    def enqueue(handle, operation):
+    def put(handle, operation):
+        """Queue (name, work) on a stream, or add it to the stream's capture in progress."""
+        (rt.captures[handle] if handle in rt.captures else rt.streams[handle]).append(operation)
+
+    def taking(kind, work):
+        """`work` that takes gpu_ms[kind] on the fake GPU clock."""
+        def run():
+            work()
+            rt.clock_ms += rt.gpu_ms[kind]
+        return run
+
+    def enqueue(handle, operation, kind=None):
+        """What the fake TensorRT queues: (name, work) on stream `handle`, taking gpu_ms[kind]."""
         if handle not in rt.streams:
             return False
-        rt.streams[handle].append(operation)
+        name, work = operation
+        put(handle, (name, work if kind is None else taking(kind, work)))
         return True
+
+    def invalidate_capture(handle):
+        rt.invalidated.add(handle)
 
     @recorded
     def cudaMalloc(size):
@@ -527,7 +596,8 @@ def make_fake_cudart(device_count: int = 1, name: bytes = b"NVIDIA Jetson Orin N
             else:
                 ctypes.memmove(dst, read_device(src, count), count)
 
-        rt.streams[stream.handle].append(("cudaMemcpyAsync", copy))
+        direction = "copy_in" if kind == rt.cudaMemcpyKind.cudaMemcpyHostToDevice else "copy_out"
+        put(stream.handle, ("cudaMemcpyAsync", taking(direction, copy)))
         return (ok,)
 
     def drain(handle):
@@ -539,11 +609,121 @@ def make_fake_cudart(device_count: int = 1, name: bytes = b"NVIDIA Jetson Orin N
     def cudaStreamSynchronize(stream):
         if not isinstance(stream, cudaStream_t) or stream.handle not in rt.streams:
             return (rt.cudaError_t.cudaErrorInvalidResourceHandle,)
+        if stream.handle in rt.captures:   # illegal while capturing, and it breaks the capture
+            rt.invalidated.add(stream.handle)
+            return (rt.cudaError_t.cudaErrorStreamCaptureUnsupported,)
         drain(stream.handle)
         return (ok,)
 
-    rt.cudaStream_t = cudaStream_t
+    # ---- events: each record stamps the fake GPU clock when the stream reaches it
+    @recorded
+    def cudaEventCreate():
+        event = new_handle(cudaEvent_t)
+        rt.events[event.handle] = {"records": 0, "done": 0, "ms": None}
+        return ok, event
+
+    @recorded
+    def cudaEventRecord(event, stream):
+        if not live(event, cudaEvent_t, rt.events) or not live(stream, cudaStream_t, rt.streams):
+            return bad_handle
+        state = rt.events[event.handle]
+        state["records"] += 1
+        number = state["records"]
+
+        def stamp():            # only the latest record counts, as on a GPU
+            if state["records"] == number:
+                state["done"], state["ms"] = number, rt.clock_ms
+
+        put(stream.handle, ("cudaEventRecord", stamp))
+        return (ok,)
+
+    @recorded
+    def cudaEventElapsedTime(start, end):
+        if not live(start, cudaEvent_t, rt.events) or not live(end, cudaEvent_t, rt.events):
+            return bad_handle + (None,)
+        states = rt.events[start.handle], rt.events[end.handle]
+        if any(state["records"] == 0 for state in states):
+            return bad_handle + (None,)
+        if any(state["done"] != state["records"] for state in states):   # recorded, not yet reached
+            return rt.cudaError_t.cudaErrorNotReady, None
+        return ok, states[1]["ms"] - states[0]["ms"]
+
+    @recorded
+    def cudaEventDestroy(event):
+        if not live(event, cudaEvent_t, rt.events):
+            return bad_handle
+        del rt.events[event.handle]
+        return (ok,)
+
+    # ---- stream capture and graphs
+    @recorded
+    def cudaStreamBeginCapture(stream, mode):
+        if not live(stream, cudaStream_t, rt.streams):
+            return bad_handle
+        if not isinstance(mode, rt.cudaStreamCaptureMode):
+            return invalid
+        if stream.handle in rt.captures:
+            return (rt.cudaError_t.cudaErrorIllegalState,)
+        rt.captures[stream.handle] = []
+        return (ok,)
+
+    @recorded
+    def cudaStreamEndCapture(stream):
+        if not live(stream, cudaStream_t, rt.streams):
+            return bad_handle + (None,)
+        if stream.handle not in rt.captures:
+            return rt.cudaError_t.cudaErrorIllegalState, None
+        operations = rt.captures.pop(stream.handle)
+        if capture_error or stream.handle in rt.invalidated:   # an invalidated capture gives no graph
+            rt.invalidated.discard(stream.handle)
+            return rt.cudaError_t[capture_error or "cudaErrorStreamCaptureInvalidated"], None
+        graph = new_handle(cudaGraph_t)
+        rt.graphs[graph.handle] = operations
+        return ok, graph
+
+    @recorded
+    def cudaGraphInstantiateWithFlags(graph, flags):
+        if not live(graph, cudaGraph_t, rt.graphs) or not isinstance(flags, int):
+            return invalid + (None,)
+        instance = new_handle(cudaGraphExec_t)
+        rt.graph_execs[instance.handle] = list(rt.graphs[graph.handle])
+        return ok, instance
+
+    @recorded
+    def cudaGraphLaunch(graphExec, stream):
+        if not live(graphExec, cudaGraphExec_t, rt.graph_execs) or not live(stream, cudaStream_t, rt.streams):
+            return bad_handle
+        operations = rt.graph_execs[graphExec.handle]
+
+        def replay():           # the captured work, with the shapes and addresses it was captured with
+            for _, work in operations:
+                work()
+
+        put(stream.handle, ("cudaGraphLaunch", replay))
+        return (ok,)
+
+    @recorded
+    def cudaGraphExecDestroy(graphExec):
+        if not live(graphExec, cudaGraphExec_t, rt.graph_execs):
+            return bad_handle
+        del rt.graph_execs[graphExec.handle]
+        return (ok,)
+
+    @recorded
+    def cudaGraphDestroy(graph):
+        if not live(graph, cudaGraph_t, rt.graphs):
+            return bad_handle
+        del rt.graphs[graph.handle]
+        return (ok,)
+
+    rt.cudaStream_t, rt.cudaEvent_t, rt.cudaGraph_t, rt.cudaGraphExec_t = cudaStream_t, cudaEvent_t, cudaGraph_t, cudaGraphExec_t
     rt.read_device, rt.write_device, rt.enqueue = read_device, write_device, enqueue
+    rt.invalidate_capture = invalidate_capture
+    rt.cudaEventCreate, rt.cudaEventRecord, rt.cudaEventElapsedTime = cudaEventCreate, cudaEventRecord, cudaEventElapsedTime
+    rt.cudaEventDestroy = cudaEventDestroy
+    rt.cudaStreamBeginCapture, rt.cudaStreamEndCapture = cudaStreamBeginCapture, cudaStreamEndCapture
+    rt.cudaGraphInstantiateWithFlags, rt.cudaGraphLaunch = cudaGraphInstantiateWithFlags, cudaGraphLaunch
+    rt.cudaGraphExecDestroy, rt.cudaGraphDestroy = cudaGraphExecDestroy, cudaGraphDestroy
     rt.cudaMalloc, rt.cudaFree, rt.cudaMallocHost, rt.cudaFreeHost = cudaMalloc, cudaFree, cudaMallocHost, cudaFreeHost
     rt.cudaStreamCreate, rt.cudaStreamDestroy = cudaStreamCreate, cudaStreamDestroy
     rt.cudaStreamSynchronize, rt.cudaMemcpyAsync = cudaStreamSynchronize, cudaMemcpyAsync

@@ -11,6 +11,15 @@ the copy kind), pinned-memory limits, alignment, the device being current in ano
 codes of a real driver (and sticky errors after a failed kernel), execution contexts' own device
 memory, and the memory and time a real engine takes. TestRealTensorRT covers part of that where
 tensorrt and a GPU exist.
+
+GPU timing and CUDA graphs are tested against a fake GPU clock: each queued copy or execution adds a
+fixed time, events stamp the clock, and a captured graph replays the captured closures. Never run
+for real, so not shown here: real event resolution (~0.5 us) and the time of real kernels; whether
+a real engine can be captured at all (plugins, data-dependent shapes, DLA, engines that allocate or
+synchronize in enqueue); whether TensorRT's internal state really forbids replaying a graph after
+the context ran another shape (the runner assumes it does and executes once before replaying);
+cudaStreamCaptureModeGlobal's interaction with other threads' CUDA calls; graph-launch overhead; and
+the CUDA 11 bindings (cudaGraphInstantiateWithFlags is assumed there and in 12).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fake_tensorrt import fake_engine_bytes, make_fake_cudart, make_fake_trt
+from fake_tensorrt import GPU_MS, fake_engine_bytes, make_fake_cudart, make_fake_trt
 from gvtool.errors import BackendUnavailableError, BadBundleError, BadInputError
 from gvtool.manifest import EngineEntry, GraphEntry, Manifest, TensorSpec, Validation
 from gvtool.runtime.trt_runner import TensorRTRunner, engine_for, engine_mismatch, tensorrt_environment
@@ -222,7 +231,7 @@ class TestClose:
         assert sorted(c[1] for c in cudart.calls if c[0] == "cudaFree") == devices
         assert sorted(c[1] for c in cudart.calls if c[0] == "cudaFreeHost") == pinned
         assert cudart.count("cudaStreamDestroy") == 1
-        assert cudart.device == {} and cudart.pinned == {} and cudart.streams == {}
+        assert cudart.device == {} and cudart.pinned == {} and cudart.streams == {} and cudart.events == {}
 
     def test_is_idempotent(self, tmp_path, fakes):
         trt, cudart = fakes
@@ -341,15 +350,17 @@ class TestBackendMissing:
 
 
 class TestCudaFailures:
-    @pytest.mark.parametrize("call, number", [("cudaStreamCreate", 1), ("cudaMalloc", 2), ("cudaMallocHost", 3)])
+    @pytest.mark.parametrize("call, number", [("cudaStreamCreate", 1), ("cudaEventCreate", 3), ("cudaMalloc", 2),
+                                              ("cudaMallocHost", 3)])
     def test_a_failed_allocation_names_the_call_and_frees_what_was_made(self, tmp_path, call, number):
         cudart = make_fake_cudart(failures={call: number})
         trt = make_fake_trt(cudart=cudart, compute=reference)
         with pytest.raises(BackendUnavailableError, match=f"{call} failed with cudaError"):
             TensorRTRunner(tmp_path, engine_entry(tmp_path, DECODER), DECODER, trt=trt, cudart=cudart)
-        assert cudart.device == {} and cudart.pinned == {} and cudart.streams == {}
+        assert cudart.device == {} and cudart.pinned == {} and cudart.streams == {} and cudart.events == {}
 
-    @pytest.mark.parametrize("call, number", [("cudaMemcpyAsync", 1), ("cudaMemcpyAsync", 3), ("cudaStreamSynchronize", 1)])
+    @pytest.mark.parametrize("call, number", [("cudaMemcpyAsync", 1), ("cudaMemcpyAsync", 3), ("cudaStreamSynchronize", 1),
+                                              ("cudaEventRecord", 2), ("cudaEventElapsedTime", 3)])
     def test_a_failed_copy_or_sync_names_the_call(self, tmp_path, call, number):
         cudart = make_fake_cudart(failures={call: number})
         trt = make_fake_trt(cudart=cudart, compute=reference)
@@ -380,6 +391,236 @@ class TestCudaFailures:
         assert cudart.count("cudaFree") == 3 and cudart.pinned == {} and cudart.streams == {}
         runner.close()   # closed: no second attempt
         assert cudart.count("cudaFree") == 3
+
+
+def event_records(cudart) -> list[tuple]:
+    """(event handle, stream handle) of every cudaEventRecord, in order."""
+    return [(int(c[1]), int(c[2])) for c in cudart.calls if c[0] == "cudaEventRecord"]
+
+
+def expected_timings(graph: GraphEntry, gpu_ms=GPU_MS) -> dict:
+    """What last_timings must be on the fake GPU clock: one copy per input and per output, one execution."""
+    return {"copy_in": len(graph.inputs) * gpu_ms["copy_in"] / 1e3, "compute": gpu_ms["compute"] / 1e3,
+            "copy_out": len(graph.outputs) * gpu_ms["copy_out"] / 1e3}
+
+
+class TestGpuTiming:
+    def test_four_events_are_created_once_in_init(self, runner, fakes, graph):
+        _, cudart = fakes
+        assert cudart.count("cudaEventCreate") == 4
+        for n in (1, 3, MAX_BATCH):
+            runner.run(feeds_for(graph, n))
+        assert cudart.count("cudaEventCreate") == 4 and len(cudart.events) == 4
+
+    def test_close_destroys_each_event_once(self, tmp_path, fakes):
+        trt, cudart = fakes
+        runner = TensorRTRunner(tmp_path, engine_entry(tmp_path, DECODER), DECODER, trt=trt, cudart=cudart)
+        runner.run(feeds_for(DECODER, 2))
+        created = sorted(cudart.events)
+        runner.close()
+        runner.close()
+        assert sorted(int(c[1]) for c in cudart.calls if c[0] == "cudaEventDestroy") == created
+        assert cudart.events == {}
+
+    def test_every_run_records_the_four_events_in_order_on_the_runners_stream(self, runner, fakes, graph):
+        _, cudart = fakes
+        (stream,) = cudart.streams
+        events = sorted(cudart.events)   # handles grow: creation order
+        for n in (2, 5, 2):
+            runner.run(feeds_for(graph, n))
+        assert event_records(cudart) == [(event, stream) for event in events] * 3
+
+    def test_the_events_bracket_copy_in_execution_and_copy_out(self, runner, fakes, graph):
+        _, cudart = fakes
+        runner.run(feeds_for(graph, 3))
+        to_device, to_host = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        steps = [("record" if c[0] == "cudaEventRecord" else "in" if c[4] == to_device else "out")
+                 for c in cudart.calls if c[0] in ("cudaEventRecord", "cudaMemcpyAsync")]
+        assert steps == ["record", *["in"] * len(graph.inputs), "record", "record", *["out"] * len(graph.outputs), "record"]
+
+    def test_last_timings_are_the_fake_gpu_times_in_seconds(self, tmp_path, graph):
+        gpu_ms = {"copy_in": 0.5, "compute": 3.0, "copy_out": 0.0625}
+        cudart = make_fake_cudart(gpu_ms=gpu_ms)
+        trt = make_fake_trt(cudart=cudart, compute=reference)
+        with TensorRTRunner(tmp_path, engine_entry(tmp_path, graph), graph, trt=trt, cudart=cudart) as runner:
+            for n in (1, MAX_BATCH):
+                runner.run(feeds_for(graph, n))
+                assert runner.last_timings == pytest.approx(expected_timings(graph, gpu_ms))
+
+    def test_elapsed_times_are_read_after_the_stream_is_synchronized(self, runner, fakes, graph):
+        _, cudart = fakes
+        runner.run(feeds_for(graph, 2))
+        names = [c[0] for c in cudart.calls]
+        last_sync = len(names) - 1 - names[::-1].index("cudaStreamSynchronize")
+        reads = [i for i, name in enumerate(names) if name == "cudaEventElapsedTime"]
+        assert len(reads) == 3 and min(reads) > last_sync
+
+    def test_no_timings_before_a_run_or_after_a_failed_one(self, tmp_path):
+        cudart = make_fake_cudart(failures={"cudaStreamSynchronize": 2})
+        trt = make_fake_trt(cudart=cudart, compute=reference)
+        with TensorRTRunner(tmp_path, engine_entry(tmp_path, DECODER), DECODER, trt=trt, cudart=cudart) as runner:
+            assert runner.last_timings is None
+            runner.run(feeds_for(DECODER, 2))
+            assert runner.last_timings is not None
+            with pytest.raises(BackendUnavailableError, match="cudaStreamSynchronize failed"):
+                runner.run(feeds_for(DECODER, 2))
+            assert runner.last_timings is None
+
+
+@pytest.fixture
+def graphed(tmp_path, fakes, graph):
+    """A runner with cuda_graphs=True on the default fakes."""
+    trt, cudart = fakes
+    with TensorRTRunner(tmp_path, engine_entry(tmp_path, graph), graph, cuda_graphs=True, trt=trt, cudart=cudart) as runner:
+        yield runner
+
+
+def executions(trt) -> int:
+    return sum(1 for call in context(trt).calls if call[0] == "execute_async_v3")
+
+
+def launches(cudart) -> list[int]:
+    """The executable graph of each cudaGraphLaunch, in order."""
+    return [int(c[1]) for c in cudart.calls if c[0] == "cudaGraphLaunch"]
+
+
+def assert_outputs(graph: GraphEntry, feeds: dict, outputs: list) -> None:
+    for spec, output in zip(graph.outputs, outputs):
+        np.testing.assert_array_equal(output, reference(feeds)[spec.name], err_msg=spec.name)
+
+
+class TestCudaGraphs:
+    def test_the_first_run_at_a_batch_executes_then_captures(self, graphed, fakes, graph):
+        trt, cudart = fakes
+        feeds = feeds_for(graph, 3)
+        assert_outputs(graph, feeds, graphed.run(feeds))
+        (stream,) = cudart.streams
+        names = [c[0] for c in cudart.calls]
+        assert executions(trt) == 2                     # the warm-up, then the captured one
+        (capture,) = [c for c in cudart.calls if c[0] == "cudaStreamBeginCapture"]
+        assert int(capture[1]) == stream and capture[2] == cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal
+        assert names.index("cudaStreamSynchronize") < names.index("cudaStreamBeginCapture")
+        assert names.index("cudaStreamBeginCapture") < names.index("cudaStreamEndCapture") \
+            < names.index("cudaGraphInstantiateWithFlags")
+        assert launches(cudart) == [] and len(cudart.graph_execs) == 1 and cudart.captures == {}
+        assert graphed.graph_fallbacks == {}
+
+    def test_later_runs_at_that_batch_launch_the_graph_instead_of_executing(self, graphed, fakes, graph):
+        trt, cudart = fakes
+        graphed.run(feeds_for(graph, 3))
+        shapes_set = [c for c in context(trt).calls if c[0] == "set_input_shape"]
+        for seed in (1, 2):
+            feeds = feeds_for(graph, 3, seed=seed)
+            assert_outputs(graph, feeds, graphed.run(feeds))   # fresh inputs reach the replayed engine
+        (instance,) = cudart.graph_execs
+        assert executions(trt) == 2 and launches(cudart) == [instance, instance]
+        assert [c for c in context(trt).calls if c[0] == "set_input_shape"] == shapes_set
+        assert [int(c[2]) for c in cudart.calls if c[0] == "cudaGraphLaunch"] == [int(graphed._stream)] * 2
+
+    def test_outputs_equal_the_plain_runners_over_several_batches(self, tmp_path, graph):
+        runs = [(1, 0), (1, 1), (5, 2), (5, 3), (5, 4), (MAX_BATCH, 5), (1, 6), (MAX_BATCH, 7), (MAX_BATCH, 8)]
+        got = {}
+        for cuda_graphs in (False, True):
+            cudart = make_fake_cudart()
+            trt = make_fake_trt(cudart=cudart, compute=reference)
+            bundle = tmp_path / str(cuda_graphs)
+            with TensorRTRunner(bundle, engine_entry(bundle, graph), graph, cuda_graphs=cuda_graphs,
+                                trt=trt, cudart=cudart) as runner:
+                got[cuda_graphs] = [runner.run(feeds_for(graph, n, seed)) for n, seed in runs]
+            assert (launches(cudart) != []) == cuda_graphs
+        for (n, seed), plain, replayed in zip(runs, got[False], got[True]):
+            for a, b in zip(plain, replayed):
+                np.testing.assert_array_equal(a, b, err_msg=f"batch {n} seed {seed}")
+
+    def test_each_batch_size_gets_its_own_graph(self, graphed, fakes, graph):
+        _, cudart = fakes
+        for n in (2, 2, 4, 4):
+            graphed.run(feeds_for(graph, n))
+        assert cudart.count("cudaStreamBeginCapture") == 2 and len(cudart.graph_execs) == 2
+        first, second = sorted(cudart.graph_execs)
+        assert launches(cudart) == [first, second]
+
+    def test_coming_back_to_a_batch_executes_once_then_replays_its_graph(self, graphed, fakes, graph):
+        trt, cudart = fakes
+        for n in (2, 2, 4):
+            graphed.run(feeds_for(graph, n))
+        before = executions(trt), len(launches(cudart))
+        feeds = feeds_for(graph, 2, seed=9)
+        assert_outputs(graph, feeds, graphed.run(feeds))   # the context ran batch 4 since: execute first
+        assert (executions(trt), len(launches(cudart))) == (before[0] + 1, before[1])
+        assert_outputs(graph, feeds, graphed.run(feeds))
+        assert (executions(trt), len(launches(cudart))) == (before[0] + 1, before[1] + 1)
+        assert cudart.count("cudaStreamBeginCapture") == 2   # the kept graph, not a new one
+
+    def test_graph_runs_report_the_same_gpu_timings(self, graphed, graph):
+        for _ in range(3):
+            graphed.run(feeds_for(graph, 2))
+            assert graphed.last_timings == pytest.approx(expected_timings(graph))
+
+    def test_close_destroys_every_graph_and_exec_once(self, tmp_path, fakes):
+        trt, cudart = fakes
+        runner = TensorRTRunner(tmp_path, engine_entry(tmp_path, DECODER), DECODER, cuda_graphs=True, trt=trt, cudart=cudart)
+        for n in (1, 3, 3):
+            runner.run(feeds_for(DECODER, n))
+        graphs, instances = sorted(cudart.graphs), sorted(cudart.graph_execs)
+        runner.close()
+        runner.close()
+        names = [c[0] for c in cudart.calls]
+        assert sorted(int(c[1]) for c in cudart.calls if c[0] == "cudaGraphExecDestroy") == instances
+        assert sorted(int(c[1]) for c in cudart.calls if c[0] == "cudaGraphDestroy") == graphs
+        assert len(instances) == 2 and cudart.graphs == {} and cudart.graph_execs == {}
+        assert max(i for i, name in enumerate(names) if name.startswith("cudaGraph") and name.endswith("Destroy")) \
+            < names.index("cudaFree")   # before the buffers the graphs point at
+
+    def test_without_cuda_graphs_nothing_is_captured(self, runner, fakes, graph):
+        trt, cudart = fakes
+        for _ in range(3):
+            runner.run(feeds_for(graph, 2))
+        assert executions(trt) == 3 and cudart.count("cudaStreamBeginCapture") == 0 and launches(cudart) == []
+
+
+class TestCudaGraphFallback:
+    def test_an_invalidated_capture_falls_back_to_execute_with_its_reason(self, tmp_path, graph):
+        cudart = make_fake_cudart(capture_error="cudaErrorStreamCaptureInvalidated")
+        trt = make_fake_trt(cudart=cudart, compute=reference)
+        with TensorRTRunner(tmp_path, engine_entry(tmp_path, graph), graph, cuda_graphs=True,
+                            trt=trt, cudart=cudart) as runner:
+            for seed in range(3):
+                feeds = feeds_for(graph, 4, seed=seed)
+                assert_outputs(graph, feeds, runner.run(feeds))
+            assert list(runner.graph_fallbacks) == [4]
+            assert "cudaStreamEndCapture failed with cudaErrorStreamCaptureInvalidated" in runner.graph_fallbacks[4]
+            assert cudart.count("cudaStreamBeginCapture") == 1     # tried once per batch size
+            assert executions(trt) == 4 and launches(cudart) == []  # 3 runs and the failed capture
+            assert cudart.captures == {} and cudart.graphs == {}   # the stream is not left capturing
+            assert runner.last_timings == pytest.approx(expected_timings(graph))
+
+    @pytest.mark.parametrize("call", ["cudaStreamBeginCapture", "cudaGraphInstantiateWithFlags"])
+    def test_a_failed_capture_call_is_the_reason_and_the_next_batch_still_gets_a_graph(self, tmp_path, call):
+        cudart = make_fake_cudart(failures={call: 1})
+        trt = make_fake_trt(cudart=cudart, compute=reference)
+        with TensorRTRunner(tmp_path, engine_entry(tmp_path, DECODER), DECODER, cuda_graphs=True,
+                            trt=trt, cudart=cudart) as runner:
+            for n in (2, 2, 3, 3):
+                feeds = feeds_for(DECODER, n, seed=n)
+                assert_outputs(DECODER, feeds, runner.run(feeds))
+            assert list(runner.graph_fallbacks) == [2] and f"{call} failed with" in runner.graph_fallbacks[2]
+            (instance,) = cudart.graph_execs
+            assert launches(cudart) == [instance]                  # batch 3 only
+            assert len(cudart.graphs) == 1 and cudart.captures == {}   # a graph that failed to instantiate is gone
+
+    def test_execute_refused_while_capturing(self, tmp_path, fakes, monkeypatch):
+        trt, cudart = fakes
+        with TensorRTRunner(tmp_path, engine_entry(tmp_path, DECODER), DECODER, cuda_graphs=True,
+                            trt=trt, cudart=cudart) as runner:
+            execute = context(trt).execute_async_v3
+            monkeypatch.setattr(context(trt), "execute_async_v3",
+                                lambda handle: False if handle in cudart.captures else execute(handle))
+            feeds = feeds_for(DECODER, 2)
+            for _ in range(2):
+                assert_outputs(DECODER, feeds, runner.run(feeds))
+            assert "execute_async_v3 returned False while capturing" in runner.graph_fallbacks[2]
+            assert cudart.captures == {} and cudart.graphs == {} and launches(cudart) == []
 
 
 def manifest_with(engines: list[EngineEntry]) -> Manifest:

@@ -63,6 +63,7 @@ def run_cases(model: dict, cases: list[Case], batch_sizes: list[int], *, warmup_
         for batch in batch_sizes:
             feeds = feeds_for(model, graph, batch, rng)
             timed: dict[int, list[float]] = {}
+            gpu: dict[int, list] = {}   # per timed call, the runner's last_timings (GPU seconds by segment)
             for i in members:
                 runner = runners[i]
                 if isinstance(runner, str):
@@ -73,13 +74,16 @@ def run_cases(model: dict, cases: list[Case], batch_sizes: list[int], *, warmup_
                     timed[i] = []
             for round_ in range(ROUNDS):
                 for i in timed:
-                    run = runners[i].run
-                    timed[i] += time_calls(lambda: run(feeds), warmup_s=warmup_s if round_ == 0 else warmup_s / 4,
-                                           duration_s=duration_s / ROUNDS,
-                                           iterations=None if iterations is None else max(1, iterations // ROUNDS),
-                                           sync=getattr(runners[i], "sync", None))
+                    call, per_call = _call_keeping_gpu_timings(runners[i], feeds)
+                    samples = time_calls(call, warmup_s=warmup_s if round_ == 0 else warmup_s / 4,
+                                         duration_s=duration_s / ROUNDS,
+                                         iterations=None if iterations is None else max(1, iterations // ROUNDS),
+                                         sync=getattr(runners[i], "sync", None))
+                    timed[i] += samples
+                    if per_call is not None:  # the warm-up calls come first: keep the timed ones
+                        gpu.setdefault(i, []).extend(per_call[len(per_call) - len(samples):])
             for i, samples in timed.items():
-                results.append(_measured(cases[i], batch, samples))
+                results.append(_measured(cases[i], batch, samples, gpu.get(i)))
                 log(f"{graph} {precision} {device} batch {batch:4d} {cases[i].backend:22s} "
                     f"p50 {results[-1].latency.p50 * 1e3:8.3f} ms  {results[-1].items_per_s:12,.0f} items/s")
     for runner in runners.values():
@@ -91,6 +95,26 @@ def _skip(case: Case, batch: int, reason: str) -> BenchResult:
     return skipped(case.graph, case.backend, case.precision, case.device, batch, reason)
 
 
-def _measured(case: Case, batch: int, samples: list[float]) -> BenchResult:
+def _call_keeping_gpu_timings(runner: GraphRunner, feeds: dict) -> tuple[Callable[[], object], list | None]:
+    """The call to time, and the list it fills with the runner's `last_timings` after each call;
+    None for a runner that reports no GPU timings (onnxruntime, torch), whose call stays bare."""
+    run = runner.run
+    if not hasattr(runner, "last_timings"):
+        return (lambda: run(feeds)), None
+    per_call: list = []
+    keep = per_call.append  # bound once: the timed call pays for one append, not for lookups
+
+    def call():
+        run(feeds)
+        keep(runner.last_timings)
+
+    return call, per_call
+
+
+def _measured(case: Case, batch: int, samples: list[float], gpu: list | None = None) -> BenchResult:
+    # GPU statistics only when every timed call reported them: a partial set would describe other calls.
+    complete = bool(gpu) and all(timings is not None for timings in gpu)
+    stats = {field: latency_stats([timings[key] for timings in gpu]) if complete else None
+             for field, key in (("device_compute", "compute"), ("copy_in", "copy_in"), ("copy_out", "copy_out"))}
     return measured(case.graph, case.backend, case.precision, case.device, batch, latency_stats(samples),
-                    flops_per_item=case.flops_per_item, note=case.note)
+                    flops_per_item=case.flops_per_item, note=case.note, **stats)

@@ -6,6 +6,16 @@ profile's largest batch and made in __init__, where set_tensor_address is called
 copies the n items it got. The calls used here (Runtime.deserialize_cuda_engine, the name-based
 tensor API, execute_async_v3) are the same in TensorRT 10.x (JetPack 6 ships 10.3) and 11.x.
 
+Every run records four CUDA events on the runner's stream (before the host-to-device copies, after
+them, after the engine, after the device-to-host copies) and keeps the GPU time between them in
+`last_timings`. With cuda_graphs=True, the engine's work at each batch size is captured once into a
+CUDA graph and later runs at that size launch the graph. TensorRT's rules for that: call
+execute_async_v3 once, uncaptured, after an input-shape change before capturing, and keep shapes
+and tensor addresses fixed between capture and launch (ours are set once in __init__), hence one
+graph per batch size. To be safe, a kept graph is also replayed only after such an uncaptured run
+at its shape: coming back to a batch size costs one plain run. cudaGraphInstantiateWithFlags(graph,
+flags) is used because cudaGraphInstantiate's arguments differ between the CUDA 11 and 12 bindings.
+
 An engine runs only on the GPU model and TensorRT version that built it, so the manifest records
 both and this module refuses any other, saying how to rebuild. `tensorrt` and the CUDA runtime
 bindings are imported lazily (tests inject fakes), so importing this module needs neither, nor torch.
@@ -24,6 +34,7 @@ from gvtool.manifest import EngineEntry, GraphEntry, Manifest, TensorSpec, verif
 from gvtool.runtime.gpu import cuda_check, gpu_properties, import_cudart, import_tensorrt, use_device
 
 BATCH = "batch"  # the manifest's name for the dynamic batch axis
+SEGMENTS = ("copy_in", "compute", "copy_out")  # what lies between the 4 events a run records, in order
 
 
 def engine_for(manifest: Manifest, graph_key: str, gpu_name: str, capability: str, trt_version: str,
@@ -90,11 +101,17 @@ class TensorRTRunner:
 
     Not thread-safe: one run() at a time (the buffers are shared between calls). close() frees the
     GPU and pinned memory; use it, or a with-block.
+
+    After each run, `last_timings` holds {"copy_in", "compute", "copy_out"}: seconds of GPU time from
+    CUDA events (None before the first run and after a failed one). cuda_graphs=True replays the
+    engine at each batch size from a CUDA graph; a batch size whose capture failed runs
+    execute_async_v3 as usual, and `graph_fallbacks[batch]` says why.
     """
 
     backend = "tensorrt"
 
-    def __init__(self, bundle, engine: EngineEntry, graph: GraphEntry, *, device_index: int = 0, trt=None, cudart=None):
+    def __init__(self, bundle, engine: EngineEntry, graph: GraphEntry, *, device_index: int = 0,
+                 cuda_graphs: bool = False, trt=None, cudart=None):
         if engine.graph_key != graph.key:
             raise BadBundleError(f"{engine.file} was built from {engine.graph_key}, not {graph.key}")
         trt, cudart, gpu_name, capability, trt_version = tensorrt_environment(device_index, trt, cudart)
@@ -112,6 +129,12 @@ class TensorRTRunner:
         self._host_ptrs: list[int] = []     # a failure half-way through __init__ frees what was made
         self._inputs: list[_Buffer] = []
         self._outputs: list[_Buffer] = []
+        self._events: list = []             # the 4 CUDA events of SEGMENTS' boundaries, made once
+        self._graphs: dict[int, tuple] = {}  # batch -> (cudaGraph_t, cudaGraphExec_t)
+        self._flushed_batch: int | None = None  # the batch of the last uncaptured execute_async_v3
+        self.cuda_graphs = bool(cuda_graphs)
+        self.graph_fallbacks: dict[int, str] = {}
+        self.last_timings: dict[str, float] | None = None
         self._closed = False
         try:
             self._load(path.read_bytes(), device_index)
@@ -136,6 +159,9 @@ class TensorRTRunner:
             raise BackendUnavailableError(f"TensorRT could not create an execution context for {self.entry.file} "
                                           "(out of GPU memory? the TensorRT log above says why)")
         (self._stream,) = cuda_check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
+        for _ in range(len(SEGMENTS) + 1):
+            (event,) = cuda_check(cudart, cudart.cudaEventCreate(), "cudaEventCreate")
+            self._events.append(event)
         self._inputs = [self._allocate(spec) for spec in self.graph.inputs]
         self._outputs = [self._allocate(spec) for spec in self.graph.outputs]  # manifest order = run()'s order
 
@@ -191,24 +217,88 @@ class TensorRTRunner:
         if self._closed:
             raise BackendUnavailableError(f"the TensorRT runner for {self.entry.file} was closed")
         arrays, n = self._check_feeds(feeds)
-        cudart, context, stream = self._cudart, self._context, self._stream
+        cudart, stream = self._cudart, self._stream
         to_device, to_host = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self.last_timings = None  # until this run's events are read: a failed run leaves no stale numbers
+        # A kept graph replays only while the context's shapes are still the ones it was captured with.
+        graph = self._graphs.get(n) if self._flushed_batch == n else None
         for buffer in self._inputs:
             np.copyto(buffer.host[:n], arrays[buffer.name], casting="same_kind")
-            if not context.set_input_shape(buffer.name, (n, *buffer.item_shape)):
-                raise BackendUnavailableError(f"TensorRT refused input shape {[n, *buffer.item_shape]} for {buffer.name} "
-                                              f"of {self.entry.file} (the TensorRT log above says why)")
+        if graph is None:
+            self._set_input_shapes(n)
+        # Host-side staging is done before the first event, so that the events time GPU work only.
+        copy_start, copied_in, computed, copied_out = self._events
+        self._record(copy_start)
+        for buffer in self._inputs:
             copied = cudart.cudaMemcpyAsync(buffer.device, buffer.host_ptr, n * buffer.item_bytes, to_device, stream)
             cuda_check(cudart, copied, "cudaMemcpyAsync", f"copying {buffer.name} to the GPU")
-        # TensorRT takes the stream as an integer handle; int() of a cuda-python cudaStream_t is that handle.
-        if not context.execute_async_v3(int(stream)):
-            raise BackendUnavailableError(f"TensorRT could not run {self.entry.file}: execute_async_v3 returned False "
-                                          "(the TensorRT log above says why)")
+        self._record(copied_in)
+        if graph is None:
+            self._execute()
+        else:
+            cuda_check(cudart, cudart.cudaGraphLaunch(graph[1], stream), "cudaGraphLaunch",
+                       f"replaying {self.entry.file} at batch {n}")
+        self._record(computed)
         for buffer in self._outputs:
             copied = cudart.cudaMemcpyAsync(buffer.host_ptr, buffer.device, n * buffer.item_bytes, to_host, stream)
             cuda_check(cudart, copied, "cudaMemcpyAsync", f"copying {buffer.name} from the GPU")
+        self._record(copied_out)
         cuda_check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize", f"running {self.entry.file}")
-        return [buffer.host[:n].copy() for buffer in self._outputs]  # copies: the next run reuses the buffers
+        self.last_timings = self._elapsed()
+        outputs = [buffer.host[:n].copy() for buffer in self._outputs]  # copies: the next run reuses the buffers
+        if graph is None:
+            self._flushed_batch = n
+            if self.cuda_graphs and n not in self._graphs and n not in self.graph_fallbacks:
+                self._capture(n)  # after the uncaptured run TensorRT needs after a shape change
+        return outputs
+
+    def _set_input_shapes(self, n: int) -> None:
+        self._flushed_batch = None  # changed shapes: the next execute_async_v3 must not be a graph's
+        for buffer in self._inputs:
+            if not self._context.set_input_shape(buffer.name, (n, *buffer.item_shape)):
+                raise BackendUnavailableError(f"TensorRT refused input shape {[n, *buffer.item_shape]} for {buffer.name} "
+                                              f"of {self.entry.file} (the TensorRT log above says why)")
+
+    def _execute(self) -> None:
+        # TensorRT takes the stream as an integer handle; int() of a cuda-python cudaStream_t is that handle.
+        if not self._context.execute_async_v3(int(self._stream)):
+            raise BackendUnavailableError(f"TensorRT could not run {self.entry.file}: execute_async_v3 returned False "
+                                          "(the TensorRT log above says why)")
+
+    def _record(self, event) -> None:
+        cuda_check(self._cudart, self._cudart.cudaEventRecord(event, self._stream), "cudaEventRecord")
+
+    def _elapsed(self) -> dict[str, float]:
+        """Seconds between consecutive events of the run just synchronized, by SEGMENTS."""
+        cudart, times = self._cudart, {}
+        for name, start, end in zip(SEGMENTS, self._events, self._events[1:]):
+            (ms,) = cuda_check(cudart, cudart.cudaEventElapsedTime(start, end), "cudaEventElapsedTime", f"timing {name}")
+            times[name] = float(ms) / 1e3
+        return times
+
+    def _capture(self, n: int) -> None:
+        """Capture execute_async_v3 at batch `n` into a CUDA graph for later runs, or record in
+        graph_fallbacks why it could not be, leaving batch `n` to plain execute_async_v3."""
+        cudart, stream, graph = self._cudart, self._stream, None
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal  # the mode of TensorRT's own example
+        try:
+            cuda_check(cudart, cudart.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")
+            try:
+                enqueued = self._context.execute_async_v3(int(stream))
+            finally:  # always end the capture: a stream left capturing refuses all later work
+                ended = cudart.cudaStreamEndCapture(stream)
+            (graph,) = cuda_check(cudart, ended, "cudaStreamEndCapture", "the capture was invalidated")
+            if not enqueued:
+                raise BackendUnavailableError("execute_async_v3 returned False while capturing "
+                                              "(the TensorRT log above says why)")
+            (instance,) = cuda_check(cudart, cudart.cudaGraphInstantiateWithFlags(graph, 0),
+                                     "cudaGraphInstantiateWithFlags")
+        except BackendUnavailableError as error:
+            if graph is not None:
+                cudart.cudaGraphDestroy(graph)  # a failure here changes nothing: the reason below stands
+            self.graph_fallbacks[n] = f"no CUDA graph at batch {n} ({error}); it runs execute_async_v3"
+            return
+        self._graphs[n] = (graph, instance)
 
     def _check_feeds(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
         """The feeds as arrays and their common batch size, or ValueError saying what was expected."""
@@ -233,7 +323,8 @@ class TensorRTRunner:
         return arrays, n
 
     def close(self) -> None:
-        """Free the device and pinned buffers, the stream and the engine. Safe to call twice."""
+        """Free the device and pinned buffers, the CUDA graphs and events, the stream and the engine.
+        Safe to call twice."""
         if self._closed:
             return
         self._closed = True
@@ -255,6 +346,13 @@ class TensorRTRunner:
         stream, self._stream = self._stream, None
         if stream is not None:  # let work a failed run left queued finish before its context and buffers go
             attempt("cudaStreamSynchronize", cudart.cudaStreamSynchronize, stream)
+        graphs, self._graphs = self._graphs, {}
+        for graph, instance in graphs.values():  # graphs hold the context's memory and our buffers' addresses
+            attempt("cudaGraphExecDestroy", cudart.cudaGraphExecDestroy, instance)
+            attempt("cudaGraphDestroy", cudart.cudaGraphDestroy, graph)
+        events, self._events = self._events, []
+        for event in events:
+            attempt("cudaEventDestroy", cudart.cudaEventDestroy, event)
         self._inputs, self._outputs = [], []  # drop the numpy views before the pinned memory goes
         self._context = self._engine = self._runtime = None  # TensorRT objects go context first, runtime last
         if stream is not None:
