@@ -23,7 +23,7 @@ BACKENDS = ("onnxruntime", "tensorrt", "onnxruntime-tensorrt", "torch")
 
 
 def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, warmup_s, duration_s, iterations,
-                 with_compile, log: Callable[[str], None]) -> BenchReport:
+                 with_compile, cuda_graphs=False, log: Callable[[str], None]) -> BenchReport:
     bundle = Path(bundle) if bundle else newest_bundle()
     manifest = read_manifest(bundle)
     for name, values, allowed in (("--backend", backends, BACKENDS), ("--precision", precisions, PRECISIONS),
@@ -38,7 +38,7 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
     graphs, backends, precisions, devices, batch_sizes = (list(dict.fromkeys(v)) for v in
                                                           (graphs, backends, precisions, devices, batch_sizes))
     cases = [case for device in devices for graph in graphs for backend in backends for precision in precisions
-             for case in _cases(bundle, manifest, graph, backend, precision, device, with_compile)]
+             for case in _cases(bundle, manifest, graph, backend, precision, device, with_compile, cuda_graphs)]
     peaks = {device: _matmul_peak(device) for device in devices}
     log(f"matmul peak (fp32): " + ", ".join(f"{d} {p:,.0f} GFLOP/s" if p else f"{d} unmeasured" for d, p in peaks.items()))
     results = run_cases(manifest.model, cases, batch_sizes, warmup_s=warmup_s, duration_s=duration_s,
@@ -58,7 +58,7 @@ def _device_name(device: str) -> str:
     return "cpu" if kind == "cpu" else f"cuda:{index}"
 
 
-def _cases(bundle, manifest, graph, backend, precision, device, with_compile) -> list[Case]:
+def _cases(bundle, manifest, graph, backend, precision, device, with_compile, cuda_graphs=False) -> list[Case]:
     key = f"{graph}.{precision}"
     entry = manifest.graphs.get(key)
     flops = getattr(entry, "flops_per_item", None) or getattr(manifest.graphs.get(f"{graph}.fp32"), "flops_per_item", None)
@@ -73,8 +73,12 @@ def _cases(bundle, manifest, graph, backend, precision, device, with_compile) ->
         return [Case(backend=label, make=None, skip_reason=f"the bundle has no {key} graph", **common)]
     if backend in ("tensorrt", "onnxruntime-tensorrt") and device == "cpu":
         return [Case(backend=label, make=None, skip_reason=f"{backend} runs on NVIDIA GPUs only", **common)]
-    make = lambda: open_backend(bundle, manifest, [graph], backend, device, precision).runners[graph]  # noqa: E731
-    return [Case(backend=label, make=make, **common)]
+    def make(graphs_on: bool = False):
+        return lambda: open_backend(bundle, manifest, [graph], backend, device, precision, graphs_on).runners[graph]
+    cases = [Case(backend=label, make=make(), **common)]
+    if cuda_graphs and backend == "tensorrt":
+        cases.append(Case(backend="tensorrt+graphs", make=make(True), note="CUDA graphs", **common))
+    return cases
 
 
 def _torch_cases(manifest, graph, precision, device, with_compile, common) -> list[Case]:

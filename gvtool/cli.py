@@ -416,12 +416,13 @@ def _csv(value: str) -> list[str]:
               help="Timed seconds per case (split into interleaved rounds).")
 @click.option("--iterations", type=click.IntRange(min=1), default=None, help="A fixed number of timed calls instead.")
 @click.option("--compile", "with_compile", is_flag=True, help="Also measure torch.compile of the checkpoint.")
+@click.option("--cuda-graphs", is_flag=True, help="Also measure TensorRT engines replayed as CUDA graphs.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the results as JSON.")
 @click.option("--markdown", "markdown_out", type=click.Path(path_type=Path), help="Write a markdown table.")
 @click.option("--plot", "plot_out", type=click.Path(path_type=Path), help="Write a PNG of latency and throughput.")
 @reports_errors
 def bench_run(bundle, graphs, batch_sizes, backends, precisions, devices, warmup_ms, duration_s, iterations,
-              with_compile, json_out, markdown_out, plot_out) -> None:
+              with_compile, cuda_graphs, json_out, markdown_out, plot_out) -> None:
     """Benchmark a bundle (default: the newest) on this machine."""
     from gvtool.errors import BadInputError
     from gvtool.benchmark import bench_bundle
@@ -435,6 +436,7 @@ def bench_run(bundle, graphs, batch_sizes, backends, precisions, devices, warmup
     report = bench_bundle(bundle, graphs=_csv(graphs), batch_sizes=sizes, backends=_csv(backends),
                           precisions=_csv(precisions), devices=_csv(devices), warmup_s=warmup_ms / 1000,
                           duration_s=duration_s, iterations=iterations, with_compile=with_compile,
+                          cuda_graphs=cuda_graphs,
                           log=lambda line: click.echo(line, err=True))
     _show_bench([report], json_out, markdown_out, plot_out)
 

@@ -37,7 +37,7 @@ def parse_device(device: str) -> tuple[str, int]:
 
 
 def open_backend(bundle: Path, manifest: Manifest, graphs: list[str], backend: str, device: str,
-                 precision: str) -> Choice:
+                 precision: str, cuda_graphs: bool = False) -> Choice:
     """Runners for `graphs` (e.g. ["decoder"]) in `precision`, on the chosen backend and device."""
     if backend not in BACKENDS:
         raise BadInputError(f"unknown --backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -47,7 +47,7 @@ def open_backend(bundle: Path, manifest: Manifest, graphs: list[str], backend: s
     if backend == "tensorrt":
         if kind == "cpu":
             raise BadInputError("--backend tensorrt runs on an NVIDIA GPU; use --device cuda:I, or --backend onnxruntime on the CPU")
-        return _tensorrt(bundle, manifest, graphs, precision, index, "asked for --backend tensorrt")
+        return _tensorrt(bundle, manifest, graphs, precision, index, "asked for --backend tensorrt", cuda_graphs)
     if backend == "onnxruntime-tensorrt":
         if kind == "cpu":
             raise BadInputError("--backend onnxruntime-tensorrt runs on an NVIDIA GPU; use --device cuda:I")
@@ -90,7 +90,7 @@ def _onnxruntime(bundle, manifest, graphs, precision, backend, index, why) -> Ch
     return Choice(runners, backend, device, f"{backend} on {device} ({precision}): {why}")
 
 
-def _tensorrt(bundle, manifest, graphs, precision, index, why) -> Choice:
+def _tensorrt(bundle, manifest, graphs, precision, index, why, cuda_graphs: bool = False) -> Choice:
     from gvtool.runtime.trt_runner import TensorRTRunner, engine_for, engine_mismatch, tensorrt_environment
 
     trt, cudart, gpu_name, capability, version = tensorrt_environment(index)
@@ -103,5 +103,5 @@ def _tensorrt(bundle, manifest, graphs, precision, index, why) -> Choice:
                 runner.close()
             raise BackendUnavailableError(engine_mismatch(manifest, key, gpu_name, capability, version))
         runners[graph] = TensorRTRunner(bundle, engine, manifest.graph(graph, precision), device_index=index,
-                                        trt=trt, cudart=cudart)
+                                        cuda_graphs=cuda_graphs, trt=trt, cudart=cudart)
     return Choice(runners, "tensorrt", f"cuda:{index}", f"tensorrt on cuda:{index} {gpu_name} ({precision}): {why}")

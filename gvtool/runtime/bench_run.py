@@ -73,11 +73,13 @@ def run_cases(model: dict, cases: list[Case], batch_sizes: list[int], *, warmup_
                 else:
                     timed[i] = []
             for round_ in range(ROUNDS):
+                share = None if iterations is None else iterations // ROUNDS + (round_ < iterations % ROUNDS)
+                if share == 0:  # fewer iterations than rounds: the first rounds take them all
+                    continue
                 for i in timed:
                     call, per_call = _call_keeping_gpu_timings(runners[i], feeds)
                     samples = time_calls(call, warmup_s=warmup_s if round_ == 0 else warmup_s / 4,
-                                         duration_s=duration_s / ROUNDS,
-                                         iterations=None if iterations is None else max(1, iterations // ROUNDS),
+                                         duration_s=duration_s / ROUNDS, iterations=share,
                                          sync=getattr(runners[i], "sync", None))
                     timed[i] += samples
                     if per_call is not None:  # the warm-up calls come first: keep the timed ones
