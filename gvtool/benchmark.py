@@ -40,7 +40,7 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
     cases = [case for device in devices for graph in graphs for backend in backends for precision in precisions
              for case in _cases(bundle, manifest, graph, backend, precision, device, with_compile, cuda_graphs)]
     peaks = {device: _matmul_peak(device) for device in devices}
-    log(f"matmul peak (fp32): " + ", ".join(f"{d} {p:,.0f} GFLOP/s" if p else f"{d} unmeasured" for d, p in peaks.items()))
+    log("matmul peak (fp32): " + ", ".join(f"{d} {p:,.0f} GFLOP/s" if p else f"{d} unmeasured" for d, p in peaks.items()))
     results = run_cases(manifest.model, cases, batch_sizes, warmup_s=warmup_s, duration_s=duration_s,
                         iterations=iterations, log=log)
     return BenchReport(
