@@ -97,7 +97,7 @@ def _torch_cases(manifest, graph, precision, device, with_compile, common) -> li
         return build
     cases = [Case(backend="torch", make=make(False), note="eager", **common)]
     if with_compile:
-        cases.append(Case(backend="torch.compile", make=make(True), note="torch.compile", **common))
+        cases.append(Case(backend="torch.compile", make=make(True), **common))
     return cases
 
 
