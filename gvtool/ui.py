@@ -104,12 +104,15 @@ class count_progress:
         self.total, self.task = total, None
 
     def __enter__(self):
+        if not self.progress.console.is_terminal:  # a pipe or a log file gets no bar (and no blank line)
+            return lambda done: None
         self.progress.start()
         self.task = self.progress.add_task("", total=self.total)
         return lambda done: self.progress.update(self.task, completed=done)
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
 
 
 def bench_table(rows: list[dict], ratios: list[dict]) -> Table:
