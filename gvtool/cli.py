@@ -40,7 +40,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def reports_errors(command):
-    """Turn gvtool's own errors into one red line and exit code 1."""
+    """Turn gvtool's own errors, and the operating system's (permissions, disk space), into one red line
+    and exit code 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -53,6 +54,10 @@ def reports_errors(command):
                 return command(*args, **kwargs)
             except GvtoolError as error:
                 say("error:", str(error), "red")
+                sys.exit(1)
+            except OSError as error:  # a folder that cannot be written, a full disk: the machine's answer, not a bug
+                where = f": {error.filename}" if error.filename else ""
+                say("error:", f"{error.strerror or error}{where}", "red")
                 sys.exit(1)
 
     return wrapper

@@ -438,3 +438,11 @@ class TestStartWithoutTorch:
         assert result.returncode == 0, result.stderr
         with Image.open(tmp_path / "OUT.png") as png:
             assert png.size == grid_size(64, None, SIDE)
+
+
+class TestOperatingSystemErrors:
+    def test_an_output_folder_that_cannot_exist_is_one_error_line(self, bundle, tmp_path):
+        (tmp_path / "file").write_text("a file, not a folder")
+        result = CliRunner().invoke(main, ["sample", str(bundle("vaegan")), "--n", "2", "--device", "cpu",
+                                           "--out", str(tmp_path / "file" / "x.png")])
+        assert "file" in error_line(result)
