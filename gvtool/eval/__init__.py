@@ -1,0 +1,1 @@
+"""Evaluation: mode coverage and sample quality metrics."""
