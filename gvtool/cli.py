@@ -390,6 +390,30 @@ def interpolate(bundle, start, end, steps, method, label, out, backend, device, 
     say("wrote", f"{steps} steps -> {out}", "green")
 
 
+@main.command("eval")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--data", "data_source", default=None, help="The real data to compare with [default: the run's own].")
+@click.option("--n", "count", type=click.IntRange(min=10), default=None,
+              help="Samples to draw [default: 2,500 for 2-D mixtures, 2,000 images].")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]),
+              help="For a bundle: which graph variant to evaluate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the metrics as JSON.")
+@reports_errors
+def evaluate_command(target, data_source, count, precision, seed, json_out) -> None:
+    """Mode coverage and sample quality of a run (torch) or a bundle (any precision)."""
+    from gvtool.eval.evaluate import evaluate
+    from gvtool.fileio import atomic_write_text
+    from gvtool.ui import eval_table
+
+    result = evaluate(target, data_source=data_source, n=count, precision=precision, seed=seed,
+                      log=lambda line: click.echo(line, err=True))
+    _stdout_console().print(eval_table(result))
+    if json_out:
+        atomic_write_text(json_out, json.dumps(result, indent=2) + "\n")
+        say("wrote", str(json_out), "green")
+
+
 class _DefaultToRun(click.Group):
     """`gvtool bench [BUNDLE] ...` runs a benchmark; `gvtool bench report A.json ...` merges results."""
 

@@ -135,3 +135,28 @@ def bench_table(rows: list[dict], ratios: list[dict]) -> Table:
                       "" if r.get("percent_of_peak") is None else f"{r['percent_of_peak']:.0f}%",
                       "" if not ratio.get("latency_ratio") else f"{1 / ratio['latency_ratio']:.2f}x")
     return table
+
+
+def eval_table(result: dict) -> Table:
+    """The metrics of one `gvtool eval` as a two-column table."""
+    table = Table(title=f"gvtool eval {escape(result['target'])} ({result['kind']}, {result['precision']}, "
+                        f"{result['model']} on {escape(result['data'])}, n={result['n']})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if "mode_coverage" in result:
+        m = result["mode_coverage"]
+        table.add_row("modes covered", f"{m['modes_covered']} / {m['n_modes']}")
+        table.add_row("high-quality samples", f"{m['high_quality']:.1%}")
+        table.add_row("KL(high-quality modes || uniform)", f"{m['kl_to_uniform']:.4f}")
+    if "class_coverage" in result:
+        c, p = result["class_coverage"], result["prdc"]
+        table.add_row("evaluator held-out accuracy", f"{result['evaluator']['held_out_accuracy']:.2%}")
+        table.add_row("classes covered", f"{c['classes_covered']} / {c['n_classes']}")
+        table.add_row("KL(class histogram || uniform)", f"{c['kl_to_uniform']:.4f}")
+        table.add_row("confidently classified", f"{c['confident']:.1%}")
+        table.add_row("Fréchet distance (evaluator features)", f"{result['frechet_distance']:.3f}")
+        for key in ("precision", "recall", "density", "coverage"):
+            table.add_row(f"{key} (k={p['k']})", f"{p[key]:.3f}")
+    if "held_out_recon_mse" in result:
+        table.add_row("held-out reconstruction MSE (model scale)", f"{result['held_out_recon_mse']:.4f}")
+    return table

@@ -1,0 +1,158 @@
+"""`gvtool eval TARGET`: mode coverage and sample quality of a run (torch) or a bundle (runtime, any precision).
+
+Both kinds of target are wrapped in the same small interface (sample, reconstruct), so one code
+path measures a checkpoint and its fp16 or int8 export alike: the quality cost of a precision is
+measured exactly like a model's quality.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from gvtool.errors import BadInputError
+from gvtool.eval import metrics
+from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
+from gvtool.manifest import is_bundle, read_manifest
+from gvtool.train import rundir
+from gvtool.train.config import TrainConfig
+from gvtool.train.data import MIXTURES, load_dataset, mixture_centres, split, to_model, to_uint8
+
+EVALUATORS = Path("evaluators")  # trained evaluator classifiers, cached by data source and image size
+DEFAULT_N = {"vector": 2_500, "image": 2_000}  # 2,500: the VEEGAN/PacGAN protocol; 2,000 images > 128 features for FD
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What is evaluated: a decoder to sample from and, for vae/vaegan, an encoder to reconstruct with."""
+
+    name: str
+    kind: str                      # "run" or "bundle"
+    precision: str
+    config: TrainConfig            # the run's config (data source, split, image size)
+    sample: Callable[[int, int], np.ndarray]            # (n, seed) -> uint8 (N, C, H, W) images or float (N, D)
+    reconstruct: Callable[[np.ndarray], np.ndarray] | None  # items -> reconstructions, same layout
+
+
+def open_target(target: Path, precision: str = "fp32") -> Target:
+    target = Path(target)
+    if is_bundle(target):
+        return _bundle_target(target, precision)
+    if (target / rundir.CHECKPOINT_FILE).is_file():
+        if precision != "fp32":
+            raise BadInputError(f"{target} is a run: it evaluates in fp32; export it and evaluate the bundle for "
+                                f"{precision}")
+        return _run_target(target)
+    raise BadInputError(f"{target} is neither a bundle (manifest.json) nor a run (checkpoint.safetensors)")
+
+
+def _run_target(run_dir: Path) -> Target:
+    from gvtool.export.from_run import load_run
+
+    run = load_run(run_dir)
+    cfg = run.config.model
+    decoder, encoder = run.nets["decoder"], run.nets["encoder"] if "encoder" in run.nets else None
+
+    @torch.no_grad()
+    def sample(n: int, seed: int) -> np.ndarray:
+        z = torch.randn(n, cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
+        labels = torch.arange(n) % cfg.num_classes if cfg.conditional else None
+        out = decoder(z, labels)
+        return to_uint8(out).numpy() if cfg.data_kind == "image" else out.numpy()
+
+    @torch.no_grad()
+    def reconstruct(items: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        x = torch.from_numpy(items)
+        x = to_model(x) if cfg.data_kind == "image" else x
+        mean, _ = encoder(x)
+        out = decoder(mean, None if labels is None else torch.from_numpy(labels))
+        return to_uint8(out).numpy() if cfg.data_kind == "image" else out.numpy()
+
+    return Target(str(run_dir), "run", "fp32", run.config, sample, reconstruct if encoder is not None else None)
+
+
+def _bundle_target(bundle: Path, precision: str) -> Target:
+    from gvtool.runtime.model import load
+
+    manifest = read_manifest(bundle)
+    run_config = Path(manifest.source.get("run_dir", "")) / rundir.CONFIG_FILE
+    if not run_config.is_file():
+        raise BadInputError(f"{bundle} came from {manifest.source.get('run_dir')}, which is not on this machine: "
+                            "eval needs that run's config.json for the data split")
+    import json
+
+    config = TrainConfig.from_dict(json.loads(run_config.read_text(encoding="utf-8")))
+    model = load(bundle, backend="onnxruntime", device="cpu", precision=precision)
+    image = model.is_image
+
+    def sample(n: int, seed: int) -> np.ndarray:
+        items = model.sample(n, seed=seed)
+        return np.ascontiguousarray(items.transpose(0, 3, 1, 2)) if image else items
+
+    def reconstruct(items: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        inputs = items.transpose(0, 2, 3, 1) if image else items
+        out = model.decode(model.encode(inputs), labels)
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if image else out
+
+    has_encoder = any(g.graph == "encoder" for g in manifest.graphs.values())
+    return Target(str(bundle), "bundle", precision, config, sample, reconstruct if has_encoder else None)
+
+
+def evaluate(target: Path, *, data_source: str | None = None, n: int | None = None, precision: str = "fp32",
+             seed: int = 0, log: Callable[[str], None] = lambda line: None) -> dict:
+    """All metrics that apply to the target's data, as a JSON-ready dict. `data_source` replaces the data
+    the run was trained on (e.g. the same .npz moved elsewhere)."""
+    t = open_target(target, precision)
+    config = t.config if data_source is None else t.config.replace(data=data_source)
+    data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
+    _, held_out = split(data, config.val_fraction, config.split_seed)
+    n = n or DEFAULT_N[data.kind]
+    if n < 10:
+        raise BadInputError(f"--n must be >= 10 for the metrics to mean anything, got {n}")
+    result = {"target": t.name, "kind": t.kind, "precision": t.precision, "model": config.model.kind,
+              "data": config.data, "n": n, "seed": seed}
+    fake = t.sample(n, seed)
+    if data.kind == "vector":
+        if config.data in MIXTURES:
+            centres, std = mixture_centres(config.data)
+            result["mode_coverage"] = dataclasses.asdict(metrics.mode_coverage(fake, centres, std))
+    else:
+        result |= _image_metrics(data, held_out, fake, config, log)
+    if t.reconstruct is not None and len(held_out):
+        labels = held_out.y.numpy() if config.model.conditional else None
+        rebuilt = t.reconstruct(held_out.x.numpy(), labels)
+        real = held_out.x.numpy().astype(np.float64)
+        scale = 127.5 if data.kind == "image" else 1.0  # report on the model's scale, as training does
+        result["held_out_recon_mse"] = float(np.mean(((rebuilt.astype(np.float64) - real) / scale) ** 2))
+    return result
+
+
+def _image_metrics(data, held_out, fake: np.ndarray, config: TrainConfig, log) -> dict:
+    if data.y is None:
+        raise BadInputError(f"image metrics need a labelled dataset to train the evaluator; {config.data} has no labels")
+    evaluator, meta = _evaluator(data, config, log)
+    probs, fake_features = predict(evaluator, torch.from_numpy(fake))
+    _, real_features = predict(evaluator, held_out.x)
+    return {"evaluator": {"held_out_accuracy": meta["held_out_accuracy"], "path": meta["path"]},
+            "class_coverage": dataclasses.asdict(metrics.class_coverage(probs)),
+            "frechet_distance": metrics.frechet_distance(real_features, fake_features),
+            "prdc": dataclasses.asdict(metrics.prdc(real_features, fake_features))}
+
+
+def _evaluator(data, config: TrainConfig, log):
+    """The cached evaluator for this data and image size, trained (and saved) on first use."""
+    size = data.shape[1]
+    path = EVALUATORS / f"{Path(config.data).stem or 'data'}-{size}px-split{config.split_seed}.safetensors"
+    if path.is_file():
+        model, meta = load_evaluator(path)
+        return model, meta | {"path": str(path)}
+    train_set, held_out = split(data, config.val_fraction, config.split_seed)
+    log(f"training the evaluator classifier on {len(train_set):,} items of {config.data} (once; cached in {path})")
+    model, acc = train_evaluator(train_set, held_out)
+    save_evaluator(path, model, acc, config.data)
+    log(f"evaluator held-out accuracy {acc:.3%}")
+    return model, {"held_out_accuracy": acc, "path": str(path)}
