@@ -402,7 +402,7 @@ def interpolate(bundle, start, end, steps, method, label, out, backend, device, 
 @reports_errors
 def evaluate_command(target, data_source, count, precision, seed, json_out) -> None:
     """Mode coverage and sample quality of a run (torch) or a bundle (any precision)."""
-    from gvtool.eval.evaluate import evaluate
+    from gvtool.eval.evaluate import evaluate, json_ready
     from gvtool.fileio import atomic_write_text
     from gvtool.ui import eval_table
 
@@ -410,7 +410,7 @@ def evaluate_command(target, data_source, count, precision, seed, json_out) -> N
                       log=lambda line: click.echo(line, err=True))
     _stdout_console().print(eval_table(result))
     if json_out:
-        atomic_write_text(json_out, json.dumps(result, indent=2) + "\n")
+        atomic_write_text(json_out, json.dumps(json_ready(result), indent=2, allow_nan=False) + "\n")
         say("wrote", str(json_out), "green")
 
 

@@ -8,6 +8,8 @@ measured exactly like a model's quality.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -59,7 +61,9 @@ def _run_target(run_dir: Path) -> Target:
 
     @torch.no_grad()
     def sample(n: int, seed: int) -> np.ndarray:
-        z = torch.randn(n, cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
+        # The runtime's latents (GenerativeModel.sample_latents): a run and its bundle are fed the same
+        # noise, so their difference is the export's and the precision's alone.
+        z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, cfg.latent_dim)).astype(np.float32))
         labels = torch.arange(n) % cfg.num_classes if cfg.conditional else None
         out = decoder(z, labels)
         return to_uint8(out).numpy() if cfg.data_kind == "image" else out.numpy()
@@ -131,6 +135,17 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
     return result
 
 
+def json_ready(value):
+    """Non-finite floats (a KL with no high-quality sample is infinite) as None: strict JSON has no Infinity."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _image_metrics(data, held_out, fake: np.ndarray, config: TrainConfig, log) -> dict:
     if data.y is None:
         raise BadInputError(f"image metrics need a labelled dataset to train the evaluator; {config.data} has no labels")
@@ -146,13 +161,17 @@ def _image_metrics(data, held_out, fake: np.ndarray, config: TrainConfig, log) -
 def _evaluator(data, config: TrainConfig, log):
     """The cached evaluator for this data and image size, trained (and saved) on first use."""
     size = data.shape[1]
-    path = EVALUATORS / f"{Path(config.data).stem or 'data'}-{size}px-split{config.split_seed}.safetensors"
+    source = config.data if config.data in ("mnist", *MIXTURES) else str(Path(config.data).resolve())
+    digest = hashlib.sha256(source.encode()).hexdigest()[:8]  # two files of one name get two evaluators
+    path = EVALUATORS / f"{Path(config.data).stem or 'data'}-{digest}-{size}px-split{config.split_seed}.safetensors"
     if path.is_file():
         model, meta = load_evaluator(path)
-        return model, meta | {"path": str(path)}
+        if meta.get("data") == source and model.cfg.num_classes == data.num_classes:
+            return model, meta | {"path": str(path)}
+        log(f"the cached evaluator {path} was trained on other data; training again")
     train_set, held_out = split(data, config.val_fraction, config.split_seed)
     log(f"training the evaluator classifier on {len(train_set):,} items of {config.data} (once; cached in {path})")
     model, acc = train_evaluator(train_set, held_out)
-    save_evaluator(path, model, acc, config.data)
+    save_evaluator(path, model, acc, source)
     log(f"evaluator held-out accuracy {acc:.3%}")
     return model, {"held_out_accuracy": acc, "path": str(path)}
