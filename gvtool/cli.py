@@ -147,10 +147,6 @@ def _resumed_config(ctx: click.Context, run_dir: Path):
     return config.replace(**{name: ctx.params[name] for name in given & set(RESUME_OVERRIDES)})
 
 
-def _precision_list(value: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in value.split(",") if p.strip())
-
-
 @main.command()
 @click.argument("source", required=False, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder [default: bundles/<run name>].")
@@ -176,7 +172,7 @@ def export(source, out, precisions, opset, allow_mismatch, trt, min_batch, opt_b
     from gvtool.errors import BadInputError
     from gvtool.manifest import PRECISIONS, is_bundle
 
-    precisions = _precision_list(precisions) if precisions else None
+    precisions = tuple(_csv(precisions)) if precisions else None
     if not min_batch <= opt_batch <= max_batch:
         raise BadInputError(f"batch profile must satisfy --min-batch <= --opt-batch <= --max-batch, "
                             f"got {min_batch} / {opt_batch} / {max_batch}")

@@ -141,6 +141,11 @@ class Manifest:
                    format=d["format"])
 
 
+def item_name(data_kind: str) -> str:
+    """The name of the graphs' item tensor (the encoder's input, the decoder's output)."""
+    return "images" if data_kind == "image" else "vectors"
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -25,8 +25,10 @@ from gvtool.export.subpixel import inference_decoder
 from gvtool.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, DecoderGraph, EncoderGraph, export_onnx
 from gvtool.export.validate import validate_graph
 from gvtool.export.variants import to_fp16, to_int8
+from gvtool.runtime.bench_run import feeds_for
 from gvtool.runtime.bundles import BUNDLES_ROOT
-from gvtool.manifest import PRECISIONS, GraphEntry, Manifest, is_bundle, read_manifest, sha256_file, write_manifest
+from gvtool.manifest import (PRECISIONS, GraphEntry, Manifest, is_bundle, item_name, read_manifest, sha256_file,
+                             write_manifest)
 from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE, load_dataset, split, to_model
 
 VALIDATION_BATCHES = (1, 16)   # batch 1 and a larger one: a wrong dynamic axis shows at one of them
@@ -140,14 +142,10 @@ class _Inputs:
         feeds, start = [], 0
         for n in sizes:
             if graph == "encoder":
-                chunk = self.items[start:start + n]
-                feeds.append({"images" if self.cfg.data_kind == "image" else "vectors": chunk})
+                feeds.append({item_name(self.cfg.data_kind): self.items[start:start + n]})
                 start += n
             else:
-                feed = {"latents": self.rng.standard_normal((n, self.cfg.latent_dim)).astype(np.float32)}
-                if self.cfg.conditional:
-                    feed["labels"] = np.arange(n, dtype=np.int64) % self.cfg.num_classes
-                feeds.append(feed)
+                feeds.append(feeds_for(self.model_info(), "decoder", n, self.rng))
         return feeds
 
 

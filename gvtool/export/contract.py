@@ -7,13 +7,9 @@ map uint8 pixels); labels are int64.
 
 from __future__ import annotations
 
-from gvtool.manifest import TensorSpec
+from gvtool.manifest import TensorSpec, item_name
 
 BATCH = "batch"
-
-
-def item_name(data_kind: str) -> str:
-    return "images" if data_kind == "image" else "vectors"
 
 
 def encoder_contract(model: dict) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

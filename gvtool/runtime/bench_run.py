@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from gvtool.errors import GvtoolError
+from gvtool.manifest import item_name
 from gvtool.runtime.bench import BenchResult, latency_stats, measured, skipped, time_calls
 from gvtool.runtime.runner import GraphRunner
 
@@ -39,8 +40,7 @@ def feeds_for(model: dict, graph: str, batch: int, rng: np.random.Generator) -> 
         if model["conditional"]:
             feeds["labels"] = np.arange(batch, dtype=np.int64) % model["num_classes"]
         return feeds
-    name = "images" if model["data_kind"] == "image" else "vectors"
-    return {name: rng.uniform(-1, 1, (batch, *model["item_shape"])).astype(np.float32)}
+    return {item_name(model["data_kind"]): rng.uniform(-1, 1, (batch, *model["item_shape"])).astype(np.float32)}
 
 
 def run_cases(model: dict, cases: list[Case], batch_sizes: list[int], *, warmup_s: float, duration_s: float,

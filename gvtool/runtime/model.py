@@ -14,7 +14,7 @@ import numpy as np
 
 from gvtool.errors import BadInputError
 from gvtool.imaging import convert_channels, fit_square
-from gvtool.manifest import read_manifest
+from gvtool.manifest import item_name, read_manifest
 from gvtool.runtime.backends import Choice, open_backend
 
 DEFAULT_CHUNK = 256  # items per call when the backend sets no limit: activations of 256 items stay ~100 MB
@@ -130,7 +130,7 @@ class GenerativeModel:
     def encode(self, items, return_logvar: bool = False):
         """items -> posterior means (N, K) float32, and log-variances with return_logvar."""
         x = self._to_model(items)
-        mean, logvar = self._run("encoder", {"images" if self.is_image else "vectors": x})
+        mean, logvar = self._run("encoder", {item_name(self.manifest.model["data_kind"]): x})
         return (mean, logvar) if return_logvar else mean
 
     def reconstruct(self, items, labels=None) -> np.ndarray:
