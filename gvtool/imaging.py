@@ -3,6 +3,10 @@
 Every image here is uint8, channels last: (H, W), (H, W, 1) or (H, W, 3); a batch adds a leading N
 (or T for animation frames). Files are rendered to bytes in memory and written atomically, so a
 crash never leaves a half-written image.
+
+PNGs are encoded here with zlib (8-bit grey or RGB, no filter): `gvtool sample`'s cold start would
+otherwise spend ~60 ms importing Pillow and the five format plugins its save() loads. Pillow is
+imported only to read images and to write GIFs.
 """
 
 from __future__ import annotations
@@ -10,13 +14,18 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
+import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from gvtool.errors import BadInputError
 from gvtool.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["make_grid", "save_png", "save_grid", "save_gif", "load_image"]
 
@@ -55,10 +64,25 @@ def make_grid(
 def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
     """Write one uint8 image, (H, W), (H, W, 1) -> mode L or (H, W, 3) -> mode RGB, as a PNG."""
     _check_suffix(path, ".png", "save_png")
-    pil = _to_pil(_as_single(image, "image"))
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, png_bytes(_as_single(image, "image")))
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode uint8 (H, W, 1) as an 8-bit greyscale PNG, or (H, W, 3) as 8-bit RGB (PNG spec, 3rd ed.)."""
+    h, w, c = image.shape
+    colour_type = 0 if c == 1 else 2  # 0 = greyscale, 2 = truecolour
+    rows = np.zeros((h, 1 + w * c), np.uint8)  # each scanline starts with its filter byte, 0 = None
+    rows[:, 1:] = image.reshape(h, w * c)
+    header = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)  # depth 8, deflate, no interlace
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    pixels = zlib.compress(rows.tobytes(), 6)
+    return b"".join([_PNG_SIGNATURE, chunk(b"IHDR", header), chunk(b"IDAT", pixels), chunk(b"IEND", b"")])
 
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, ncols: int | None = None) -> None:
@@ -96,7 +120,7 @@ def save_gif(
 
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Open and fully decode one image file, in its stored orientation (phone photos keep it in EXIF)."""
-    from PIL import ImageOps  # only for reading files: its EXIF tables cost ~10 ms of `gvtool sample`'s start
+    from PIL import Image, ImageOps  # only for reading files (see the module docstring)
 
     try:
         with Image.open(path) as opened:
@@ -113,6 +137,8 @@ def convert_channels(img: Image.Image, channels: int) -> Image.Image:
     """Mode L (channels 1) or RGB (channels 3); 16-bit grey is scaled to 0..255, not clipped."""
     if channels == 1 and img.mode.startswith("I"):
         a = np.asarray(img, dtype=np.float64) / 257.0  # 0..65535 -> 0..255
+        from PIL import Image
+
         return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
     return img.convert("L" if channels == 1 else "RGB")
 
@@ -128,6 +154,8 @@ def fit_square(img: Image.Image, size: int) -> np.ndarray:
         left, top = (w - side) // 2, (h - side) // 2
         img = img.crop((left, top, left + side, top + side))
     if side != size:
+        from PIL import Image
+
         resample = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC
         img = img.resize((size, size), resample=resample)
     out = np.asarray(img, dtype=np.uint8)
@@ -199,6 +227,8 @@ def _as_single(arr: object, name: str) -> np.ndarray:
 
 
 def _to_pil(image: np.ndarray) -> Image.Image:
+    from PIL import Image
+
     """Validated uint8 (H, W, C) -> a Pillow image of mode L (C = 1) or RGB (C = 3)."""
     if image.shape[2] == 1:
         image = image[:, :, 0]  # Pillow infers L from a 2-D uint8 array

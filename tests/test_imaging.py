@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gvtool import fileio
+from gvtool import fileio, imaging
 from gvtool.errors import BadInputError
 from gvtool.imaging import load_image, make_grid, save_gif, save_grid, save_png
 
@@ -100,6 +100,14 @@ class TestSavePng:
             assert img.size == (5, 3)
             read = np.array(img)
             np.testing.assert_array_equal(read, image.reshape(read.shape))
+
+    @pytest.mark.parametrize("c", [1, 3])
+    def test_strided_view_is_written_as_seen(self, tmp_path, c):
+        base = np.random.default_rng(1).integers(0, 256, (9, 14, c), dtype=np.uint8)
+        view = base[::2, ::-3]  # neither C-contiguous nor positively strided
+        save_png(view, tmp_path / "v.png")
+        with Image.open(tmp_path / "v.png") as img:
+            np.testing.assert_array_equal(np.array(img).reshape(view.shape), view)
 
     def test_save_grid_writes_the_grid(self, tmp_path):
         save_grid(_batch(5, c=3), tmp_path / "g.png", ncols=3)
@@ -241,7 +249,11 @@ class TestAtomicWrites:
             fp.write(b"half")
             raise OSError("disk on fire")
 
-        monkeypatch.setattr(Image.Image, "save", broken_save)
+        def broken_compress(*args, **kwargs):
+            raise OSError("disk on fire")
+
+        monkeypatch.setattr(Image.Image, "save", broken_save)  # GIFs are rendered by Pillow
+        monkeypatch.setattr(imaging.zlib, "compress", broken_compress)  # PNGs by gvtool.imaging
         with pytest.raises(OSError, match="disk on fire"):
             {"png": lambda: save_png(np.zeros((2, 2), np.uint8), path),
              "grid": lambda: save_grid(_batch(2), path),
@@ -264,17 +276,27 @@ class TestAtomicWrites:
 
 
 class TestImports:
+    @staticmethod
+    def _run(code: str) -> subprocess.CompletedProcess:
+        repo = Path(__file__).resolve().parents[1]
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
+
     def test_imports_neither_torch_nor_matplotlib(self):
-        code = (
+        result = self._run(
             "import sys, gvtool.imaging; "
             "bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)"
         )
-        repo = Path(__file__).resolve().parents[1]
-        result = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, cwd=repo
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_writing_a_png_grid_does_not_import_pillow(self, tmp_path):
+        result = self._run(
+            "import sys, numpy as np, gvtool.imaging as im; "
+            f"im.save_grid(np.zeros((4, 3, 3, 1), np.uint8), {str(tmp_path / 'g.png')!r}); "
+            "sys.exit(1 if 'PIL' in sys.modules else 0)"
         )
         assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / "g.png").exists()
 
 
 class TestSixteenBitGrey:

@@ -4,13 +4,14 @@
 
 Each run is a fresh process; the two commands alternate so that a noisy machine slows both alike.
 Wall time is measured around the process, peak memory is the child's own max RSS (os.wait4).
-Reports medians and the ratios. The PyTorch baseline needs the bundle's source run (it loads the
+Reports medians and the ratios, and the floor: a process that only imports numpy and onnxruntime. The PyTorch baseline needs the bundle's source run (it loads the
 checkpoint); without it only gvtool is measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -47,9 +48,17 @@ def main() -> None:
 
     bundle = Path(args.bundle) if args.bundle else newest_bundle()
     run_dir = Path(read_manifest(bundle).source.get("run_dir", ""))
+    # A regular `pip install` compiles every module to bytecode; an editable install under
+    # PYTHONDONTWRITEBYTECODE=1 (as on this project's machines) would recompile gvtool in every
+    # process (~30 ms). Compile once, as pip does, so the start-up of the installed tool is measured.
+    compileall.compile_dir(HERE.parents[1] / "gvtool", quiet=1)
+    script = Path(sys.executable).parent / "gvtool"  # the console script a user runs
+    gvtool = [str(script)] if script.is_file() else [sys.executable, "-m", "gvtool.cli"]
     with tempfile.TemporaryDirectory() as tmp:
-        commands = {"gvtool sample --n 64": [sys.executable, "-m", "gvtool.cli", "sample", str(bundle), "--n", "64",
+        commands = {"gvtool sample --n 64": [*gvtool, "sample", str(bundle), "--n", "64",
                                              "--device", "cpu", "--out", f"{tmp}/gvtool.png"]}
+        # The floor under any onnxruntime tool: the interpreter plus importing its two libraries.
+        commands["python: import numpy, onnxruntime"] = [sys.executable, "-c", "import numpy, onnxruntime"]
         if (run_dir / "checkpoint.safetensors").is_file():
             commands["plain PyTorch script"] = [sys.executable, str(HERE / "torch_sample.py"), str(run_dir),
                                                 "--n", "64", "--out", f"{tmp}/torch.png"]
@@ -67,8 +76,10 @@ def main() -> None:
     print(f"cold start, {args.runs} runs each, medians ({bundle}):")
     for name, r in result.items():
         print(f"  {name:24s} {r['wall_s_median']:6.3f} s  {r['peak_mb_median']:7.1f} MB peak")
-    if len(result) == 2:
-        g, t = result["gvtool sample --n 64"], result["plain PyTorch script"]
+    g, floor = result["gvtool sample --n 64"], result["python: import numpy, onnxruntime"]
+    print(f"  gvtool spends {1000 * (g['wall_s_median'] - floor['wall_s_median']):.0f} ms above the import floor")
+    if "plain PyTorch script" in result:
+        t = result["plain PyTorch script"]
         print(f"  gvtool is {t['wall_s_median'] / g['wall_s_median']:.1f}x faster to start and uses "
               f"{t['peak_mb_median'] / g['peak_mb_median']:.1f}x less memory")
     if args.json:
