@@ -80,6 +80,11 @@ def main() -> None:
 @click.option("--image-size", type=int, help="Resize images to this square side (multiple of 4, 16..64) [default: native].")
 @click.option("--width", type=click.IntRange(min=4), help="Conv channels of the first stage, doubled at each stride [default: 32].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate of every network [default: 5e-4].")
+@click.option("--kl-weight", type=click.FloatRange(min=0), help="beta on the KL term (vae, vaegan) [default: 2; 2-D mixtures 1].")
+@click.option("--feature-weight", type=click.FloatRange(min=0),
+              help="vaegan: gamma on the feature-space reconstruction in the decoder's loss [default: 0.1].")
+@click.option("--r1-weight", type=click.FloatRange(min=0),
+              help="gan, vaegan: R1 gradient penalty on real items (Mescheder et al. 2018) [default: 0].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="auto: fp32 on the CPU, bf16 (fp16 without bf16) autocast on CUDA.")
@@ -88,8 +93,8 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out (default: the newest run) from its checkpoint.")
 @click.pass_context
 @reports_errors
-def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, lr, device,
-          precision, seed, out, resume) -> None:
+def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, lr, kl_weight,
+          feature_weight, r1_weight, device, precision, seed, out, resume) -> None:
     """Train a model and write a run folder (config, checkpoint, metrics, sample grids, loss curves)."""
     import dataclasses
 
@@ -104,7 +109,8 @@ def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, laten
         config = TrainConfig.defaults_for(data)  # the defaults live in the config; options given replace them
         given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
         model = dataclasses.replace(config.model, kind=kind, conditional=conditional,
-                                    **given(latent_dim=latent_dim, width=width))
+                                    **given(latent_dim=latent_dim, width=width, kl_weight=kl_weight,
+                                            feature_weight=feature_weight, r1_weight=r1_weight))
         config = config.replace(model=model, device=device, precision=precision, seed=seed,
                                 **given(epochs=epochs, batch_size=batch_size, image_size=image_size, lr=lr))
         run_dir = out or rundir.default_run_dir(kind, data)
@@ -137,7 +143,8 @@ def _resumed_config(ctx: click.Context, run_dir: Path):
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE and name not in ("resume", "out")}
     stored = {"data": config.data, "kind": config.model.kind, "conditional": config.model.conditional,
               "batch_size": config.batch_size, "latent_dim": config.model.latent_dim, "image_size": config.image_size,
-              "width": config.model.width, "lr": config.lr, "seed": config.seed}
+              "width": config.model.width, "lr": config.lr, "seed": config.seed, "kl_weight": config.model.kl_weight,
+              "feature_weight": config.model.feature_weight, "r1_weight": config.model.r1_weight}
     flags = {param.name: max(param.opts, key=len) for param in ctx.command.params}  # "kind" -> "--model"
     clashes = [f"{flags[name]} {ctx.params[name]} (the run has {stored[name]})"
                for name in sorted(given - set(RESUME_OVERRIDES)) if ctx.params[name] != stored[name]]

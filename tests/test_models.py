@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -132,6 +133,72 @@ class TestLosses:
             assert any(g.abs().sum() > 0 for g in grads), f"{name}: all gradients are zero"
 
 
+@pytest.mark.parametrize("cfg", WITH_DISCRIMINATOR, indirect=True)
+class TestR1Penalty:
+    GAMMA = 3.0
+
+    def _losses(self, cfg, nets, gamma):
+        torch.manual_seed(5)  # the same latents and noise for both calls
+        return compute_losses(dataclasses.replace(cfg, r1_weight=gamma), nets, *_batch(cfg)).losses
+
+    def test_adds_half_gamma_times_the_squared_input_gradient_on_real_items(self, cfg, nets):
+        x, y = _batch(cfg)
+        x = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(nets["discriminator"](x, y)[0].sum(), x)
+        expected = 0.5 * self.GAMMA * grad.pow(2).flatten(1).sum(dim=1).mean()
+        on, off = self._losses(cfg, nets, self.GAMMA), self._losses(cfg, nets, 0.0)
+        torch.testing.assert_close(on["discriminator"] - off["discriminator"], expected, rtol=1e-4, atol=1e-6)
+        for name in set(on) - {"discriminator"}:  # the penalty is the discriminator's alone
+            torch.testing.assert_close(on[name], off[name])
+
+    def test_penalty_trains_the_discriminator(self, cfg, nets):
+        params = list(nets["discriminator"].parameters())
+        on = torch.autograd.grad(self._losses(cfg, nets, self.GAMMA)["discriminator"], params, allow_unused=True)
+        off = torch.autograd.grad(self._losses(cfg, nets, 0.0)["discriminator"], params, allow_unused=True)
+        assert any(a is not None and b is not None and not torch.allclose(a, b) for a, b in zip(on, off))
+
+
+class TestVectorStandardization:
+    MEAN, STD = (10.0, -5.0), (2.0, 0.5)
+
+    def _pair(self, make_model_config, kind="vaegan"):
+        """Networks with and without the data statistics, sharing every weight."""
+        plain = make_model_config(kind=kind, **DATA["vector2"])
+        scaled = dataclasses.replace(plain, vector_mean=self.MEAN, vector_std=self.STD)
+        torch.manual_seed(0)
+        a = build_networks(scaled).eval()
+        b = build_networks(plain).eval()
+        b.load_state_dict(a.state_dict())  # the statistics are config constants, not checkpoint state
+        return a, b
+
+    def test_encoder_and_discriminator_see_standardised_items(self, make_model_config):
+        scaled, plain = self._pair(make_model_config)
+        x = torch.randn(5, 2) * torch.tensor(self.STD) + torch.tensor(self.MEAN)
+        z = (x - torch.tensor(self.MEAN)) / torch.tensor(self.STD)
+        for got, want in zip(scaled["encoder"](x), plain["encoder"](z)):
+            torch.testing.assert_close(got, want)
+        torch.testing.assert_close(scaled["discriminator"](x)[0], plain["discriminator"](z)[0])
+
+    def test_decoder_returns_data_units(self, make_model_config):
+        scaled, plain = self._pair(make_model_config)
+        z = torch.randn(5, plain["decoder"].cfg.latent_dim)
+        torch.testing.assert_close(scaled["decoder"](z), plain["decoder"](z) * torch.tensor(self.STD) + torch.tensor(self.MEAN))
+
+    def test_statistics_round_trip_through_json_as_equal_configs(self, make_model_config):
+        cfg = make_model_config(**DATA["vector2"], vector_mean=self.MEAN, vector_std=self.STD)
+        assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+    @pytest.mark.parametrize("changes", [
+        {"vector_mean": (0.0,), "vector_std": (1.0,)},          # one value for two features
+        {"vector_mean": (0.0, 0.0), "vector_std": ()},           # mean without std
+        {"vector_mean": (0.0, 0.0), "vector_std": (1.0, 0.0)},   # zero std
+        {"vector_mean": (0.0, float("nan")), "vector_std": (1.0, 1.0)},
+    ], ids=str)
+    def test_invalid_statistics_raise_bad_input(self, changes, make_model_config):
+        with pytest.raises(BadInputError, match="vector_"):
+            make_model_config(**DATA["vector2"], **changes)
+
+
 class TestConvStages:
     @pytest.mark.parametrize("size, stages", [(16, 2), (28, 2), (32, 3), (64, 4), (36, 2)])
     def test_stages_for_size(self, size, stages):
@@ -161,6 +228,7 @@ class TestModelConfig:
         {"width": 2},
         {"kl_weight": -1.0},
         {"adv_weight": -0.1},
+        {"r1_weight": -1.0},
         {"feature_weight": float("nan")},
         {"recon_sigma": 0.0},
         {"num_classes": 3},                        # unconditional with classes

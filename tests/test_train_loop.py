@@ -19,6 +19,7 @@ from gvtool.imaging import make_grid
 from gvtool.train import rundir
 from gvtool.train.checkpoint import load_checkpoint
 from gvtool.train.config import ModelConfig, TrainConfig
+from gvtool.train.data import load_dataset
 from gvtool.train.loop import train
 from gvtool.train.metrics_log import MetricsLog, read_rows
 from gvtool.train.models import build_networks
@@ -159,6 +160,13 @@ class TestRunFolder:
         with Image.open(result.run_dir / rundir.SAMPLES_DIR / "epoch_0001.png") as im:
             assert im.format == "PNG" and im.mode in ("RGB", "RGBA")
             assert im.size[0] == im.size[1]  # a square plot, not a grid of 2-D items
+
+    def test_vector_run_stores_the_data_statistics_its_networks_standardise_with(self, finished):
+        _, result = finished("vaegan", data="ring8")
+        config = json.loads((result.run_dir / rundir.CONFIG_FILE).read_text())
+        ring = load_dataset("ring8", seed=config["seed"], n_vectors=config["n_vectors"]).x.double()
+        np.testing.assert_allclose(config["model"]["vector_mean"], ring.mean(dim=0), atol=1e-6)
+        np.testing.assert_allclose(config["model"]["vector_std"], ring.std(dim=0), rtol=1e-5)
 
     @pytest.mark.parametrize("kind", KINDS)
     def test_writes_loss_curves_png(self, finished, kind):

@@ -5,8 +5,8 @@
 
 Each (data, model, seed) is trained with `gvtool train`'s defaults (or --epochs), then measured with
 `gvtool eval`'s evaluate(); finished runs are reused, so the script can be stopped and run again.
-Writes results.json, results.md (mean and spread per data and model) and, per data set, the seed-0
-sample images of the three models side by side. The 2-D runs take about a minute each with one
+Writes, per data set, DATA.json, DATA.md (mean and spread per model) and DATA-samples.png (the
+first seed's samples of the models side by side). The 2-D runs take about a minute each with one
 thread; MNIST about five minutes each on 2 cores.
 """
 
@@ -109,8 +109,10 @@ def main() -> None:
             for model in args.models.split(","):
                 results.append(run_one(data, model, seed, args.epochs, args.out))
                 print(f"{data} {model} seed {seed}: done", flush=True)
-    (args.out / "results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
-    (args.out / "results.md").write_text(table(results) + "\n")
+    for data in dict.fromkeys(r["data"] for r in results):  # one file per data set: runs of one data set can be redone alone
+        rows = [r for r in results if r["data"] == data]
+        (args.out / f"{data}.json").write_text(json.dumps(json_ready(rows), indent=2) + "\n")
+        (args.out / f"{data}.md").write_text(table(rows) + "\n")
     side_by_side(results, args.out)
     print(table(results))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from gvtool.errors import BadInputError
@@ -39,6 +40,9 @@ class ModelConfig:
     latent_dim: int = 16            # MNIST: 16 gave clearer prior samples than 32 at the same budget
     width: int = 32                 # conv: channels after the stem, doubled at each stride; decoder mirrors it
     hidden: int = 128               # MLP hidden units (vector data)
+    mlp_layers: int = 2             # MLP hidden layers (vector data), in the encoder, decoder and discriminator alike
+    vector_mean: tuple[float, ...] = ()  # vector data: per-feature mean and std of the training data, filled in when the
+    vector_std: tuple[float, ...] = ()   # data loads; the networks standardise with them inside (empty: no scaling)
     kl_weight: float = 2.0          # beta on KL(q(z|x) || N(0, I)), nats summed over latent dims; 2 keeps the codes
                                     # near the prior, so prior samples look like reconstructions (clearer MNIST digits)
     recon_sigma: float = 0.2        # std of the Gaussian pixel likelihood on the [-1, 1] scale (vae; vaegan's pixel term)
@@ -46,6 +50,8 @@ class ModelConfig:
     feature_weight: float = 0.1     # vaegan: gamma on the feature likelihood in the decoder's loss; at 1 it drowns
                                     # the adversarial terms and prior samples stay blurred (Larsen et al. use gamma < 1)
     adv_weight: float = 1.0         # vaegan/gan: weight of the adversarial terms in the decoder's loss
+    r1_weight: float = 0.0          # vaegan/gan: gamma of the R1 penalty gamma/2 * E||grad_x D(x)||^2 on real items
+                                    # (Mescheder et al. 2018): keeps D from sharp cliffs that drive mode hopping
 
     def __post_init__(self) -> None:
         _check(self.kind in MODEL_KINDS, f"unknown model {self.kind!r}; expected one of {', '.join(MODEL_KINDS)}")
@@ -61,9 +67,17 @@ class ModelConfig:
                    f"--image-size must be a multiple of 4 from 16 to 64, got {self.image_size}")
         else:
             _check(self.vector_dim >= 1, f"vector_dim must be >= 1, got {self.vector_dim}")
+        for name in ("vector_mean", "vector_std"):  # JSON gives lists: keep tuples, so configs compare equal
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        _check(len(self.vector_mean) == len(self.vector_std) and len(self.vector_std) in (0, self.vector_dim),
+               f"vector_mean and vector_std must both be empty or have vector_dim ({self.vector_dim}) values, got "
+               f"{len(self.vector_mean)} and {len(self.vector_std)}")
+        _check(all(math.isfinite(m) for m in self.vector_mean) and all(v > 0 and math.isfinite(v) for v in self.vector_std),
+               f"vector_std must be finite and > 0 and vector_mean finite, got {self.vector_mean}, {self.vector_std}")
         _check(1 <= self.latent_dim <= 4096, f"--latent-dim must be from 1 to 4096, got {self.latent_dim}")
         _check(self.width >= 4 and self.hidden >= 4, f"width and hidden must be >= 4, got {self.width}, {self.hidden}")
-        for name in ("kl_weight", "pixel_weight", "feature_weight", "adv_weight"):
+        _check(self.mlp_layers >= 1, f"mlp_layers must be >= 1, got {self.mlp_layers}")
+        for name in ("kl_weight", "pixel_weight", "feature_weight", "adv_weight", "r1_weight"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _check(self.recon_sigma > 0, f"recon_sigma must be > 0, got {self.recon_sigma}")
 

@@ -56,14 +56,19 @@ class TrainResult:
 
 
 def complete_config(config: TrainConfig, data: Dataset) -> TrainConfig:
-    """Fill the model's data-dependent fields (shape, classes) from the loaded data."""
+    """Fill the model's data-dependent fields (shape, classes, vector statistics) from the loaded data."""
     model = config.model
     if model.conditional and data.num_classes == 0:
         raise BadInputError(f"--conditional needs labelled data, and {data.source} has no labels "
                             "(use a folder with one subfolder per class, or an .npz with a `y` array)")
     shape = data.shape
-    fields = ({"data_kind": "image", "channels": shape[0], "image_size": shape[1]} if data.kind == "image"
-              else {"data_kind": "vector", "vector_dim": shape[0]})
+    if data.kind == "image":
+        fields = {"data_kind": "image", "channels": shape[0], "image_size": shape[1]}
+    else:  # the networks standardise inside with these (rounded: the config is read by people too)
+        std = data.x.double().std(dim=0).clamp_min(1e-6) if len(data) > 1 else torch.ones(shape[0], dtype=torch.float64)
+        fields = {"data_kind": "vector", "vector_dim": shape[0],
+                  "vector_mean": tuple(float(f"{v:.6g}") for v in data.x.double().mean(dim=0).tolist()),
+                  "vector_std": tuple(float(f"{v:.6g}") for v in std.tolist())}
     fields["num_classes"] = data.num_classes if model.conditional else 0
     return config.replace(model=dataclasses.replace(model, **fields))
 

@@ -6,6 +6,8 @@ and gan, so the three models differ only in their losses.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -55,6 +57,38 @@ def _one_hot(labels: torch.Tensor | None, num_classes: int, like: torch.Tensor) 
     return F.one_hot(labels, num_classes).to(like.dtype)
 
 
+class Affine(nn.Module):
+    """x * scale + shift per feature, with constants from the config: vector data enter the networks standardised
+    and leave the decoder in data units, so a checkpoint, an ONNX graph and the runtime all speak data units."""
+
+    def __init__(self, scale: list[float], shift: list[float]):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
+        self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def _standardize(cfg: ModelConfig) -> nn.Module:
+    """Data units -> zero mean, unit std, for vector data with statistics (else the identity).
+
+    Kept outside the networks' Sequentials, so their parameter names are the same with and without it."""
+    if not cfg.vector_std:
+        return nn.Identity()
+    return Affine([1 / s for s in cfg.vector_std], [-m / s for m, s in zip(cfg.vector_mean, cfg.vector_std)])
+
+
+def _to_data_units(cfg: ModelConfig) -> nn.Module:
+    return Affine(list(cfg.vector_std), list(cfg.vector_mean)) if cfg.vector_std else nn.Identity()
+
+
+def _mlp(n_in: int, cfg: ModelConfig, activation: nn.Module) -> list[nn.Module]:
+    """cfg.mlp_layers hidden layers of cfg.hidden units for vector data: [Linear, activation] * mlp_layers."""
+    sizes = [n_in] + [cfg.hidden] * cfg.mlp_layers
+    return [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), copy.deepcopy(activation))]
+
+
 class Encoder(nn.Module):
     """x (B, *item) -> (mean, logvar), each (B, latent_dim)."""
 
@@ -65,12 +99,12 @@ class Encoder(nn.Module):
             layers: list[nn.Module] = _downsampling(cfg, batch_norm=True)
             layers += [nn.Linear(_flat_features(cfg), 2 * k)]
         else:
-            h = cfg.hidden
-            layers = [nn.Linear(cfg.vector_dim, h), nn.LeakyReLU(0.2), nn.Linear(h, h), nn.LeakyReLU(0.2), nn.Linear(h, 2 * k)]
+            layers = _mlp(cfg.vector_dim, cfg, nn.LeakyReLU(0.2)) + [nn.Linear(cfg.hidden, 2 * k)]
         self.net = nn.Sequential(*layers)
+        self.standardize = _standardize(cfg)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, logvar = self.net(x).chunk(2, dim=1)
+        mean, logvar = self.net(self.standardize(x)).chunk(2, dim=1)
         return mean, logvar
 
 
@@ -98,9 +132,10 @@ class Decoder(nn.Module):
                 layers += [nn.BatchNorm2d(c_out), nn.ReLU()] if i else [nn.Tanh()]
             self.net = nn.Sequential(*layers)
         else:
-            h = cfg.hidden
-            self.project = nn.Sequential(nn.Linear(z_in, h), nn.ReLU())
-            self.net = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, cfg.vector_dim))
+            hidden = _mlp(z_in, cfg, nn.ReLU())
+            self.project = nn.Sequential(*hidden[:2])
+            self.net = nn.Sequential(*hidden[2:], nn.Linear(cfg.hidden, cfg.vector_dim))
+        self.to_data_units = _to_data_units(cfg)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         onehot = _one_hot(labels, self.cfg.num_classes, z)
@@ -109,7 +144,7 @@ class Decoder(nn.Module):
         h = self.project(z)
         if self.cfg.data_kind == "image":
             h = h.view(-1, self.top, self.base, self.base)  # (B, top, base, base)
-        return self.net(h)
+        return self.to_data_units(self.net(h))
 
 
 class Discriminator(nn.Module):
@@ -129,15 +164,15 @@ class Discriminator(nn.Module):
             layers: list[nn.Module] = _downsampling(cfg, batch_norm=False)
             n_features = _flat_features(cfg)
         else:
-            h = cfg.hidden
-            layers = [nn.Linear(cfg.vector_dim, h), nn.LeakyReLU(0.2), nn.Linear(h, h), nn.LeakyReLU(0.2)]
-            n_features = h
+            layers = _mlp(cfg.vector_dim, cfg, nn.LeakyReLU(0.2))
+            n_features = cfg.hidden
         self.features = nn.Sequential(*layers)
+        self.standardize = _standardize(cfg)
         self.head = nn.Linear(n_features, 1)
         self.embed = nn.Embedding(cfg.num_classes, n_features) if cfg.conditional else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.features(x)  # (B, F)
+        f = self.features(self.standardize(x))  # (B, F)
         logit = self.head(f).squeeze(1)  # (B,)
         if self.embed is not None:
             logit = logit + (self.embed(labels) * f).sum(dim=1)

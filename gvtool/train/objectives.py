@@ -45,6 +45,19 @@ def _accuracy(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return ((logits > 0) == real).float().mean().detach()
 
 
+def _real_for_d(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
+    """x as the discriminator should see it: tracked for the R1 penalty's input gradient when it is on."""
+    return x.detach().requires_grad_(True) if cfg.r1_weight > 0 else x
+
+
+def _r1(cfg: ModelConfig, l_real: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """gamma/2 * E ||d logit / d x||^2 on real items (0 when off). Differentiable, so D learns to be smooth there."""
+    if cfg.r1_weight <= 0:
+        return l_real.new_zeros(())
+    (grad,) = torch.autograd.grad(l_real.float().sum(), x, create_graph=True)
+    return 0.5 * cfg.r1_weight * grad.float().pow(2).flatten(1).sum(dim=1).mean()
+
+
 def _vaegan(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:
     """Larsen et al. 2016: reconstruction measured in the discriminator's feature space.
 
@@ -58,7 +71,8 @@ def _vaegan(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> 
     z_prior = torch.randn_like(z)
     labels = None if y is None else torch.cat([y, y])  # prior samples take the batch's labels
     fakes = nets["decoder"](torch.cat([z, z_prior]), labels)  # (2B, *item): reconstructions, then samples
-    logits, feats = nets["discriminator"](torch.cat([x, fakes]), None if y is None else torch.cat([y, labels]))
+    x_d = _real_for_d(cfg, x)
+    logits, feats = nets["discriminator"](torch.cat([x_d, fakes]), None if y is None else torch.cat([y, labels]))
     l_real, l_rec, l_prior = logits[:b], logits[b:2 * b], logits[2 * b:]
     f_real, f_rec = feats[:b].detach(), feats[b:2 * b]
     x_rec = fakes[:b]
@@ -67,10 +81,11 @@ def _vaegan(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> 
     feat_nll = gaussian_nll(f_rec, f_real, 1.0)
     pix_nll = gaussian_nll(x_rec, x, cfg.recon_sigma)
     adv = _bce(l_rec, True) + _bce(l_prior, True)
+    r1 = _r1(cfg, l_real, x_d)
     losses = {
         "encoder": cfg.kl_weight * kl + feat_nll + cfg.pixel_weight * pix_nll,
         "decoder": cfg.feature_weight * feat_nll + cfg.pixel_weight * pix_nll + cfg.adv_weight * adv,
-        "discriminator": _bce(l_real, True) + 0.5 * (_bce(l_rec, False) + _bce(l_prior, False)),
+        "discriminator": _bce(l_real, True) + 0.5 * (_bce(l_rec, False) + _bce(l_prior, False)) + r1,
     }
     metrics = {
         "kl": kl.detach(),
@@ -100,11 +115,12 @@ def _gan(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> Ste
     b = x.shape[0]
     z = torch.randn(b, cfg.latent_dim, device=x.device, dtype=x.dtype)
     fakes = nets["decoder"](z, y)
-    logits, _ = nets["discriminator"](torch.cat([x, fakes]), None if y is None else torch.cat([y, y]))
+    x_d = _real_for_d(cfg, x)
+    logits, _ = nets["discriminator"](torch.cat([x_d, fakes]), None if y is None else torch.cat([y, y]))
     l_real, l_fake = logits[:b], logits[b:]
     return StepLosses(
         {"decoder": cfg.adv_weight * _bce(l_fake, True),
-         "discriminator": _bce(l_real, True) + _bce(l_fake, False)},
+         "discriminator": _bce(l_real, True) + _bce(l_fake, False) + _r1(cfg, l_real, x_d)},
         {"d_real_acc": _accuracy(l_real, True), "d_fake_acc": _accuracy(l_fake, False)},
     )
 
