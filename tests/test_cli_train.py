@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import functools
 import shutil
 
@@ -66,11 +68,23 @@ class TestTrainCommand:
         assert run_dir.name.startswith("gan-labelled-")
         assert rundir.has_checkpoint(run_dir)
 
+    def test_loss_weights_reach_the_runs_config(self, labelled_npz, tmp_path):
+        run_dir = tmp_path / "run"
+        result = invoke("--data", labelled_npz, *TINY, "--kl-weight", "0.5", "--feature-weight", "0.25",
+                        "--r1-weight", "1.5", "--out", run_dir)
+        assert result.exit_code == 0, result.output
+        model = json.loads((run_dir / rundir.CONFIG_FILE).read_text())["model"]
+        assert (model["kl_weight"], model["feature_weight"], model["r1_weight"]) == (0.5, 0.25, 1.5)
+
+    def test_negative_loss_weight_is_a_usage_error(self, labelled_npz):
+        result = CliRunner().invoke(main, ["train", "--data", labelled_npz, "--r1-weight", "-1"])
+        assert result.exit_code == 2 and "--r1-weight" in result.output
+
     def test_help_lists_the_options(self):
         result = CliRunner().invoke(main, ["train", "--help"])
         assert result.exit_code == 0
         for option in ("--data", "--model", "--conditional", "--epochs", "--batch-size", "--latent-dim",
-                       "--image-size", "--width", "--lr", "--device", "--precision", "--seed", "--out", "--resume"):
+                       "--image-size", "--width", "--lr", "--kl-weight", "--feature-weight", "--r1-weight", "--device", "--precision", "--seed", "--out", "--resume"):
             assert option in result.output, option
 
     def test_version(self):
@@ -143,6 +157,10 @@ class TestResume:
         result = invoke("--resume", "--out", interrupted_run, "--batch-size", "16")
         assert "--batch-size 16 (the run has 8)" in error_line(result)
         assert read_meta(interrupted_run / rundir.CHECKPOINT_FILE)["step"] == 2
+
+    def test_resume_with_a_clashing_loss_weight_exits_1_naming_it(self, interrupted_run):
+        result = invoke("--resume", "--out", interrupted_run, "--r1-weight", "2")
+        assert "--r1-weight 2.0 (the run has 0.0)" in error_line(result)
 
     def test_resume_with_a_clashing_model_names_the_model_option(self, interrupted_run):
         result = invoke("--resume", "--out", interrupted_run, "--model", "vae")

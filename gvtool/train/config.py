@@ -139,9 +139,13 @@ class TrainConfig:
 
     @classmethod
     def defaults_for(cls, data: str) -> "TrainConfig":
-        """The defaults for a data source: the 2-D mixtures take a small latent and fewer passes over 20,000 points."""
+        """The defaults for a data source. The 2-D mixtures (20,000 points) take a small latent, batches of 256 at
+        lr 1e-3 for 140 epochs (~10k steps), and a VAE-GAN gamma of 0.03: at batch 32 / 20 epochs every model
+        smeared the grid's modes into lines (under 20% high quality), and gamma 0.1 kept the grid's VAE-GAN samples
+        softer (71% high quality against 88% at 0.03, seed 0)."""
         if data in ("ring8", "grid25"):
-            return cls(data=data, model=ModelConfig(latent_dim=8), epochs=20)
+            return cls(data=data, model=ModelConfig(latent_dim=8, feature_weight=0.03), epochs=140, batch_size=256,
+                       lr=1e-3)
         return cls(data=data)
 
     def resume_differences(self, stored: "TrainConfig") -> list[str]:
