@@ -71,10 +71,11 @@ def main() -> None:
 
 @main.command()
 @click.option("--data", default="mnist", show_default=True,
-              help="mnist, ring8, grid25, a folder of images (one subfolder per class for labels), or an .npz with x (and y).")
+              help="mnist, stacked-mnist, ring8, grid25, a folder of images (one subfolder per class for labels), "
+                   "or an .npz with x (and y).")
 @click.option("--model", "kind", type=click.Choice(["vaegan", "vae", "gan"]), default="vaegan", show_default=True)
 @click.option("--conditional", is_flag=True, help="Class-conditional model (labels go to the decoder and the discriminator).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training data [default: 25; 2-D mixtures 140].")
+@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training data [default: 25; stacked-mnist 6; 2-D mixtures 140].")
 @click.option("--batch-size", type=click.IntRange(min=2), help="[default: 32; 2-D mixtures 256]")
 @click.option("--latent-dim", type=click.IntRange(1, 4096), help="Latent size [default: 16; 2-D mixtures 8].")
 @click.option("--image-size", type=int, help="Resize images to this square side (multiple of 4, 16..64) [default: native].")

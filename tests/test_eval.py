@@ -256,3 +256,51 @@ class TestRunAndBundleSeeTheSameNoise:
         run_items = open_target(tiny_run("ring8")).sample(20, 5)
         bundle_items = open_target(tiny_bundle("ring8")[0]).sample(20, 5)
         assert np.allclose(run_items, bundle_items, atol=1e-4)
+
+
+class TestStackedMnist:
+    """Three MNIST digits in three channels, 1,000 modes, read by the MNIST evaluator channel by channel."""
+
+    def test_data_stacks_three_digits_labelled_by_their_triple(self):
+        from gvtool.train.data import STACKED_MNIST, load_dataset
+
+        stacked, digits = load_dataset(STACKED_MNIST), load_dataset("mnist")
+        assert stacked.x.shape == (20_000, 3, 28, 28) and stacked.num_classes == 1000
+        assert len(set(stacked.y.tolist())) == 1000  # 20,000 draws reach every triple
+        label_of = {digits.x[j, 0].numpy().tobytes(): int(digits.y[j]) for j in range(len(digits))}
+        for i in (0, 1234, 19_999):  # each channel is one of the digits, and the label spells the three digits
+            a, b, c = (label_of[stacked.x[i, ch].numpy().tobytes()] for ch in range(3))
+            assert int(stacked.y[i]) == 100 * a + 10 * b + c
+
+    def test_each_channel_is_classified_as_one_digit_of_the_triple(self, monkeypatch):
+        import torch
+
+        def one_hot_reader(model, images):  # reads the digit from the pixel value; features = (digit, -digit)
+            digit = images[:, 0, 0, 0].long().numpy()
+            return np.eye(10)[digit], np.stack([digit, -digit], axis=1).astype(np.float64)
+
+        monkeypatch.setattr(evaluate_module, "predict", one_hot_reader)
+        triples = np.array([[3, 1, 4], [1, 5, 9], [2, 6, 5], [0, 0, 7]])
+        stacks = np.broadcast_to(triples[:, :, None, None], (4, 3, 4, 4)).astype(np.uint8)
+        joint, features = evaluate_module._per_channel(None, torch.from_numpy(stacks))
+        assert joint.shape == (4, 1000)
+        np.testing.assert_allclose(joint.sum(axis=1), 1.0)
+        assert joint.argmax(axis=1).tolist() == [314, 159, 265, 7]
+        np.testing.assert_array_equal(features, np.concatenate([np.stack([t, -t], 1) for t in triples.T], axis=1))
+
+    def test_eval_of_a_stacked_run_counts_the_thousand_modes(self, make_train_config, in_tmp, monkeypatch):
+        from gvtool.eval.evaluator import EvaluatorConfig
+        from gvtool.train.data import STACKED_MNIST
+        from gvtool.train.loop import train
+
+        real_train = evaluate_module.train_evaluator
+        monkeypatch.setattr(evaluate_module, "train_evaluator",  # one short pass: the test is the wiring, not accuracy
+                            lambda train_set, held_out: real_train(train_set, held_out, EvaluatorConfig(epochs=1)))
+        run_dir = in_tmp / "run"
+        train(make_train_config(STACKED_MNIST), run_dir, stop_after_steps=1)
+        result = evaluate(run_dir, n=60)
+        coverage = result["class_coverage"]
+        assert coverage["n_classes"] == 1000 and sum(coverage["counts"]) == 60
+        assert 1 <= coverage["classes_covered"] <= 60
+        assert "mnist-" in result["evaluator"]["path"]  # the MNIST evaluator, shared with mnist runs
+        assert math.isfinite(result["frechet_distance"]) and PRDC_KEYS <= result["prdc"].keys()

@@ -22,10 +22,12 @@ from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train
 from gvtool.manifest import is_bundle, read_manifest
 from gvtool.train import rundir
 from gvtool.train.config import TrainConfig
-from gvtool.train.data import MIXTURES, load_dataset, mixture_centres, split, to_model, to_uint8
+from gvtool.train.data import MIXTURES, STACKED_MNIST, load_dataset, mixture_centres, split, to_model, to_uint8
 
 EVALUATORS = Path("evaluators")  # trained evaluator classifiers, cached by data source and image size
 DEFAULT_N = {"vector": 2_500, "image": 2_000}  # 2,500: the VEEGAN/PacGAN protocol; 2,000 images > 128 features for FD
+STACKED_N = 10_000  # samples for Stacked MNIST's 1,000 modes: a uniform generator covers all but ~0.05 of them
+PRDC_MAX = 2_000    # precision/recall/density/coverage on at most this many samples: its k-NN is quadratic in memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +116,7 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
     config = t.config if data_source is None else t.config.replace(data=data_source)
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
     _, held_out = split(data, config.val_fraction, config.split_seed)
-    n = n or DEFAULT_N[data.kind]
+    n = n or (STACKED_N if config.data == STACKED_MNIST else DEFAULT_N[data.kind])
     if n < 10:
         raise BadInputError(f"--n must be >= 10 for the metrics to mean anything, got {n}")
     result = {"target": t.name, "kind": t.kind, "precision": t.precision, "model": config.model.kind,
@@ -149,13 +151,28 @@ def json_ready(value):
 def _image_metrics(data, held_out, fake: np.ndarray, config: TrainConfig, log) -> dict:
     if data.y is None:
         raise BadInputError(f"image metrics need a labelled dataset to train the evaluator; {config.data} has no labels")
-    evaluator, meta = _evaluator(data, config, log)
-    probs, fake_features = predict(evaluator, torch.from_numpy(fake))
-    _, real_features = predict(evaluator, held_out.x)
+    if config.data == STACKED_MNIST:  # each channel is a digit: the MNIST evaluator reads them one by one
+        mnist = config.replace(data="mnist")
+        evaluator, meta = _evaluator(load_dataset("mnist", image_size=config.image_size), mnist, log)
+        classify = lambda images: _per_channel(evaluator, images)  # noqa: E731
+    else:
+        evaluator, meta = _evaluator(data, config, log)
+        classify = lambda images: predict(evaluator, images)  # noqa: E731
+    probs, fake_features = classify(torch.from_numpy(fake))
+    _, real_features = classify(held_out.x)
     return {"evaluator": {"held_out_accuracy": meta["held_out_accuracy"], "path": meta["path"]},
             "class_coverage": dataclasses.asdict(metrics.class_coverage(probs)),
             "frechet_distance": metrics.frechet_distance(real_features, fake_features),
-            "prdc": dataclasses.asdict(metrics.prdc(real_features, fake_features))}
+            "prdc": dataclasses.asdict(metrics.prdc(real_features[:PRDC_MAX], fake_features[:PRDC_MAX]))}
+
+
+def _per_channel(evaluator, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, H, W) stacks -> (probabilities over the 1,000 digit triples (N, 1000), features of the three digits
+    side by side (N, 3F)). The triple's probability is the product of its digits': the channels are classified
+    independently, and mode 100*a + 10*b + c is digits (a, b, c), as in the data's labels."""
+    probs, feats = zip(*(predict(evaluator, images[:, c:c + 1].contiguous()) for c in range(3)))
+    joint = np.einsum("na,nb,nc->nabc", *probs).reshape(len(images), 1000)
+    return joint, np.concatenate(feats, axis=1)
 
 
 def _evaluator(data, config: TrainConfig, log):

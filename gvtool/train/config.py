@@ -146,6 +146,8 @@ class TrainConfig:
         if data in ("ring8", "grid25"):
             return cls(data=data, model=ModelConfig(latent_dim=8, feature_weight=0.03), epochs=140, batch_size=256,
                        lr=1e-3)
+        if data == "stacked-mnist":  # 18,000 training stacks: 6 epochs are about the steps of the MNIST default
+            return cls(data=data, epochs=6)
         return cls(data=data)
 
     def resume_differences(self, stored: "TrainConfig") -> list[str]:
