@@ -81,7 +81,7 @@ def main() -> None:
 @click.option("--image-size", type=int, help="Resize images to this square side (multiple of 4, 16..64) [default: native].")
 @click.option("--width", type=click.IntRange(min=4), help="Conv channels of the first stage, doubled at each stride [default: 32].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate of every network [default: 5e-4; 2-D mixtures 1e-3].")
-@click.option("--kl-weight", type=click.FloatRange(min=0), help="beta on the KL term (vae, vaegan) [default: 2].")
+@click.option("--kl-weight", type=click.FloatRange(min=0), help="beta on the KL term (vae, vaegan) [default: 2; 2-D mixtures 1].")
 @click.option("--feature-weight", type=click.FloatRange(min=0),
               help="vaegan: gamma on the feature-space reconstruction in the decoder's loss [default: 0.1; 2-D mixtures 0.03].")
 @click.option("--r1-weight", type=click.FloatRange(min=0),

@@ -1,6 +1,6 @@
 """gan vs vae vs vaegan with the same networks and budget, over several seeds: the paper's claim, measured.
 
-    python benchmarks/quality/run.py [--data ring8,grid25,mnist] [--models gan,vae,vaegan] [--seeds 0,1,2]
+    python benchmarks/quality/run.py [--data ring8,grid25,mnist,stacked-mnist] [--models gan,vae,vaegan] [--seeds 0,1,2]
                                      [--epochs N] [--out benchmarks/quality/results]
 
 Each (data, model, seed) is trained with `gvtool train`'s defaults (or --epochs), then measured with
@@ -19,7 +19,7 @@ import math
 import statistics
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from gvtool.eval.evaluate import evaluate, json_ready
 from gvtool.train import rundir
@@ -32,9 +32,10 @@ FIGURES = {
     "vector": [("modes covered", ("mode_coverage", "modes_covered")), ("high quality", ("mode_coverage", "high_quality")),
                ("KL to uniform", ("mode_coverage", "kl_to_uniform"))],
     "image": [("classes covered", ("class_coverage", "classes_covered")),
-              ("KL to uniform", ("class_coverage", "kl_to_uniform")), ("FD", ("frechet_distance",)),
+              ("KL to uniform", ("class_coverage", "kl_to_uniform")), ("confident", ("class_coverage", "confident")),
+              ("FD", ("frechet_distance",)),
               ("precision", ("prdc", "precision")), ("recall", ("prdc", "recall")),
-              ("coverage", ("prdc", "coverage"))],
+              ("coverage", ("prdc", "coverage")), ("held-out recon MSE", ("held_out_recon_mse",))],
 }
 
 
@@ -83,20 +84,22 @@ def side_by_side(results: list[dict], out: Path) -> None:
         for r in firsts:
             samples = sorted((Path(r["run_dir"]) / rundir.SAMPLES_DIR).glob("epoch_*.png"))
             if samples:
-                images.append(Image.open(samples[-1]).convert("RGB"))
+                images.append((r["model"], Image.open(samples[-1]).convert("RGB")))
         if images:
-            canvas = Image.new("RGB", (sum(i.width for i in images) + 8 * (len(images) - 1),
-                                       max(i.height for i in images)), "white")
-            x = 0
-            for image in images:
-                canvas.paste(image, (x, 0))
+            header = 16  # each model's name above its samples
+            canvas = Image.new("RGB", (sum(i.width for _, i in images) + 8 * (len(images) - 1),
+                                       header + max(i.height for _, i in images)), "white")
+            draw, x = ImageDraw.Draw(canvas), 0
+            for model, image in images:
+                draw.text((x + 2, 2), model, fill="black")
+                canvas.paste(image, (x, header))
                 x += image.width + 8
             canvas.save(out / f"{data}-samples.png")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="ring8,grid25,mnist")
+    parser.add_argument("--data", default="ring8,grid25,mnist", help="also stacked-mnist (1,000 modes; longer)")
     parser.add_argument("--models", default="gan,vae,vaegan")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=None)
