@@ -61,7 +61,8 @@ def table(results: list[dict]) -> str:
     for data in dict.fromkeys(r["data"] for r in results):
         rows = [r for r in results if r["data"] == data]
         figures = FIGURES["vector" if "mode_coverage" in rows[0] else "image"]
-        lines += [f"### {data} ({len({r['seed'] for r in rows})} seeds, mean ± std)", "",
+        n_seeds = len({r["seed"] for r in rows})
+        lines += [f"### {data} ({n_seeds} seed{'s' if n_seeds > 1 else ''}, mean ± std)", "",
                   "| model | " + " | ".join(label for label, _ in figures) + " |",
                   "|---" * (len(figures) + 1) + "|"]
         for model in dict.fromkeys(r["model"] for r in rows):
