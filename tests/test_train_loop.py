@@ -23,6 +23,7 @@ from gvtool.train.data import load_dataset
 from gvtool.train.loop import train
 from gvtool.train.metrics_log import MetricsLog, read_rows
 from gvtool.train.models import build_networks
+from gvtool.train.snapshots import writes_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -362,3 +363,15 @@ class TestMetricsLog:
         path = tmp_path / "metrics.jsonl"
         path.write_text('{"type": "step", "step": 1}\n{"type": "st')
         assert read_rows(path) == [{"type": "step", "step": 1}]
+
+
+class TestSampleImageSchedule:
+    def test_runs_up_to_30_epochs_write_every_epoch(self):
+        assert all(writes_samples(e, 25) for e in range(1, 26))
+
+    def test_a_140_epoch_run_writes_every_5th_and_the_last(self):
+        written = [e for e in range(1, 141) if writes_samples(e, 140)]
+        assert written == list(range(5, 141, 5))
+
+    def test_the_last_epoch_always_writes(self):
+        assert writes_samples(31, 31) and not writes_samples(29, 31)  # every 2nd epoch of 31, and the 31st

@@ -29,7 +29,7 @@ from gvtool.train.device import AUTOCAST_DTYPES, resolve_device, resolve_precisi
 from gvtool.train.metrics_log import MetricsLog
 from gvtool.train.models import build_networks, count_parameters
 from gvtool.train.objectives import compute_losses
-from gvtool.train.snapshots import Snapshots
+from gvtool.train.snapshots import Snapshots, writes_samples
 
 
 class Reporter(Protocol):
@@ -256,7 +256,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
                 break
             epoch += 1
             batch_in_epoch = 0
-            row = {"epoch": epoch, "step": step} | snaps.epoch_end(nets, epoch)
+            row = {"epoch": epoch, "step": step} | snaps.epoch_end(nets, epoch, writes_samples(epoch, config.epochs))
             log.write_epoch(row)
             reporter.epoch_done(row)
             save(data_rng.get_state())

@@ -15,6 +15,13 @@ from gvtool.train.metrics_log import read_rows
 from gvtool.train.plots import plot_losses, plot_points
 
 N_POINTS = 2_000  # 2-D samples per scatter: enough to see every mode and its spread
+MAX_SAMPLE_IMAGES = 30  # longer runs write samples every few epochs: a 2-D scatter takes 0.2 s, 140 of them 20% of a run
+
+
+def writes_samples(epoch: int, epochs: int) -> bool:
+    """Whether epoch (1-based) of a run of `epochs` writes its sample image: every epoch up to 30 epochs, else
+    every ceil(epochs / 30)-th, and always the last."""
+    return epoch == epochs or epoch % math.ceil(epochs / MAX_SAMPLE_IMAGES) == 0
 EVAL_BATCH = 256
 
 
@@ -34,20 +41,24 @@ class Snapshots:
         self.reference = held_out.x[:N_POINTS].numpy() if cfg.data_kind == "vector" else None
 
     @torch.no_grad()
-    def epoch_end(self, nets, epoch: int) -> dict:
-        """Write samples/epoch_NNNN.png; return the epoch's held-out figures."""
+    def epoch_end(self, nets, epoch: int, write_samples: bool = True) -> dict:
+        """Write samples/epoch_NNNN.png (when write_samples); return the epoch's held-out figures."""
         nets.eval()
         try:
-            out = nets["decoder"](self.z, self.labels).float()
-            path = self.folder / f"epoch_{epoch:04d}.png"
-            if self.cfg.data_kind == "image":
-                save_grid(to_uint8(out).permute(0, 2, 3, 1).cpu().numpy(), path, ncols=self.ncols)
-            else:
-                plot_points(out.cpu().numpy(), path, centres=self.centres, reference=self.reference,
-                            title=f"{self.cfg.kind}, epoch {epoch}")
+            if write_samples:
+                self._write_samples(nets, epoch)
             return {"val_recon": self._held_out_recon(nets)} if "encoder" in nets and len(self.held_out) else {}
         finally:
             nets.train()
+
+    def _write_samples(self, nets, epoch: int) -> None:
+        out = nets["decoder"](self.z, self.labels).float()
+        path = self.folder / f"epoch_{epoch:04d}.png"
+        if self.cfg.data_kind == "image":
+            save_grid(to_uint8(out).permute(0, 2, 3, 1).cpu().numpy(), path, ncols=self.ncols)
+        else:
+            plot_points(out.cpu().numpy(), path, centres=self.centres, reference=self.reference,
+                        title=f"{self.cfg.kind}, epoch {epoch}")
 
     def _held_out_recon(self, nets) -> float:
         """Mean squared error per value (model range) of reconstructions from the posterior mean."""
