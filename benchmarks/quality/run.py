@@ -6,8 +6,8 @@
 Each (data, model, seed) is trained with `gvtool train`'s defaults (or --epochs), then measured with
 `gvtool eval`'s evaluate(); finished runs are reused, so the script can be stopped and run again.
 Writes, per data set, DATA.json, DATA.md (mean and spread per model) and DATA-samples.png (the
-first seed's samples of the models side by side). The 2-D runs take about a minute each with one
-thread; MNIST about five minutes each on 2 cores.
+first seed's samples of the models side by side). On this project's 2-core CPU a 2-D vaegan run takes
+106 s (gan and vae less), an MNIST run about 5 minutes, a Stacked MNIST run about 10.
 """
 
 from __future__ import annotations
