@@ -26,7 +26,7 @@ from gvtool.train.data import MIXTURES, STACKED_MNIST, load_dataset, mixture_cen
 
 EVALUATORS = Path("evaluators")  # trained evaluator classifiers, cached by data source and image size
 DEFAULT_N = {"vector": 2_500, "image": 2_000}  # 2,500: the VEEGAN/PacGAN protocol; 2,000 images > 128 features for FD
-STACKED_N = 10_000  # samples for Stacked MNIST's 1,000 modes: a uniform generator covers all but ~0.05 of them
+STACKED_SAMPLES = 10_000  # samples for Stacked MNIST's 1,000 modes: a uniform generator covers all but ~0.05 of them
 PRDC_MAX = 2_000    # precision/recall/density/coverage on at most this many samples: its k-NN is quadratic in memory
 
 
@@ -116,7 +116,7 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
     config = t.config if data_source is None else t.config.replace(data=data_source)
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
     _, held_out = split(data, config.val_fraction, config.split_seed)
-    n = n or (STACKED_N if config.data == STACKED_MNIST else DEFAULT_N[data.kind])
+    n = n or (STACKED_SAMPLES if config.data == STACKED_MNIST else DEFAULT_N[data.kind])
     if n < 10:
         raise BadInputError(f"--n must be >= 10 for the metrics to mean anything, got {n}")
     result = {"target": t.name, "kind": t.kind, "precision": t.precision, "model": config.model.kind,
