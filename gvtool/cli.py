@@ -80,6 +80,8 @@ def main() -> None:
 @click.option("--latent-dim", type=click.IntRange(1, 4096), help="Latent size [default: 16; 2-D mixtures 8].")
 @click.option("--image-size", type=int, help="Resize images to this square side (multiple of 4, 16..64) [default: native].")
 @click.option("--width", type=click.IntRange(min=4), help="Conv channels of the first stage, doubled at each stride [default: 32].")
+@click.option("--hidden", type=click.IntRange(min=4), help="Vector data: MLP hidden units [default: 128].")
+@click.option("--mlp-layers", type=click.IntRange(min=1), help="Vector data: MLP hidden layers of every network [default: 2].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate of every network [default: 5e-4; 2-D mixtures 1e-3].")
 @click.option("--kl-weight", type=click.FloatRange(min=0), help="beta on the KL term (vae, vaegan) [default: 2; 2-D mixtures 1].")
 @click.option("--feature-weight", type=click.FloatRange(min=0),
@@ -94,8 +96,8 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out (default: the newest run) from its checkpoint.")
 @click.pass_context
 @reports_errors
-def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, lr, kl_weight,
-          feature_weight, r1_weight, device, precision, seed, out, resume) -> None:
+def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, hidden,
+          mlp_layers, lr, kl_weight, feature_weight, r1_weight, device, precision, seed, out, resume) -> None:
     """Train a model and write a run folder (config, checkpoint, metrics, sample grids, loss curves)."""
     import dataclasses
 
@@ -110,7 +112,8 @@ def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, laten
         config = TrainConfig.defaults_for(data)  # the defaults live in the config; options given replace them
         given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
         model = dataclasses.replace(config.model, kind=kind, conditional=conditional,
-                                    **given(latent_dim=latent_dim, width=width, kl_weight=kl_weight,
+                                    **given(latent_dim=latent_dim, width=width, hidden=hidden, mlp_layers=mlp_layers,
+                                            kl_weight=kl_weight,
                                             feature_weight=feature_weight, r1_weight=r1_weight))
         config = config.replace(model=model, device=device, precision=precision, seed=seed,
                                 **given(epochs=epochs, batch_size=batch_size, image_size=image_size, lr=lr))
@@ -145,7 +148,8 @@ def _resumed_config(ctx: click.Context, run_dir: Path):
     stored = {"data": config.data, "kind": config.model.kind, "conditional": config.model.conditional,
               "batch_size": config.batch_size, "latent_dim": config.model.latent_dim, "image_size": config.image_size,
               "width": config.model.width, "lr": config.lr, "seed": config.seed, "kl_weight": config.model.kl_weight,
-              "feature_weight": config.model.feature_weight, "r1_weight": config.model.r1_weight}
+              "feature_weight": config.model.feature_weight, "r1_weight": config.model.r1_weight,
+              "hidden": config.model.hidden, "mlp_layers": config.model.mlp_layers}
     flags = {param.name: max(param.opts, key=len) for param in ctx.command.params}  # "kind" -> "--model"
     clashes = [f"{flags[name]} {ctx.params[name]} (the run has {stored[name]})"
                for name in sorted(given - set(RESUME_OVERRIDES)) if ctx.params[name] != stored[name]]

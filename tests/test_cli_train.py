@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import gvtool
 from gvtool.cli import main
 from gvtool.train import rundir
-from gvtool.train.checkpoint import read_meta
+from gvtool.train.checkpoint import load_checkpoint, read_meta
 from gvtool.train.loop import train as library_train
 from cli_helpers import error_line, said
 
@@ -76,6 +76,18 @@ class TestTrainCommand:
         model = json.loads((run_dir / rundir.CONFIG_FILE).read_text())["model"]
         assert (model["kl_weight"], model["feature_weight"], model["r1_weight"]) == (0.5, 0.25, 1.5)
 
+    def test_mlp_size_reaches_a_vector_runs_config(self, tmp_path):
+        run_dir = tmp_path / "run"
+        result = invoke("--data", "ring8", "--epochs", "1", "--batch-size", "2000", "--hidden", "16",
+                        "--mlp-layers", "3", "--out", run_dir)
+        assert result.exit_code == 0, result.output
+        model = json.loads((run_dir / rundir.CONFIG_FILE).read_text())["model"]
+        assert (model["hidden"], model["mlp_layers"]) == (16, 3)
+        assert read_meta(run_dir / rundir.CHECKPOINT_FILE)["step"] == 9  # 18,000 training points // 2,000
+        decoder = load_checkpoint(run_dir / rundir.CHECKPOINT_FILE).models["decoder"]
+        weights = [v for k, v in decoder.items() if k.endswith(".weight")]
+        assert len(weights) == 4 and weights[0].shape == (16, 8)  # 3 hidden layers of 16 + the output layer
+
     def test_negative_loss_weight_is_a_usage_error(self, labelled_npz):
         result = CliRunner().invoke(main, ["train", "--data", labelled_npz, "--r1-weight", "-1"])
         assert result.exit_code == 2 and "--r1-weight" in result.output
@@ -84,7 +96,7 @@ class TestTrainCommand:
         result = CliRunner().invoke(main, ["train", "--help"])
         assert result.exit_code == 0
         for option in ("--data", "--model", "--conditional", "--epochs", "--batch-size", "--latent-dim",
-                       "--image-size", "--width", "--lr", "--kl-weight", "--feature-weight", "--r1-weight", "--device", "--precision", "--seed", "--out", "--resume"):
+                       "--image-size", "--width", "--hidden", "--mlp-layers", "--lr", "--kl-weight", "--feature-weight", "--r1-weight", "--device", "--precision", "--seed", "--out", "--resume"):
             assert option in result.output, option
 
     def test_version(self):
