@@ -163,7 +163,8 @@ def _resumed_config(ctx: click.Context, run_dir: Path):
 @click.argument("source", required=False, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder [default: bundles/<run name>].")
 @click.option("--precision", "precisions", default=None,
-              help="Comma-separated variants: the ONNX graphs to write [default: fp32,fp16,int8] and the engines to "
+              help="Comma-separated variants: the ONNX graphs to write [default: fp32,fp16,int8; vector data "
+                   "fp32,fp16] and the engines to "
                    "build with --trt [default: one per graph in the bundle].")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (17 loads on TensorRT 10.3 and older onnxruntime).")
 @click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if a graph fails validation, recording the error.")
@@ -182,7 +183,7 @@ def export(source, out, precisions, opset, allow_mismatch, trt, min_batch, opt_b
     itself and needs only the runtime and tensorrt, no torch.
     """
     from gvtool.errors import BadInputError
-    from gvtool.manifest import PRECISIONS, is_bundle
+    from gvtool.manifest import is_bundle
 
     precisions = tuple(_csv(precisions)) if precisions else None
     if not min_batch <= opt_batch <= max_batch:
@@ -198,7 +199,7 @@ def export(source, out, precisions, opset, allow_mismatch, trt, min_batch, opt_b
         from gvtool.export.bundle import export_bundle
         from gvtool.train import rundir
 
-        bundle, manifest = export_bundle(source or rundir.newest_run(), out, precisions=precisions or PRECISIONS,
+        bundle, manifest = export_bundle(source or rundir.newest_run(), out, precisions=precisions,
                                          opset=opset, allow_mismatch=allow_mismatch, log=log)
         say("bundle", f"{bundle}: {len(manifest.graphs)} graphs", "green")
     if trt:

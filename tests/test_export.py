@@ -495,3 +495,17 @@ class TestFp16OfConditionalDecoder:
     def test_conditional_decoder_exports_in_fp16(self, tiny_run, tmp_path):
         _, manifest = export_bundle(tiny_run("conditional"), tmp_path / "b", precisions=("fp16",))
         assert manifest.graphs["decoder.fp16"].validation.passed
+
+
+class TestDefaultPrecisions:
+    def test_images_get_every_variant_and_vectors_no_int8(self):
+        from gvtool.export.bundle import default_precisions
+
+        assert default_precisions("image") == ("fp32", "fp16", "int8")
+        assert default_precisions("vector") == ("fp32", "fp16")
+
+    def test_a_vector_run_exported_without_precisions_has_no_int8_and_says_why(self, tiny_run, tmp_path):
+        lines = []
+        _, manifest = export_bundle(tiny_run("ring8"), tmp_path / "b", log=lines.append)
+        assert {entry.precision for entry in manifest.graphs.values()} == {"fp32", "fp16"}
+        assert any("int8 not written for vector data" in line for line in lines)

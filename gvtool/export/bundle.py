@@ -36,16 +36,21 @@ CALIBRATION_ITEMS = 512        # int8 ranges: 512 items in batches of 32 settle 
 CALIBRATION_BATCH = 32
 
 
-def export_bundle(run_dir: str | Path, out: str | Path | None = None, *, precisions=PRECISIONS,
+def export_bundle(run_dir: str | Path, out: str | Path | None = None, *, precisions=None,
                   opset: int = DEFAULT_OPSET, allow_mismatch: bool = False,
                   log: Callable[[str], None] = lambda line: None) -> tuple[Path, Manifest]:
-    """Export every graph of the run in every precision; return (bundle folder, manifest)."""
-    unknown = [p for p in precisions if p not in PRECISIONS]
-    if unknown or not precisions:
+    """Export every graph of the run in each precision (None: default_precisions); return (bundle folder, manifest)."""
+    unknown = [p for p in precisions or () if p not in PRECISIONS]
+    if unknown or (precisions is not None and not precisions):
         raise BadInputError(f"unknown --precision {','.join(unknown) or '(none)'}; expected some of {','.join(PRECISIONS)}")
     if opset < MIN_OPSET:
         raise BadInputError(f"--opset {opset} is too old: int8 per-channel Q/DQ needs opset >= {MIN_OPSET}")
     run = load_run(run_dir)
+    if precisions is None:
+        precisions = default_precisions(run.config.model.data_kind)
+        if "int8" not in precisions:
+            log("int8 not written for vector data: a 2-D generator maps latents onto its modes through steep "
+                "boundaries, and int8 moved 7% of grid25 samples by over 0.3 (ask for it with --precision fp32,fp16,int8)")
     out = Path(out) if out is not None else BUNDLES_ROOT / run.run_dir.name
     _check_destination(out, run)
     inputs = _Inputs(run, log)
@@ -65,6 +70,12 @@ def export_bundle(run_dir: str | Path, out: str | Path | None = None, *, precisi
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, manifest
+
+
+def default_precisions(data_kind: str) -> tuple[str, ...]:
+    """The variants written when none are asked for: all for images; fp32 and fp16 for vector data, whose
+    int8 graphs fail validation (grid25's decoder: mean |diff| 0.098 against the 0.03 tolerance)."""
+    return PRECISIONS if data_kind == "image" else ("fp32", "fp16")
 
 
 def _check_destination(out: Path, run: RunModel) -> None:
