@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def newest_holding(root: Path, name: str) -> Path | None:
+    """The folder directly under `root` whose file `name` was modified last; None when no folder holds one."""
+    found = [p for p in root.iterdir() if (p / name).is_file()] if root.is_dir() else []
+    return max(found, key=lambda p: (p / name).stat().st_mtime, default=None)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success fsync it and rename it over `path`.

@@ -56,6 +56,7 @@ def open_target(target: Path, precision: str = "fp32") -> Target:
 
 def _run_target(run_dir: Path) -> Target:
     from gvtool.export.from_run import load_run
+    from gvtool.runtime.model import prior_latents
 
     run = load_run(run_dir)
     cfg = run.config.model
@@ -63,9 +64,9 @@ def _run_target(run_dir: Path) -> Target:
 
     @torch.no_grad()
     def sample(n: int, seed: int) -> np.ndarray:
-        # The runtime's latents (GenerativeModel.sample_latents): a run and its bundle are fed the same
-        # noise, so their difference is the export's and the precision's alone.
-        z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, cfg.latent_dim)).astype(np.float32))
+        # The runtime's latents: a run and its bundle are fed the same noise, so their difference is the
+        # export's and the precision's alone.
+        z = torch.from_numpy(prior_latents(n, cfg.latent_dim, seed))
         labels = torch.arange(n) % cfg.num_classes if cfg.conditional else None
         out = decoder(z, labels)
         return to_uint8(out).numpy() if cfg.data_kind == "image" else out.numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gvtool.errors import BadBundleError
+from gvtool.fileio import newest_holding
 from gvtool.manifest import MANIFEST_FILE
 
 BUNDLES_ROOT = Path("bundles")
@@ -12,7 +13,7 @@ BUNDLES_ROOT = Path("bundles")
 
 def newest_bundle(root: Path = BUNDLES_ROOT) -> Path:
     """The complete bundle (one with a manifest) under `root` whose manifest was written last."""
-    found = [p for p in root.iterdir() if (p / MANIFEST_FILE).is_file()] if root.is_dir() else []
-    if not found:
+    bundle = newest_holding(root, MANIFEST_FILE)
+    if bundle is None:
         raise BadBundleError(f"no bundle under {root}/; export one first with `gvtool export`, or name a bundle folder")
-    return max(found, key=lambda p: (p / MANIFEST_FILE).stat().st_mtime)
+    return bundle

@@ -53,6 +53,12 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return ((np.sin((1 - t) * omega) * a64 + np.sin(t * omega) * b64) / np.sin(omega)).astype(np.float32)
 
 
+def prior_latents(n: int, latent_dim: int, seed: int | None, temperature: float = 1.0) -> np.ndarray:
+    """The seeded latent stream: float32 (n, latent_dim) from N(0, temperature^2 I). Eval feeds a run the same
+    stream, so a run and its bundle are compared on the same noise."""
+    return (np.random.default_rng(seed).standard_normal((n, latent_dim)) * temperature).astype(np.float32)
+
+
 class GenerativeModel:
     def __init__(self, bundle: Path, manifest, choice: Choice):
         self.bundle, self.manifest, self.choice = bundle, manifest, choice
@@ -82,7 +88,7 @@ class GenerativeModel:
         """n latents from N(0, temperature^2 I), float32 (n, K); the same seed gives the same latents."""
         _check_count(n)
         _check_temperature(temperature)
-        return (np.random.default_rng(seed).standard_normal((n, self.latent_dim)) * temperature).astype(np.float32)
+        return prior_latents(n, self.latent_dim, seed, temperature)
 
     def sample(self, n: int, seed: int | None = None, labels=None, temperature: float = 1.0) -> np.ndarray:
         """n items decoded from prior latents. Conditional models: `labels` is one class for all, or (n,)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from gvtool.errors import BadInputError
+from gvtool.fileio import newest_holding
 
 RUNS_ROOT = Path("runs")
 CONFIG_FILE = "config.json"
@@ -31,7 +32,7 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 def newest_run(root: Path = RUNS_ROOT) -> Path:
     """The run under `root` whose checkpoint was written last."""
-    runs = [p for p in root.iterdir() if p.is_dir() and has_checkpoint(p)] if root.is_dir() else []
-    if not runs:
+    run = newest_holding(root, CHECKPOINT_FILE)
+    if run is None:
         raise BadInputError(f"no run with a checkpoint under {root}/; train one first with `gvtool train`")
-    return max(runs, key=lambda p: (p / CHECKPOINT_FILE).stat().st_mtime)
+    return run
