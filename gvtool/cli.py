@@ -88,6 +88,13 @@ def main() -> None:
               help="vaegan: gamma on the feature-space reconstruction in the decoder's loss [default: 0.1; 2-D mixtures 0.03].")
 @click.option("--r1-weight", type=click.FloatRange(min=0),
               help="gan, vaegan: R1 gradient penalty on real items (Mescheder et al. 2018) [default: 0].")
+@click.option("--gan-loss", type=click.Choice(["hinge", "bce"]), help="gan, vaegan: adversarial loss [default: hinge].")
+@click.option("--spectral-norm/--no-spectral-norm", default=None,
+              help="gan, vaegan: spectral norm on the discriminator's weights [default: on].")
+@click.option("--augment", help="Images: DiffAugment policies for the discriminator's inputs, comma-separated "
+                                "(translation, cutout) or none [default: translation,cutout].")
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True),
+              help="Decay of the decoder's weight average, which samples and exports; 0 turns it off [default: 0.999].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="auto: fp32 on the CPU, bf16 (fp16 without bf16) autocast on CUDA.")
@@ -97,7 +104,8 @@ def main() -> None:
 @click.pass_context
 @reports_errors
 def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, hidden,
-          mlp_layers, lr, kl_weight, feature_weight, r1_weight, device, precision, seed, out, resume) -> None:
+          mlp_layers, lr, kl_weight, feature_weight, r1_weight, gan_loss, spectral_norm, augment, ema_decay, device,
+          precision, seed, out, resume) -> None:
     """Train a model and write a run folder (config, checkpoint, metrics, sample grids, loss curves)."""
     import dataclasses
 
@@ -113,8 +121,9 @@ def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, laten
         given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
         model = dataclasses.replace(config.model, kind=kind, conditional=conditional,
                                     **given(latent_dim=latent_dim, width=width, hidden=hidden, mlp_layers=mlp_layers,
-                                            kl_weight=kl_weight,
-                                            feature_weight=feature_weight, r1_weight=r1_weight))
+                                            kl_weight=kl_weight, feature_weight=feature_weight, r1_weight=r1_weight,
+                                            gan_loss=gan_loss, spectral_norm=spectral_norm,
+                                            augment=_augmentations(augment), ema_decay=ema_decay))
         config = config.replace(model=model, device=device, precision=precision, seed=seed,
                                 **given(epochs=epochs, batch_size=batch_size, image_size=image_size, lr=lr))
         run_dir = out or rundir.default_run_dir(kind, data)
@@ -128,6 +137,13 @@ def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, laten
         sys.exit(130)
     say("done:", f"{result.epoch} epochs, {result.step} steps, {result.items_per_s:,.0f} items/s -> {result.run_dir}",
         "green")
+
+
+def _augmentations(text: str | None) -> tuple[str, ...] | None:
+    """--augment "translation,cutout" -> ("translation", "cutout"); "none" -> (); not given -> None (the default)."""
+    if text is None:
+        return None
+    return () if text.strip().lower() == "none" else tuple(_csv(text))
 
 
 def _resumed_config(ctx: click.Context, run_dir: Path):
@@ -149,10 +165,13 @@ def _resumed_config(ctx: click.Context, run_dir: Path):
               "batch_size": config.batch_size, "latent_dim": config.model.latent_dim, "image_size": config.image_size,
               "width": config.model.width, "lr": config.lr, "seed": config.seed, "kl_weight": config.model.kl_weight,
               "feature_weight": config.model.feature_weight, "r1_weight": config.model.r1_weight,
-              "hidden": config.model.hidden, "mlp_layers": config.model.mlp_layers}
+              "hidden": config.model.hidden, "mlp_layers": config.model.mlp_layers,
+              "gan_loss": config.model.gan_loss, "spectral_norm": config.model.spectral_norm,
+              "augment": config.model.augment, "ema_decay": config.model.ema_decay}
     flags = {param.name: max(param.opts, key=len) for param in ctx.command.params}  # "kind" -> "--model"
+    asked = ctx.params | {"augment": _augmentations(ctx.params["augment"])}
     clashes = [f"{flags[name]} {ctx.params[name]} (the run has {stored[name]})"
-               for name in sorted(given - set(RESUME_OVERRIDES)) if ctx.params[name] != stored[name]]
+               for name in sorted(given - set(RESUME_OVERRIDES)) if asked[name] != stored[name]]
     if clashes:
         raise BadInputError(f"a resumed run keeps its config; these options differ: {', '.join(clashes)}. "
                             f"Only {', '.join('--' + n for n in RESUME_OVERRIDES)} may change on --resume")

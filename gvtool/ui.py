@@ -157,6 +157,11 @@ def eval_table(result: dict) -> Table:
         table.add_row("Fréchet distance (evaluator features)", f"{result['frechet_distance']:.3f}")
         for key in ("precision", "recall", "density", "coverage"):
             table.add_row(f"{key} (k={p['k']})", f"{p[key]:.3f}")
+    if "copies" in result:
+        c = result["copies"]
+        table.add_row("near-copies of training items (held-out items' rate)",
+                      f"{c['sample_rate']:.1%} ({c['held_out_rate']:.1%})")
+        table.add_row("median distance to training, samples / held out", f"{c['median_ratio']:.3f}")
     if "held_out_recon_mse" in result:
         table.add_row("held-out reconstruction MSE (model scale)", f"{result['held_out_recon_mse']:.4f}")
     return table

@@ -113,6 +113,12 @@ class TestImageMetrics:
         assert all(0.0 <= result["prdc"][key] for key in ("precision", "recall", "density", "coverage"))
         assert result["prdc"]["k"] == 5
 
+    def test_copy_check_reports_rates_and_the_distance_ratio(self, result):
+        c = result["copies"]
+        assert set(c) == {"threshold", "sample_rate", "held_out_rate", "median_ratio"}
+        assert 0.0 <= c["sample_rate"] <= 1.0 and 0.0 <= c["held_out_rate"] <= 1.0
+        assert c["threshold"] > 0 and c["median_ratio"] > 0
+
     def test_evaluator_accuracy_is_a_fraction(self, result):
         assert 0.0 <= result["evaluator"]["held_out_accuracy"] <= 1.0
 
@@ -210,7 +216,8 @@ class TestEvalCommand:
     def test_image_metrics_table(self, tiny_run, eval_npz, in_tmp):
         result = invoke("eval", tiny_run("conditional"), "--data", eval_npz, "--n", N, env=WIDE)
         assert result.exit_code == 0, result.output
-        for row in ("evaluator held-out accuracy", "classes covered", "Fréchet distance", "precision (k=5)"):
+        for row in ("evaluator held-out accuracy", "classes covered", "Fréchet distance", "precision (k=5)",
+                    "near-copies of training items"):
             assert row in result.stdout
 
     def test_json_is_strict_json_when_no_sample_hits_a_mode(self, tiny_run, in_tmp, monkeypatch):

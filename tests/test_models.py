@@ -7,13 +7,16 @@ import json
 
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils import parametrize
 
 from gvtool.errors import BackendUnavailableError, BadInputError
-from gvtool.train.config import ModelConfig, TrainConfig
+from gvtool.train.config import LEGACY_MODEL_FIELDS, ModelConfig, TrainConfig
 from gvtool.train.data import IMAGE_SIZES
 from gvtool.train.device import resolve_device, resolve_precision
 from gvtool.train.models import build_networks, conv_stages
-from gvtool.train.objectives import compute_losses
+from gvtool.train import objectives
+from gvtool.train.objectives import compute_losses, d_loss_fake, d_loss_real, g_loss
 
 KINDS = ("vaegan", "vae", "gan")
 NETWORKS = {
@@ -137,6 +140,11 @@ class TestLosses:
 class TestR1Penalty:
     GAMMA = 3.0
 
+    @pytest.fixture
+    def nets(self, cfg):  # fixed weights: spectral norm's power iteration would move D between the calls
+        torch.manual_seed(0)
+        return build_networks(dataclasses.replace(cfg, spectral_norm=False))
+
     def _losses(self, cfg, nets, gamma):
         torch.manual_seed(5)  # the same latents and noise for both calls
         return compute_losses(dataclasses.replace(cfg, r1_weight=gamma), nets, *_batch(cfg)).losses
@@ -156,6 +164,101 @@ class TestR1Penalty:
         on = torch.autograd.grad(self._losses(cfg, nets, self.GAMMA)["discriminator"], params, allow_unused=True)
         off = torch.autograd.grad(self._losses(cfg, nets, 0.0)["discriminator"], params, allow_unused=True)
         assert any(a is not None and b is not None and not torch.allclose(a, b) for a, b in zip(on, off))
+
+
+@pytest.mark.parametrize("cfg", WITH_DISCRIMINATOR, indirect=True)
+class TestSpectralNorm:
+    def test_every_weight_of_the_discriminator_is_normalised(self, cfg, nets):
+        d = nets["discriminator"]
+        weighted = [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
+        assert weighted and all(parametrize.is_parametrized(m, "weight") for m in weighted)
+
+    def test_no_other_network_is_normalised(self, cfg, nets):
+        for name in set(nets) - {"discriminator"}:
+            assert not any(parametrize.is_parametrized(m) for m in nets[name].modules()), name
+
+    def test_normalised_weights_have_unit_largest_singular_value(self, cfg, nets):
+        d = nets["discriminator"].train()
+        x, y = _batch(cfg)
+        for _ in range(30):  # the power iteration converges over forward passes
+            d(x, y)
+        d.eval()
+        for m in d.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+                assert sigma == pytest.approx(1.0, abs=0.05)
+
+    def test_off_leaves_plain_weights(self, cfg):
+        d = build_networks(dataclasses.replace(cfg, spectral_norm=False))["discriminator"]
+        assert not any(parametrize.is_parametrized(m) for m in d.modules())
+
+
+class TestGanLosses:
+    LOGITS = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0])
+
+    def test_hinge_values_on_known_logits(self, make_model_config):
+        cfg = make_model_config(gan_loss="hinge")
+        # D real: mean max(0, 1 - l) = (3 + 1.5 + 1 + 0.5 + 0) / 5; D fake: mean max(0, 1 + l) = (0 + .5 + 1 + 1.5 + 3) / 5
+        assert d_loss_real(cfg, self.LOGITS).item() == pytest.approx(6.0 / 5)
+        assert d_loss_fake(cfg, self.LOGITS).item() == pytest.approx(6.0 / 5)
+        assert g_loss(cfg, self.LOGITS).item() == pytest.approx(0.0)
+        assert g_loss(cfg, torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
+
+    def test_hinge_ignores_items_beyond_the_margin(self, make_model_config):
+        cfg = make_model_config(gan_loss="hinge")
+        logits = torch.tensor([1.5, 3.0], requires_grad=True)  # real items already past the margin of 1
+        (grad,) = torch.autograd.grad(d_loss_real(cfg, logits), logits)
+        assert torch.equal(grad, torch.zeros(2))
+
+    def test_bce_values_on_known_logits(self, make_model_config):
+        cfg = make_model_config(gan_loss="bce")
+        softplus = torch.nn.functional.softplus
+        assert d_loss_real(cfg, self.LOGITS).item() == pytest.approx(softplus(-self.LOGITS).mean().item())
+        assert d_loss_fake(cfg, self.LOGITS).item() == pytest.approx(softplus(self.LOGITS).mean().item())
+        assert g_loss(cfg, self.LOGITS).item() == pytest.approx(softplus(-self.LOGITS).mean().item())
+
+
+@pytest.mark.parametrize("cfg", [c for c in WITH_DISCRIMINATOR if c.values[0][2] != "vector2"], indirect=True)
+class TestAugmentationInTheLosses:
+    def _seen(self, cfg, nets, monkeypatch, augment):
+        calls = []
+
+        def spy(x, policies, draw=None):
+            calls.append((x.detach().clone(), policies, draw))
+            return x
+
+        monkeypatch.setattr(objectives, "diff_augment", spy)
+        compute_losses(dataclasses.replace(cfg, augment=augment), nets, *_batch(cfg))
+        return calls
+
+    def test_every_item_the_discriminator_sees_goes_through_the_same_augmentation(self, cfg, nets, monkeypatch):
+        (seen, policies, draw), = self._seen(cfg, nets, monkeypatch, ("translation", "cutout"))
+        x, _ = _batch(cfg)
+        fakes = 2 if cfg.kind == "vaegan" else 1  # vaegan: reconstructions and prior samples
+        assert policies == ("translation", "cutout")
+        assert seen.shape[0] == (1 + fakes) * B
+        torch.testing.assert_close(seen[:B], x)  # the real items, then the generated ones, in one call
+
+    def test_vaegan_gives_a_real_item_and_its_reconstruction_one_draw(self, cfg, nets, monkeypatch):
+        (_, _, draw), = self._seen(cfg, nets, monkeypatch, ("cutout",))
+        if cfg.kind == "vaegan":
+            assert draw[:B].tolist() == draw[B:2 * B].tolist() == list(range(B))
+            assert sorted(draw[2 * B:].tolist()) == list(range(B, 2 * B))  # prior samples: draws of their own
+        else:
+            assert draw is None  # the GAN pairs nothing: every item its own draw
+
+    def test_augmented_inputs_change_the_discriminator_loss(self, cfg):
+        cfg = dataclasses.replace(cfg, spectral_norm=False)  # a power iteration per call would change it anyway
+        torch.manual_seed(0)
+        nets = build_networks(cfg)
+        torch.manual_seed(3)
+        plain = compute_losses(cfg, nets, *_batch(cfg)).losses["discriminator"]
+        torch.manual_seed(3)
+        again = compute_losses(cfg, nets, *_batch(cfg)).losses["discriminator"]
+        torch.manual_seed(3)
+        augmented = compute_losses(dataclasses.replace(cfg, augment=("cutout",)), nets, *_batch(cfg))
+        torch.testing.assert_close(plain, again)  # the same noise gives the same loss ...
+        assert not torch.allclose(plain, augmented.losses["discriminator"])  # ... so the change is the augmentation
 
 
 class TestVectorStandardization:
@@ -233,6 +336,12 @@ class TestModelConfig:
         {"recon_sigma": 0.0},
         {"num_classes": 3},                        # unconditional with classes
         {"conditional": True, "num_classes": 1},
+        {"gan_loss": "wasserstein"},
+        {"augment": ("colour",)},
+        {"augment": ("translation",), "data_kind": "vector"},  # shifting pixels means nothing to a 2-D point
+        {"ema_decay": 1.0},
+        {"ema_decay": -0.1},
+        {"spectral_norm": "yes"},
     ], ids=str)
     def test_invalid_field_raises_bad_input(self, changes, make_model_config):
         with pytest.raises(BadInputError):
@@ -249,6 +358,16 @@ class TestModelConfig:
     def test_unknown_key_is_rejected(self):
         with pytest.raises(BadInputError, match="unknown keys.*'depth'"):
             ModelConfig.from_dict(ModelConfig().to_dict() | {"depth": 3})
+
+    def test_augmentations_round_trip_through_json_as_a_tuple(self, make_model_config):
+        cfg = make_model_config(augment=["translation", "cutout"])
+        assert cfg.augment == ("translation", "cutout")
+        assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+    def test_a_config_written_before_the_quality_fields_keeps_its_old_meaning(self):
+        old = {k: v for k, v in ModelConfig().to_dict().items() if k not in LEGACY_MODEL_FIELDS}
+        cfg = ModelConfig.from_dict(old)
+        assert (cfg.gan_loss, cfg.spectral_norm, cfg.augment, cfg.ema_decay) == ("bce", False, (), 0.0)
 
 
 class TestTrainConfig:

@@ -18,6 +18,7 @@ import torch
 
 from gvtool.errors import BadInputError
 from gvtool.eval import metrics
+from gvtool.eval.copies import copy_check
 from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
 from gvtool.manifest import is_bundle, read_manifest
 from gvtool.train import rundir
@@ -116,7 +117,7 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
     t = open_target(target, precision)
     config = t.config if data_source is None else t.config.replace(data=data_source)
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
-    _, held_out = split(data, config.val_fraction, config.split_seed)
+    train_set, held_out = split(data, config.val_fraction, config.split_seed)
     n = n or (STACKED_SAMPLES if config.data == STACKED_MNIST else DEFAULT_N[data.kind])
     if n < 10:
         raise BadInputError(f"--n must be >= 10 for the metrics to mean anything, got {n}")
@@ -129,6 +130,9 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
             result["mode_coverage"] = dataclasses.asdict(metrics.mode_coverage(fake, centres, std))
     else:
         result |= _image_metrics(data, held_out, fake, config, log)
+        if len(held_out) >= 4:
+            result["copies"] = dataclasses.asdict(copy_check(_pixels(train_set.x), _pixels(held_out.x),
+                                                             _pixels(fake[:PRDC_MAX])))
     if t.reconstruct is not None and len(held_out):
         labels = held_out.y.numpy() if config.model.conditional else None
         rebuilt = t.reconstruct(held_out.x.numpy(), labels)
@@ -136,6 +140,11 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
         scale = 127.5 if data.kind == "image" else 1.0  # report on the model's scale, as training does
         result["held_out_recon_mse"] = float(np.mean(((rebuilt.astype(np.float64) - real) / scale) ** 2))
     return result
+
+
+def _pixels(images) -> np.ndarray:
+    """uint8 (N, C, H, W) images as (N, C*H*W) float32 on [0, 1]: the copy check's space."""
+    return np.asarray(images, dtype=np.float32).reshape(len(images), -1) / 255.0
 
 
 def json_ready(value):

@@ -12,6 +12,7 @@ from gvtool.manifest import sha256_file
 from gvtool.train import rundir
 from gvtool.train.checkpoint import load_weights, read_meta
 from gvtool.train.config import TrainConfig
+from gvtool.train.ema import EMA_NAME
 from gvtool.train.models import build_networks
 
 
@@ -26,7 +27,8 @@ class RunModel:
 
 
 def load_run(run_dir: str | Path) -> RunModel:
-    """The networks of a run in eval mode, from its checkpoint alone (never unpickled)."""
+    """The networks of a run in eval mode, from its checkpoint alone (never unpickled); the decoder is the
+    weight average where the run keeps one."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BadInputError(f"no run folder at {run_dir}")
@@ -41,8 +43,10 @@ def load_run(run_dir: str | Path) -> RunModel:
         raise BadInputError(f"{path} does not describe its model config: {error}") from None
     nets = build_networks(config.model)
     for name, net in nets.items():
+        # A run that keeps a weight average samples with it: the average is the decoder that exports.
+        stored = EMA_NAME if name == "decoder" and config.model.ema_decay > 0 else name
         try:
-            net.load_state_dict(load_weights(path, name))
+            net.load_state_dict(load_weights(path, stored))
         except RuntimeError as error:
             raise BadInputError(f"{path}: the {name} weights do not fit its config: {str(error).splitlines()[0]}") from None
     nets.eval()

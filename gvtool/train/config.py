@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from gvtool.errors import BadInputError
 
 MODEL_KINDS = ("vaegan", "vae", "gan")
+GAN_LOSSES = ("hinge", "bce")
+AUGMENTATIONS = ("translation", "cutout")  # DiffAugment's policies that suit digits (colour would not)
+# What a config written before a field existed meant by it: old runs load and resume as they trained.
+LEGACY_MODEL_FIELDS = {"gan_loss": "bce", "spectral_norm": False, "augment": (), "ema_decay": 0.0}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # What a resumed run may change; anything else would break the exact continuation.
 RESUME_OVERRIDES = ("epochs", "device", "precision")
@@ -52,6 +56,13 @@ class ModelConfig:
     adv_weight: float = 1.0         # vaegan/gan: weight of the adversarial terms in the decoder's loss
     r1_weight: float = 0.0          # vaegan/gan: gamma of the R1 penalty gamma/2 * E||grad_x D(x)||^2 on real items
                                     # (Mescheder et al. 2018): keeps D from sharp cliffs that drive mode hopping
+    gan_loss: str = "hinge"         # vaegan/gan: hinge (Lim & Ye 2017; Miyato et al. 2018) or bce (non-saturating)
+    spectral_norm: bool = True      # vaegan/gan: spectral norm on every D layer (Miyato et al. 2018): a 1-Lipschitz
+                                    # D whose gradients stay useful to the decoder as it sharpens
+    augment: tuple[str, ...] = ()   # images: DiffAugment policies (Zhao et al. 2020) applied alike to every item D
+                                    # sees, real and generated, so D cannot memorise the 4,500 training digits
+    ema_decay: float = 0.999        # decoder weights averaged over ~1/(1-decay) steps (Karras et al. 2018; Yazici et
+                                    # al. 2019); the average samples, exports and evaluates; 0 turns it off
 
     def __post_init__(self) -> None:
         _check(self.kind in MODEL_KINDS, f"unknown model {self.kind!r}; expected one of {', '.join(MODEL_KINDS)}")
@@ -80,6 +91,15 @@ class ModelConfig:
         for name in ("kl_weight", "pixel_weight", "feature_weight", "adv_weight", "r1_weight"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _check(self.recon_sigma > 0, f"recon_sigma must be > 0, got {self.recon_sigma}")
+        _check(self.gan_loss in GAN_LOSSES, f"unknown gan_loss {self.gan_loss!r}; expected one of {', '.join(GAN_LOSSES)}")
+        augment = (self.augment,) if isinstance(self.augment, str) else self.augment
+        object.__setattr__(self, "augment", tuple(a for a in augment if a))  # JSON gives a list; "" is none
+        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
+        _check(not unknown, f"unknown augmentation {unknown}; expected some of {', '.join(AUGMENTATIONS)}")
+        _check(not self.augment or self.data_kind == "image",
+               f"augmentations {list(self.augment)} apply to images only, not to {self.data_kind} data")
+        _check(isinstance(self.spectral_norm, bool), f"spectral_norm must be true or false, got {self.spectral_norm!r}")
+        _check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     @property
     def has_encoder(self) -> bool:
@@ -100,7 +120,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        return cls(**_known_fields(cls, data, "model config"))
+        """A config from JSON; fields it predates take the meaning they had before they existed."""
+        return cls(**(LEGACY_MODEL_FIELDS | _known_fields(cls, data, "model config")))
 
 
 @dataclass(frozen=True)

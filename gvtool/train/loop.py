@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from torch import nn
 
 from gvtool import __version__
 from gvtool.errors import BadInputError
@@ -26,6 +27,7 @@ from gvtool.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from gvtool.train.config import RESUME_OVERRIDES, TrainConfig
 from gvtool.train.data import Dataset, load_dataset, split, to_model
 from gvtool.train.device import AUTOCAST_DTYPES, resolve_device, resolve_precision
+from gvtool.train.ema import EMA_NAME, WeightAverage
 from gvtool.train.metrics_log import MetricsLog
 from gvtool.train.models import build_networks, count_parameters
 from gvtool.train.objectives import compute_losses
@@ -98,14 +100,18 @@ class _StopFlag:
             signal.signal(signal.SIGINT, previous)
 
 
-def _restore(path: Path, device: torch.device, nets, optimizers, scaler, data_rng: torch.Generator) -> tuple[int, int, int]:
-    """Load a checkpoint into the networks, optimizers, scaler and RNGs; return (step, epoch, batch in epoch)."""
+def _restore(path: Path, device: torch.device, nets, optimizers, ema: WeightAverage | None, scaler,
+             data_rng: torch.Generator) -> tuple[int, int, int]:
+    """Load a checkpoint into the networks, optimizers, weight average, scaler and RNGs; return (step, epoch,
+    batch in epoch)."""
     ckpt = load_checkpoint(path, map_location=device)
     try:
         for name, net in nets.items():
             net.load_state_dict(ckpt.models[name])
             optimizers[name].load_state_dict(ckpt.optimizers[name])
             _match_layouts(optimizers[name])
+        if ema is not None:
+            ema.net.load_state_dict(ckpt.models[EMA_NAME])
     except (KeyError, RuntimeError, ValueError) as error:
         raise BadInputError(f"{path} does not fit the model its config describes (has the data changed?): "
                             f"{str(error).splitlines()[0]}") from None
@@ -188,11 +194,12 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
     memory_format = torch.channels_last if mcfg.data_kind == "image" else torch.contiguous_format
     nets = build_networks(mcfg).to(device, memory_format=memory_format)
     optimizers = {name: _adam(list(net.parameters()), config) for name, net in nets.items()}
+    ema = WeightAverage(nets["decoder"], mcfg.ema_decay) if mcfg.ema_decay > 0 else None
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     data_rng = torch.Generator().manual_seed(config.seed)
     step, epoch, batch_in_epoch = 0, 0, 0
     if resume:
-        step, epoch, batch_in_epoch = _restore(checkpoint_path, device, nets, optimizers, scaler, data_rng)
+        step, epoch, batch_in_epoch = _restore(checkpoint_path, device, nets, optimizers, ema, scaler, data_rng)
         if epoch >= config.epochs:
             raise BadInputError(f"{run_dir} already finished its {config.epochs} epochs; pass a larger --epochs to train on")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -221,7 +228,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
         meta = {"config": config.to_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None, "gvtool_version": __version__,
                 "precision": precision, "complete": epoch >= config.epochs}
-        save_checkpoint(checkpoint_path, meta=meta, models=dict(nets.items()), optimizers=optimizers, rng=rng)
+        models = dict(nets.items()) | ({EMA_NAME: ema.net} if ema is not None else {})
+        save_checkpoint(checkpoint_path, meta=meta, models=models, optimizers=optimizers, rng=rng)
 
     interrupted, start_step, train_seconds = False, step, 0.0
     with _StopFlag().installed() as stop:
@@ -238,6 +246,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
                     out = compute_losses(mcfg, nets, x, y)
                 _update(out.losses, params, optimizers, scaler)
                 step += 1
+                if ema is not None:
+                    ema.update(nets["decoder"], step)
                 batch_in_epoch += 1
                 log.record(step, epoch + 1, {f"loss_{k}": v.detach() for k, v in out.losses.items()} | out.metrics)
                 if step % config.log_every == 0 or batch_in_epoch == steps_per_epoch:
@@ -256,7 +266,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
                 break
             epoch += 1
             batch_in_epoch = 0
-            row = {"epoch": epoch, "step": step} | snaps.epoch_end(nets, epoch, writes_samples(epoch, config.epochs))
+            shown = nn.ModuleDict(dict(nets.items()) | ({"decoder": ema.net} if ema is not None else {}))
+            row = {"epoch": epoch, "step": step} | snaps.epoch_end(shown, epoch, writes_samples(epoch, config.epochs))
             log.write_epoch(row)
             reporter.epoch_done(row)
             save(data_rng.get_state())

@@ -11,6 +11,7 @@ import copy
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.parametrizations import spectral_norm
 
 from gvtool.errors import BadInputError
 from gvtool.train.config import ModelConfig
@@ -154,7 +155,8 @@ class Discriminator(nn.Module):
     the VAE-GAN measures reconstruction there instead of in pixels. Conditional models add a
     projection term <embed(y), h> (Miyato & Koyama 2018), cheaper and steadier than concatenation.
     No batch norm: real and generated items share one batch, and batch statistics would leak
-    between them.
+    between them. With cfg.spectral_norm every weight (convs, linears, the class embedding) is divided
+    by its largest singular value, as in SNGAN's projection discriminator.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -170,6 +172,10 @@ class Discriminator(nn.Module):
         self.standardize = _standardize(cfg)
         self.head = nn.Linear(n_features, 1)
         self.embed = nn.Embedding(cfg.num_classes, n_features) if cfg.conditional else None
+        if cfg.spectral_norm:
+            for module in self.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                    spectral_norm(module)  # one power iteration per forward in training mode
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(self.standardize(x))  # (B, F)

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
+from gvtool.train.augment import diff_augment
 from gvtool.train.config import ModelConfig
 
 
@@ -39,6 +40,24 @@ def reparameterize(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
     target = torch.ones_like(logits) if real else torch.zeros_like(logits)
     return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def d_loss_real(cfg: ModelConfig, logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's loss on items it should call real: hinge max(0, 1 - D) or BCE, batch mean."""
+    logits = logits.float()
+    return F.relu(1.0 - logits).mean() if cfg.gan_loss == "hinge" else _bce(logits, True)
+
+
+def d_loss_fake(cfg: ModelConfig, logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's loss on generated items: hinge max(0, 1 + D) or BCE, batch mean."""
+    logits = logits.float()
+    return F.relu(1.0 + logits).mean() if cfg.gan_loss == "hinge" else _bce(logits, False)
+
+
+def g_loss(cfg: ModelConfig, logits: torch.Tensor) -> torch.Tensor:
+    """The decoder's adversarial loss on its items: hinge -D (Lim & Ye 2017) or the non-saturating BCE."""
+    logits = logits.float()
+    return -logits.mean() if cfg.gan_loss == "hinge" else _bce(logits, True)
 
 
 def _accuracy(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -72,7 +91,10 @@ def _vaegan(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> 
     labels = None if y is None else torch.cat([y, y])  # prior samples take the batch's labels
     fakes = nets["decoder"](torch.cat([z, z_prior]), labels)  # (2B, *item): reconstructions, then samples
     x_d = _real_for_d(cfg, x)
-    logits, feats = nets["discriminator"](torch.cat([x_d, fakes]), None if y is None else torch.cat([y, labels]))
+    # A real item and its reconstruction get the same augmentation, so their features compare like with like.
+    draw = torch.cat([torch.arange(b, device=x.device).repeat(2), torch.arange(b, 2 * b, device=x.device)])
+    seen = diff_augment(torch.cat([x_d, fakes]), cfg.augment, draw)
+    logits, feats = nets["discriminator"](seen, None if y is None else torch.cat([y, labels]))
     l_real, l_rec, l_prior = logits[:b], logits[b:2 * b], logits[2 * b:]
     f_real, f_rec = feats[:b].detach(), feats[b:2 * b]
     x_rec = fakes[:b]
@@ -80,12 +102,12 @@ def _vaegan(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> 
     kl = kl_to_prior(mean, logvar)
     feat_nll = gaussian_nll(f_rec, f_real, 1.0)
     pix_nll = gaussian_nll(x_rec, x, cfg.recon_sigma)
-    adv = _bce(l_rec, True) + _bce(l_prior, True)
+    adv = g_loss(cfg, l_rec) + g_loss(cfg, l_prior)
     r1 = _r1(cfg, l_real, x_d)
     losses = {
         "encoder": cfg.kl_weight * kl + feat_nll + cfg.pixel_weight * pix_nll,
         "decoder": cfg.feature_weight * feat_nll + cfg.pixel_weight * pix_nll + cfg.adv_weight * adv,
-        "discriminator": _bce(l_real, True) + 0.5 * (_bce(l_rec, False) + _bce(l_prior, False)) + r1,
+        "discriminator": d_loss_real(cfg, l_real) + 0.5 * (d_loss_fake(cfg, l_rec) + d_loss_fake(cfg, l_prior)) + r1,
     }
     metrics = {
         "kl": kl.detach(),
@@ -111,16 +133,17 @@ def _vae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> Ste
 
 
 def _gan(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:
-    """Goodfellow et al. 2014 with the non-saturating generator loss (DCGAN-style)."""
+    """Goodfellow et al. 2014: the decoder against the discriminator, with cfg.gan_loss's losses."""
     b = x.shape[0]
     z = torch.randn(b, cfg.latent_dim, device=x.device, dtype=x.dtype)
     fakes = nets["decoder"](z, y)
     x_d = _real_for_d(cfg, x)
-    logits, _ = nets["discriminator"](torch.cat([x_d, fakes]), None if y is None else torch.cat([y, y]))
+    seen = diff_augment(torch.cat([x_d, fakes]), cfg.augment)
+    logits, _ = nets["discriminator"](seen, None if y is None else torch.cat([y, y]))
     l_real, l_fake = logits[:b], logits[b:]
     return StepLosses(
-        {"decoder": cfg.adv_weight * _bce(l_fake, True),
-         "discriminator": _bce(l_real, True) + _bce(l_fake, False) + _r1(cfg, l_real, x_d)},
+        {"decoder": cfg.adv_weight * g_loss(cfg, l_fake),
+         "discriminator": d_loss_real(cfg, l_real) + d_loss_fake(cfg, l_fake) + _r1(cfg, l_real, x_d)},
         {"d_real_acc": _accuracy(l_real, True), "d_fake_acc": _accuracy(l_fake, False)},
     )
 

@@ -1,0 +1,137 @@
+"""The sample-quality ablation: one row per technique added to the VAE-GAN, each over several seeds.
+
+    python benchmarks/quality/ablation.py [--data mnist] [--rows ROW,ROW,...] [--seeds 0,1,2]
+                                          [--out benchmarks/quality/results/ablation]
+
+Each row is the previous row plus one change (ROWS below); `legacy` is the VAE-GAN as it trained before any of
+them. Runs train in this process with `gvtool train`'s code path (train.loop.train on TrainConfig.defaults_for
+plus the row's changes) and are measured with `gvtool eval`'s evaluate(). A finished run is reused only when its
+stored config equals the one asked for; anything else is trained again. Writes DATA.json (every run, with its
+wall time) and DATA.md (mean ± std per row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from gvtool.eval.evaluate import evaluate, json_ready
+from gvtool.train import rundir
+from gvtool.train.checkpoint import read_meta
+from gvtool.train.config import TrainConfig
+from gvtool.train.loop import train
+
+# name -> (what it adds, changes to the model config, changes to the train config); cumulative, in this order.
+ROWS: dict[str, tuple[str, dict, dict]] = {
+    "legacy": ("the VAE-GAN before this ablation: BCE, plain D, no average, no augmentation",
+               {"gan_loss": "bce", "spectral_norm": False, "ema_decay": 0.0, "augment": ()}, {}),
+    "sn": ("+ spectral norm in D", {"spectral_norm": True}, {}),
+    "hinge": ("+ hinge loss", {"gan_loss": "hinge"}, {}),
+    "ema": ("+ decoder weight average (0.999)", {"ema_decay": 0.999}, {}),
+    "diffaug": ("+ DiffAugment translation, cutout", {"augment": ("translation", "cutout")}, {}),
+}
+
+# (label, path in evaluate()'s result, format, whether higher is better: the worst seed is shown beside the mean)
+FIGURES = {
+    "image": [("confident", ("class_coverage", "confident"), "{:.1%}", True),
+              ("class KL", ("class_coverage", "kl_to_uniform"), "{:.3f}", False),
+              ("FD", ("frechet_distance",), "{:.1f}", False),
+              ("precision", ("prdc", "precision"), "{:.3f}", True), ("recall", ("prdc", "recall"), "{:.3f}", True),
+              ("near-copies", ("copies", "sample_rate"), "{:.1%}", False),
+              ("held-out recon", ("held_out_recon_mse",), "{:.4f}", False),
+              ("train s", ("train_seconds",), "{:.0f}", False)],
+    "vector": [("modes", ("mode_coverage", "modes_covered"), "{:.2f}", True),
+               ("high quality", ("mode_coverage", "high_quality"), "{:.1%}", True),
+               ("KL", ("mode_coverage", "kl_to_uniform"), "{:.3f}", False),
+               ("train s", ("train_seconds",), "{:.0f}", False)],
+}
+
+
+def config_for(data: str, rows: list[str], seed: int) -> TrainConfig:
+    config = TrainConfig.defaults_for(data).replace(seed=seed)
+    for name in rows:
+        _, model_changes, train_changes = ROWS[name]
+        config = config.replace(model=dataclasses.replace(config.model, **model_changes), **train_changes)
+    return config
+
+
+def run_one(data: str, rows: list[str], seed: int, out: Path) -> dict:
+    run_dir = out / "runs" / f"{data}-{rows[-1]}-s{seed}"
+    checkpoint = run_dir / rundir.CHECKPOINT_FILE
+    config = config_for(data, rows, seed)
+    seconds = None
+    if checkpoint.is_file():
+        meta = read_meta(checkpoint)
+        stored = TrainConfig.from_dict(meta["config"])
+        if meta.get("complete") and not config.resume_differences(stored) and stored.epochs == config.epochs:
+            seconds = meta.get("wall_seconds")
+        else:
+            subprocess.run(["rm", "-rf", str(run_dir)], check=True)  # another config: train afresh
+    if seconds is None:
+        start = time.perf_counter()
+        train(config, run_dir)
+        seconds = time.perf_counter() - start
+    result = evaluate(run_dir, seed=0)
+    return json_ready(result) | {"row": rows[-1], "seed": seed, "train_seconds": seconds}
+
+
+def _get(result: dict, path: tuple):
+    for key in path:
+        result = result.get(key) if isinstance(result, dict) else None
+    return result
+
+
+def table(results: list[dict], kind: str) -> str:
+    figures = FIGURES[kind]
+    lines = ["| row | adds | " + " | ".join(label for label, *_ in figures) + " |", "|---|---|" + "---|" * len(figures)]
+    for row in dict.fromkeys(r["row"] for r in results):
+        got = [r for r in results if r["row"] == row]
+        cells = []
+        for _, path, fmt, higher_is_better in figures:
+            values = [v for r in got if isinstance(v := _get(r, path), (int, float))]
+            if not values:
+                cells.append("—")
+                continue
+            cell = f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values) if len(values) > 1 else 0.0).rstrip('%')}"
+            if len(values) > 1:
+                cell += f" (worst {fmt.format(min(values) if higher_is_better else max(values))})"
+            cells.append(cell)
+        lines.append(f"| {row} | {ROWS[row][0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results/ablation"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    wanted = args.rows.split(",")
+    unknown = [r for r in wanted if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; expected some of {list(ROWS)}")
+    order = list(ROWS)
+    path = args.out / f"{args.data}.json"
+    results = [r for r in (json.loads(path.read_text()) if path.is_file() else []) if r["row"] not in wanted]
+    for row in wanted:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            result = run_one(args.data, order[:order.index(row) + 1], seed, args.out)
+            results = [r for r in results if (r["row"], r["seed"]) != (row, seed)] + [result]
+            path.write_text(json.dumps(results, indent=2) + "\n")
+            print(f"{args.data} {row} seed {seed}: {result.get('frechet_distance', result.get('mode_coverage'))}",
+                  flush=True)
+    results.sort(key=lambda r: (order.index(r["row"]), r["seed"]))
+    kind = "vector" if "mode_coverage" in results[0] else "image"
+    (args.out / f"{args.data}.md").write_text(table(results, kind) + "\n")
+    print(table(results, kind))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""An exponential moving average of a network's weights, kept beside the trained network.
+
+A GAN's generator weights keep moving along the adversarial game's rotation after its samples are good;
+their running average sits near the centre of that orbit and samples cleaner items (Karras et al. 2018,
+Yazici et al. 2019). The average is what a run samples, exports and evaluates; the trained weights go on
+training.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+# Early in a run the weights move fast and an average over ~1/(1-decay) steps would hold on to the random
+# start: the effective decay ramps up as (1 + step) / (WARMUP + step), as in TensorFlow's ExponentialMovingAverage.
+WARMUP = 10
+EMA_NAME = "decoder_ema"  # the average's name among a checkpoint's networks
+
+
+def effective_decay(decay: float, step: int) -> float:
+    """The decay used at `step` (1-based count of updates so far): min(decay, (1 + step) / (WARMUP + step))."""
+    return min(decay, (1.0 + step) / (WARMUP + step))
+
+
+class WeightAverage:
+    """average <- d * average + (1 - d) * weights after each optimizer step; buffers (batch-norm running
+    statistics) are copied, since they are statistics of the current weights rather than weights."""
+
+    def __init__(self, net: nn.Module, decay: float):
+        self.decay = decay
+        self.net = copy.deepcopy(net).requires_grad_(False).eval()  # same device and memory layout as `net`
+
+    @torch.no_grad()
+    def update(self, net: nn.Module, step: int) -> None:
+        weight = 1.0 - effective_decay(self.decay, step)
+        ours, theirs = list(self.net.parameters()), [p.detach() for p in net.parameters()]
+        torch._foreach_lerp_(ours, theirs, weight)  # one fused pass over every tensor
+        for mine, current in zip(self.net.buffers(), net.buffers()):
+            mine.copy_(current)

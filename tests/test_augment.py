@@ -1,0 +1,83 @@
+"""DiffAugment's transforms: what each does to known images, that they are differentiable, and shared draws."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gvtool.train.augment import cut_out, diff_augment, translate
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _ramp(b=2, c=1, h=6, w=5) -> torch.Tensor:
+    return torch.arange(b * c * h * w, dtype=torch.float32).view(b, c, h, w)
+
+
+class TestTranslate:
+    def test_zero_shift_is_the_identity(self):
+        x = _ramp()
+        torch.testing.assert_close(translate(x, torch.zeros(2, 2, dtype=torch.long)), x)
+
+    def test_shifts_rows_down_and_columns_right_repeating_the_edge(self):
+        x = _ramp(b=1)
+        out = translate(x, torch.tensor([[2, -1]]))
+        torch.testing.assert_close(out[0, 0, 2:, :-1], x[0, 0, :-2, 1:])  # the content moved by (+2, -1)
+        torch.testing.assert_close(out[0, 0, :2, :-1], x[0, 0, :1, 1:].expand(2, -1))  # the top edge repeated
+        torch.testing.assert_close(out[0, 0, 2:, -1], x[0, 0, :-2, -1])  # the right edge repeated
+
+    def test_each_item_takes_its_own_shift(self):
+        x = _ramp()
+        out = translate(x, torch.tensor([[0, 0], [1, 0]]))
+        torch.testing.assert_close(out[0], x[0])
+        assert not torch.equal(out[1], x[1])
+
+    def test_gradient_flows_back_to_the_pixels(self):
+        x = _ramp().requires_grad_(True)
+        translate(x, torch.tensor([[1, 1], [-1, 2]])).sum().backward()
+        assert x.grad is not None and x.grad.sum() == x.numel()  # every output pixel came from one input pixel
+
+
+class TestCutOut:
+    def test_zeroes_a_rectangle_around_the_centre_and_keeps_the_rest(self):
+        x = torch.ones(1, 2, 6, 6)
+        out = cut_out(x, torch.tensor([[3, 3]]), (2, 4))
+        assert torch.equal(out[:, :, 2:4, 1:5], torch.zeros(1, 2, 2, 4))
+        assert out.sum() == x.sum() - 2 * 2 * 4
+
+    def test_rectangle_is_clipped_at_the_edge(self):
+        out = cut_out(torch.ones(1, 1, 6, 6), torch.tensor([[0, 0]]), (4, 4))
+        assert out.sum() == 36 - 2 * 2  # rows 0-1, columns 0-1 of the 4x4 square fall inside
+
+
+class TestDiffAugment:
+    def test_no_policy_returns_the_input(self):
+        x = _ramp()
+        assert diff_augment(x, ()) is x
+
+    def test_items_with_one_draw_get_the_same_transform(self):
+        torch.manual_seed(0)
+        x = torch.rand(4, 1, 16, 16)
+        x = torch.cat([x, x])  # items i and i + 4 are equal
+        out = diff_augment(x, ("translation", "cutout"), torch.arange(4).repeat(2))
+        torch.testing.assert_close(out[:4], out[4:])
+
+    def test_items_with_their_own_draws_differ(self):
+        torch.manual_seed(0)
+        x = torch.rand(1, 1, 16, 16).expand(8, -1, -1, -1)
+        out = diff_augment(x, ("translation", "cutout"))
+        assert len({tuple(o.flatten().tolist()) for o in out}) > 1
+
+    def test_translation_stays_within_an_eighth_of_the_side(self):
+        torch.manual_seed(0)
+        x = torch.zeros(256, 1, 16, 16)
+        x[:, :, 8, 8] = 1.0  # one bright pixel in the middle
+        out = diff_augment(x, ("translation",))
+        rows, cols = (out[:, 0] == 1).nonzero()[:, 1:].T
+        assert (rows - 8).abs().max() == 2 and (cols - 8).abs().max() == 2  # 16 / 8 = 2 pixels at most, both reached
+
+    def test_cutout_blanks_a_quarter_of_the_area_away_from_the_edges(self):
+        torch.manual_seed(0)
+        out = diff_augment(torch.ones(64, 1, 16, 16), ("cutout",))
+        blanked = (out == 0).flatten(1).sum(dim=1)
+        assert blanked.max() == 8 * 8 and blanked.min() > 0
