@@ -80,6 +80,8 @@ def main() -> None:
 @click.option("--latent-dim", type=click.IntRange(1, 4096), help="Latent size [default: 16; 2-D mixtures 8].")
 @click.option("--image-size", type=int, help="Resize images to this square side (multiple of 4, 16..64) [default: native].")
 @click.option("--width", type=click.IntRange(min=4), help="Conv channels of the first stage, doubled at each stride [default: 32].")
+@click.option("--extra-convs", type=click.IntRange(0, 8),
+              help="Images: 3x3 convs at the base resolution of every network (depth) [default: 0].")
 @click.option("--hidden", type=click.IntRange(min=4), help="Vector data: MLP hidden units [default: 128].")
 @click.option("--mlp-layers", type=click.IntRange(min=1), help="Vector data: MLP hidden layers of every network [default: 2].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate of every network [default: 5e-4; 2-D mixtures 1e-3].")
@@ -103,9 +105,9 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out (default: the newest run) from its checkpoint.")
 @click.pass_context
 @reports_errors
-def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, hidden,
-          mlp_layers, lr, kl_weight, feature_weight, r1_weight, gan_loss, spectral_norm, augment, ema_decay, device,
-          precision, seed, out, resume) -> None:
+def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, extra_convs,
+          hidden, mlp_layers, lr, kl_weight, feature_weight, r1_weight, gan_loss, spectral_norm, augment, ema_decay,
+          device, precision, seed, out, resume) -> None:
     """Train a model and write a run folder (config, checkpoint, metrics, sample grids, loss curves)."""
     import dataclasses
 
@@ -120,7 +122,7 @@ def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, laten
         config = TrainConfig.defaults_for(data)  # the defaults live in the config; options given replace them
         given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
         model = dataclasses.replace(config.model, kind=kind, conditional=conditional,
-                                    **given(latent_dim=latent_dim, width=width, hidden=hidden, mlp_layers=mlp_layers,
+                                    **given(latent_dim=latent_dim, width=width, extra_convs=extra_convs, hidden=hidden, mlp_layers=mlp_layers,
                                             kl_weight=kl_weight, feature_weight=feature_weight, r1_weight=r1_weight,
                                             gan_loss=gan_loss, spectral_norm=spectral_norm,
                                             augment=_augmentations(augment), ema_decay=ema_decay))
@@ -161,13 +163,9 @@ def _resumed_config(ctx: click.Context, run_dir: Path):
         raise BadInputError(f"cannot resume {run_dir}: {path} is not a valid config ({error})") from None
     given = {name for name, value in ctx.params.items()
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE and name not in ("resume", "out")}
-    stored = {"data": config.data, "kind": config.model.kind, "conditional": config.model.conditional,
-              "batch_size": config.batch_size, "latent_dim": config.model.latent_dim, "image_size": config.image_size,
-              "width": config.model.width, "lr": config.lr, "seed": config.seed, "kl_weight": config.model.kl_weight,
-              "feature_weight": config.model.feature_weight, "r1_weight": config.model.r1_weight,
-              "hidden": config.model.hidden, "mlp_layers": config.model.mlp_layers,
-              "gan_loss": config.model.gan_loss, "spectral_norm": config.model.spectral_norm,
-              "augment": config.model.augment, "ema_decay": config.model.ema_decay}
+    # Option names are the config's field names ("kind" is the model's); the train config's image_size (as asked,
+    # None for native) wins over the model's (as completed from the data).
+    stored = config.model.to_dict() | {k: v for k, v in config.to_dict().items() if k != "model"}
     flags = {param.name: max(param.opts, key=len) for param in ctx.command.params}  # "kind" -> "--model"
     asked = ctx.params | {"augment": _augmentations(ctx.params["augment"])}
     clashes = [f"{flags[name]} {ctx.params[name]} (the run has {stored[name]})"

@@ -76,6 +76,29 @@ class TestTrainCommand:
         model = json.loads((run_dir / rundir.CONFIG_FILE).read_text())["model"]
         assert (model["kl_weight"], model["feature_weight"], model["r1_weight"]) == (0.5, 0.25, 1.5)
 
+    def test_quality_options_reach_the_runs_config(self, labelled_npz, tmp_path):
+        run_dir = tmp_path / "run"
+        result = invoke("--data", labelled_npz, *TINY, "--gan-loss", "bce", "--no-spectral-norm",
+                        "--augment", "translation, cutout", "--ema-decay", "0.99", "--extra-convs", "1",
+                        "--out", run_dir)
+        assert result.exit_code == 0, result.output
+        model = json.loads((run_dir / rundir.CONFIG_FILE).read_text())["model"]
+        assert (model["gan_loss"], model["spectral_norm"], model["augment"], model["ema_decay"],
+                model["extra_convs"]) == ("bce", False, ["translation", "cutout"], 0.99, 1)
+
+    def test_augment_none_turns_augmentation_off(self, labelled_npz, tmp_path):
+        run_dir = tmp_path / "run"
+        assert invoke("--data", labelled_npz, *TINY, "--augment", "none", "--out", run_dir).exit_code == 0
+        assert json.loads((run_dir / rundir.CONFIG_FILE).read_text())["model"]["augment"] == []
+
+    def test_augmenting_vector_data_is_one_error_line(self, tmp_path):
+        result = invoke("--data", "ring8", "--epochs", "1", "--augment", "cutout", "--out", tmp_path / "run")
+        assert result.exit_code == 1 and "apply to images only" in error_line(result)
+
+    def test_unknown_augmentation_is_one_error_line(self, labelled_npz, tmp_path):
+        result = invoke("--data", labelled_npz, *TINY, "--augment", "colour", "--out", tmp_path / "run")
+        assert result.exit_code == 1 and "unknown augmentation ['colour']" in error_line(result)
+
     def test_mlp_size_reaches_a_vector_runs_config(self, tmp_path):
         run_dir = tmp_path / "run"
         result = invoke("--data", "ring8", "--epochs", "1", "--batch-size", "2000", "--hidden", "16",
@@ -96,7 +119,8 @@ class TestTrainCommand:
         result = CliRunner().invoke(main, ["train", "--help"])
         assert result.exit_code == 0
         for option in ("--data", "--model", "--conditional", "--epochs", "--batch-size", "--latent-dim",
-                       "--image-size", "--width", "--hidden", "--mlp-layers", "--lr", "--kl-weight", "--feature-weight", "--r1-weight", "--device", "--precision", "--seed", "--out", "--resume"):
+                       "--image-size", "--width", "--hidden", "--mlp-layers", "--lr", "--kl-weight", "--feature-weight", "--r1-weight",
+                       "--gan-loss", "--spectral-norm", "--augment", "--ema-decay", "--extra-convs", "--device", "--precision", "--seed", "--out", "--resume"):
             assert option in result.output, option
 
     def test_version(self):
@@ -169,6 +193,13 @@ class TestResume:
         result = invoke("--resume", "--out", interrupted_run, "--batch-size", "16")
         assert "--batch-size 16 (the run has 8)" in error_line(result)
         assert read_meta(interrupted_run / rundir.CHECKPOINT_FILE)["step"] == 2
+
+    def test_resume_accepts_the_runs_own_augmentations_however_spelt(self, interrupted_run):
+        assert invoke("--resume", "--out", interrupted_run, "--augment", " None").exit_code == 0
+
+    def test_resume_with_clashing_augmentations_exits_1_naming_them(self, interrupted_run):
+        result = invoke("--resume", "--out", interrupted_run, "--augment", "cutout")
+        assert "--augment cutout (the run has ())" in error_line(result)
 
     def test_resume_with_a_clashing_loss_weight_exits_1_naming_it(self, interrupted_run):
         result = invoke("--resume", "--out", interrupted_run, "--r1-weight", "2")

@@ -113,6 +113,15 @@ class TestImageMetrics:
         assert all(0.0 <= result["prdc"][key] for key in ("precision", "recall", "density", "coverage"))
         assert result["prdc"]["k"] == 5
 
+    def test_fd_is_reported_against_the_training_split_and_the_held_out_items(self, result):
+        assert result["frechet_distance"] >= 0 and result["frechet_distance_held_out"] >= 0
+        assert result["frechet_distance"] != result["frechet_distance_held_out"]
+
+    def test_real_reference_scores_the_held_out_items_in_the_samples_place(self, result):
+        ref = result["real_reference"]
+        assert sum(ref["class_coverage"]["counts"]) == ref["n"] > 0
+        assert ref["frechet_distance"] >= 0 and set(ref["prdc"]) == PRDC_KEYS
+
     def test_copy_check_reports_rates_and_the_distance_ratio(self, result):
         c = result["copies"]
         assert set(c) == {"threshold", "sample_rate", "held_out_rate", "median_ratio"}
@@ -217,7 +226,7 @@ class TestEvalCommand:
         result = invoke("eval", tiny_run("conditional"), "--data", eval_npz, "--n", N, env=WIDE)
         assert result.exit_code == 0, result.output
         for row in ("evaluator held-out accuracy", "classes covered", "Fréchet distance", "precision (k=5)",
-                    "near-copies of training items"):
+                    "near-copies of training items", "held-out real items"):
             assert row in result.stdout
 
     def test_json_is_strict_json_when_no_sample_hits_a_mode(self, tiny_run, in_tmp, monkeypatch):

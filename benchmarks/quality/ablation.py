@@ -7,7 +7,8 @@ Each row is the previous row plus one change (ROWS below); `legacy` is the VAE-G
 them. Runs train in this process with `gvtool train`'s code path (train.loop.train on TrainConfig.defaults_for
 plus the row's changes) and are measured with `gvtool eval`'s evaluate(). A finished run is reused only when its
 stored config equals the one asked for; anything else is trained again. Writes DATA.json (every run, with its
-wall time) and DATA.md (mean ± std per row).
+wall time) and DATA.md (mean ± std per row, and the worst run). Runs are named by their thread count too:
+run the script once more under OMP_NUM_THREADS=1 to add those runs to the same table.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
+
+import torch
 
 from gvtool.eval.evaluate import evaluate, json_ready
 from gvtool.train import rundir
@@ -61,7 +64,10 @@ def config_for(data: str, rows: list[str], seed: int) -> TrainConfig:
 
 
 def run_one(data: str, rows: list[str], seed: int, out: Path) -> dict:
-    run_dir = out / "runs" / f"{data}-{rows[-1]}-s{seed}"
+    # GAN training is chaotic: another thread count sums in another order and sends a seed elsewhere, so the
+    # thread count is part of a run's identity (set it with OMP_NUM_THREADS; torch follows it).
+    threads = torch.get_num_threads()
+    run_dir = out / "runs" / f"{data}-{rows[-1]}-s{seed}-t{threads}"
     checkpoint = run_dir / rundir.CHECKPOINT_FILE
     config = config_for(data, rows, seed)
     seconds = None
@@ -77,7 +83,7 @@ def run_one(data: str, rows: list[str], seed: int, out: Path) -> dict:
         train(config, run_dir)
         seconds = time.perf_counter() - start
     result = evaluate(run_dir, seed=0)
-    return json_ready(result) | {"row": rows[-1], "seed": seed, "train_seconds": seconds}
+    return json_ready(result) | {"row": rows[-1], "seed": seed, "threads": threads, "train_seconds": seconds}
 
 
 def _get(result: dict, path: tuple):
@@ -119,15 +125,16 @@ def main() -> None:
         parser.error(f"unknown rows {unknown}; expected some of {list(ROWS)}")
     order = list(ROWS)
     path = args.out / f"{args.data}.json"
-    results = [r for r in (json.loads(path.read_text()) if path.is_file() else []) if r["row"] not in wanted]
+    results = json.loads(path.read_text()) if path.is_file() else []
     for row in wanted:
         for seed in (int(s) for s in args.seeds.split(",")):
             result = run_one(args.data, order[:order.index(row) + 1], seed, args.out)
-            results = [r for r in results if (r["row"], r["seed"]) != (row, seed)] + [result]
+            key = (row, seed, result["threads"])
+            results = [r for r in results if (r["row"], r["seed"], r.get("threads")) != key] + [result]
             path.write_text(json.dumps(results, indent=2) + "\n")
             print(f"{args.data} {row} seed {seed}: {result.get('frechet_distance', result.get('mode_coverage'))}",
                   flush=True)
-    results.sort(key=lambda r: (order.index(r["row"]), r["seed"]))
+    results.sort(key=lambda r: (order.index(r["row"]), r["seed"], r.get("threads", 0)))
     kind = "vector" if "mode_coverage" in results[0] else "image"
     (args.out / f"{args.data}.md").write_text(table(results, kind) + "\n")
     print(table(results, kind))

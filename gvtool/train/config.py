@@ -12,7 +12,7 @@ MODEL_KINDS = ("vaegan", "vae", "gan")
 GAN_LOSSES = ("hinge", "bce")
 AUGMENTATIONS = ("translation", "cutout")  # DiffAugment's policies that suit digits (colour would not)
 # What a config written before a field existed meant by it: old runs load and resume as they trained.
-LEGACY_MODEL_FIELDS = {"gan_loss": "bce", "spectral_norm": False, "augment": (), "ema_decay": 0.0}
+LEGACY_MODEL_FIELDS = {"gan_loss": "bce", "spectral_norm": False, "augment": (), "ema_decay": 0.0, "extra_convs": 0}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # What a resumed run may change; anything else would break the exact continuation.
 RESUME_OVERRIDES = ("epochs", "device", "precision")
@@ -43,6 +43,8 @@ class ModelConfig:
     vector_dim: int = 2             # vectors: item size
     latent_dim: int = 16            # MNIST: 16 gave clearer prior samples than 32 at the same budget
     width: int = 32                 # conv: channels after the stem, doubled at each stride; decoder mirrors it
+    extra_convs: int = 0            # conv: 3x3 convs (c -> c) at the base resolution, in the decoder, encoder and
+                                    # discriminator alike
     hidden: int = 128               # MLP hidden units (vector data)
     mlp_layers: int = 2             # MLP hidden layers (vector data), in the encoder, decoder and discriminator alike
     vector_mean: tuple[float, ...] = ()  # vector data: per-feature mean and std of the training data, filled in when the
@@ -88,6 +90,7 @@ class ModelConfig:
         _check(1 <= self.latent_dim <= 4096, f"--latent-dim must be from 1 to 4096, got {self.latent_dim}")
         _check(self.width >= 4 and self.hidden >= 4, f"width and hidden must be >= 4, got {self.width}, {self.hidden}")
         _check(self.mlp_layers >= 1, f"mlp_layers must be >= 1, got {self.mlp_layers}")
+        _check(0 <= self.extra_convs <= 8, f"extra_convs must be from 0 to 8, got {self.extra_convs}")
         for name in ("kl_weight", "pixel_weight", "feature_weight", "adv_weight", "r1_weight"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _check(self.recon_sigma > 0, f"recon_sigma must be > 0, got {self.recon_sigma}")

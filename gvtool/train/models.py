@@ -30,7 +30,8 @@ def conv_stages(image_size: int) -> int:
 
 
 def _downsampling(cfg: ModelConfig, batch_norm: bool) -> list[nn.Module]:
-    """Stride-2 4x4 convs straight from the pixels (DCGAN): channels width, 2*width, ... then flatten.
+    """Stride-2 4x4 convs straight from the pixels (DCGAN): channels width, 2*width, ... then cfg.extra_convs 3x3
+    convs at the last resolution, then flatten.
 
     No full-resolution stem: at 28x28 it would cost more than every other layer together.
     """
@@ -43,6 +44,10 @@ def _downsampling(cfg: ModelConfig, batch_norm: bool) -> list[nn.Module]:
         layers += [nn.BatchNorm2d(c_out)] if norm else []
         layers += [nn.LeakyReLU(0.2)]
         c_in = c_out
+    for _ in range(cfg.extra_convs):  # depth where it is cheap: 7x7 positions at MNIST size
+        layers += [nn.Conv2d(c_in, c_in, 3, padding=1, bias=not batch_norm)]
+        layers += [nn.BatchNorm2d(c_in)] if batch_norm else []
+        layers += [nn.LeakyReLU(0.2)]
     return layers + [nn.Flatten()]
 
 
@@ -127,6 +132,8 @@ class Decoder(nn.Module):
             self.project = nn.Sequential(nn.Linear(z_in, self.top * self.base * self.base, bias=False),
                                          nn.BatchNorm1d(self.top * self.base * self.base), nn.ReLU())
             layers: list[nn.Module] = []
+            for _ in range(cfg.extra_convs):  # at the base resolution: depth for 1/16 of the full-size cost
+                layers += [nn.Conv2d(self.top, self.top, 3, padding=1, bias=False), nn.BatchNorm2d(self.top), nn.ReLU()]
             for i in reversed(range(stages)):  # mirrors the encoder: 7x7x64 -> 14x14x32 -> 28x28xC
                 c_in, c_out = cfg.width << i, (cfg.width << (i - 1)) if i else cfg.channels
                 layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1, bias=not i)]
