@@ -82,7 +82,10 @@ def main() -> None:
 @click.option("--width", type=click.IntRange(min=4), help="Conv channels of the first stage, doubled at each stride [default: 32].")
 @click.option("--extra-convs", type=click.IntRange(0, 8),
               help="Images: 3x3 convs at the base resolution of every network (depth) [default: 0].")
-@click.option("--hidden", type=click.IntRange(min=4), help="Vector data: MLP hidden units [default: 128].")
+@click.option("--mapping-layers", type=click.IntRange(0, 8),
+              help="Images: fully connected layers of --hidden units between the latent and the decoder [default: 0].")
+@click.option("--hidden", type=click.IntRange(min=4),
+              help="MLP hidden units: vector data's networks, the image decoder's mapping layers [default: 128].")
 @click.option("--mlp-layers", type=click.IntRange(min=1), help="Vector data: MLP hidden layers of every network [default: 2].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate of every network [default: 5e-4; 2-D mixtures 1e-3].")
 @click.option("--kl-weight", type=click.FloatRange(min=0), help="beta on the KL term (vae, vaegan) [default: 2; 2-D mixtures 1].")
@@ -106,7 +109,7 @@ def main() -> None:
 @click.pass_context
 @reports_errors
 def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, extra_convs,
-          hidden, mlp_layers, lr, kl_weight, feature_weight, r1_weight, gan_loss, spectral_norm, augment, ema_decay,
+          mapping_layers, hidden, mlp_layers, lr, kl_weight, feature_weight, r1_weight, gan_loss, spectral_norm, augment, ema_decay,
           device, precision, seed, out, resume) -> None:
     """Train a model and write a run folder (config, checkpoint, metrics, sample grids, loss curves)."""
     import dataclasses
@@ -122,7 +125,8 @@ def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, laten
         config = TrainConfig.defaults_for(data)  # the defaults live in the config; options given replace them
         given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
         model = dataclasses.replace(config.model, kind=kind, conditional=conditional,
-                                    **given(latent_dim=latent_dim, width=width, extra_convs=extra_convs, hidden=hidden, mlp_layers=mlp_layers,
+                                    **given(latent_dim=latent_dim, width=width, extra_convs=extra_convs,
+                                            mapping_layers=mapping_layers, hidden=hidden, mlp_layers=mlp_layers,
                                             kl_weight=kl_weight, feature_weight=feature_weight, r1_weight=r1_weight,
                                             gan_loss=gan_loss, spectral_norm=spectral_norm,
                                             augment=_augmentations(augment), ema_decay=ema_decay))

@@ -80,11 +80,11 @@ class TestTrainCommand:
         run_dir = tmp_path / "run"
         result = invoke("--data", labelled_npz, *TINY, "--gan-loss", "bce", "--no-spectral-norm",
                         "--augment", "translation, cutout", "--ema-decay", "0.99", "--extra-convs", "1",
-                        "--out", run_dir)
+                        "--mapping-layers", "2", "--out", run_dir)
         assert result.exit_code == 0, result.output
         model = json.loads((run_dir / rundir.CONFIG_FILE).read_text())["model"]
         assert (model["gan_loss"], model["spectral_norm"], model["augment"], model["ema_decay"],
-                model["extra_convs"]) == ("bce", False, ["translation", "cutout"], 0.99, 1)
+                model["extra_convs"], model["mapping_layers"]) == ("bce", False, ["translation", "cutout"], 0.99, 1, 2)
 
     def test_augment_none_turns_augmentation_off(self, labelled_npz, tmp_path):
         run_dir = tmp_path / "run"
@@ -120,7 +120,8 @@ class TestTrainCommand:
         assert result.exit_code == 0
         for option in ("--data", "--model", "--conditional", "--epochs", "--batch-size", "--latent-dim",
                        "--image-size", "--width", "--hidden", "--mlp-layers", "--lr", "--kl-weight", "--feature-weight", "--r1-weight",
-                       "--gan-loss", "--spectral-norm", "--augment", "--ema-decay", "--extra-convs", "--device", "--precision", "--seed", "--out", "--resume"):
+                       "--gan-loss", "--spectral-norm", "--augment", "--ema-decay", "--extra-convs", "--mapping-layers",
+                       "--device", "--precision", "--seed", "--out", "--resume"):
             assert option in result.output, option
 
     def test_version(self):

@@ -48,6 +48,27 @@ class TestUpdateRule:
         torch.testing.assert_close(avg.net[1].running_mean, net[1].running_mean)
         torch.testing.assert_close(avg.net[1].running_var, net[1].running_var)
 
+    def test_recalibrate_measures_the_averages_own_batch_norm_statistics(self):
+        net = _net()
+        avg = WeightAverage(net, decay=0.5)
+        with torch.no_grad():
+            avg.net[0].weight.mul_(3.0)  # the average's layer now makes other activations than the network's
+        batches = [(torch.randn(16, 3, generator=torch.Generator().manual_seed(i)),) for i in range(4)]
+        avg.recalibrate(batches)
+        with torch.no_grad():
+            h = torch.cat([avg.net[0](x) for (x,) in batches])  # (64, 4): what the batch-norm layer saw
+        torch.testing.assert_close(avg.net[1].running_mean, h.mean(dim=0))
+        unbiased_per_batch = torch.stack([avg.net[0](x).var(dim=0) for (x,) in batches]).mean(dim=0)
+        torch.testing.assert_close(avg.net[1].running_var, unbiased_per_batch.detach())
+        assert not avg.net.training and avg.net[1].momentum == 0.1  # left in eval mode, momentum restored
+
+    def test_recalibrate_leaves_a_network_without_batch_norm_alone(self):
+        torch.manual_seed(0)
+        avg = WeightAverage(nn.Linear(3, 2), decay=0.5)
+        before = {k: v.clone() for k, v in avg.net.state_dict().items()}
+        avg.recalibrate([(torch.randn(4, 3),)])
+        assert all(torch.equal(before[k], v) for k, v in avg.net.state_dict().items())
+
     def test_average_takes_no_gradient_and_leaves_the_network_alone(self):
         net = _net()
         before = [p.detach().clone() for p in net.parameters()]
@@ -75,6 +96,13 @@ class TestInARun:
         trained, averaged = load_weights(path, "decoder"), load_weights(path, EMA_NAME)
         assert trained.keys() == averaged.keys()
         assert any(not torch.equal(trained[k], averaged[k]) for k in trained)
+
+    def test_the_saved_average_has_statistics_of_its_own(self, run):
+        _, run_dir = run
+        path = run_dir / rundir.CHECKPOINT_FILE
+        trained, averaged = load_weights(path, "decoder"), load_weights(path, EMA_NAME)
+        stats = [k for k in trained if k.endswith("running_mean")]
+        assert stats and all(not torch.equal(trained[k], averaged[k]) for k in stats)
 
     def test_load_run_gives_the_average_as_the_decoder(self, run):
         _, run_dir = run

@@ -318,6 +318,32 @@ class TestConvStages:
         assert logits.shape == (2,)
 
 
+class TestDepth:
+    @pytest.mark.parametrize("extra, mapping", [(1, 0), (0, 2), (2, 1)])
+    @pytest.mark.parametrize("size", [16, 28, 32])
+    def test_extra_layers_keep_every_shape(self, size, extra, mapping, make_model_config):
+        cfg = make_model_config(kind="vaegan", image_size=size, extra_convs=extra, mapping_layers=mapping)
+        nets = build_networks(cfg).eval()
+        x = torch.zeros(2, 1, size, size)
+        mean, _ = nets["encoder"](x)
+        assert nets["decoder"](mean).shape == x.shape and nets["discriminator"](x)[0].shape == (2,)
+
+    def test_extra_convs_add_one_3x3_conv_per_network_at_the_base_resolution(self, make_model_config):
+        def convs(cfg):
+            return {name: [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+                           and m.in_channels == m.out_channels] for name, net in build_networks(cfg).items()}
+
+        plain, deeper = convs(make_model_config(kind="vaegan")), convs(make_model_config(kind="vaegan", extra_convs=1))
+        for name in ("encoder", "decoder", "discriminator"):
+            assert len(deeper[name]) == len(plain[name]) + 1, name
+
+    def test_mapping_layers_put_hidden_units_between_latent_and_projection(self, make_model_config):
+        cfg = make_model_config(kind="gan", mapping_layers=2, hidden=24)
+        linears = [m for m in build_networks(cfg)["decoder"].project if isinstance(m, nn.Linear)]
+        assert [(m.in_features, m.out_features) for m in linears[:2]] == [(cfg.latent_dim, 24), (24, 24)]
+        assert linears[2].in_features == 24 and len(linears) == 3
+
+
 class TestModelConfig:
     @pytest.mark.parametrize("changes", [
         {"kind": "diffusion"},
@@ -342,6 +368,8 @@ class TestModelConfig:
         {"ema_decay": 1.0},
         {"ema_decay": -0.1},
         {"spectral_norm": "yes"},
+        {"extra_convs": -1},
+        {"mapping_layers": 9},
     ], ids=str)
     def test_invalid_field_raises_bad_input(self, changes, make_model_config):
         with pytest.raises(BadInputError):

@@ -3,8 +3,8 @@
     python benchmarks/quality/ablation.py [--data mnist] [--rows ROW,ROW,...] [--seeds 0,1,2]
                                           [--out benchmarks/quality/results/ablation]
 
-Each row is the previous row plus one change (ROWS below); `legacy` is the VAE-GAN as it trained before any of
-them. Runs train in this process with `gvtool train`'s code path (train.loop.train on TrainConfig.defaults_for
+Each row is the row it builds on plus one change (ROWS below); `legacy` is the VAE-GAN as it trained before any
+of them. Runs train in this process with `gvtool train`'s code path (train.loop.train on TrainConfig.defaults_for
 plus the row's changes) and are measured with `gvtool eval`'s evaluate(). A finished run is reused only when its
 stored config equals the one asked for; anything else is trained again. Writes DATA.json (every run, with its
 wall time) and DATA.md (mean ± std per row, and the worst run). Runs are named by their thread count too:
@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -29,16 +29,18 @@ from gvtool.train.checkpoint import read_meta
 from gvtool.train.config import TrainConfig
 from gvtool.train.loop import train
 
-# name -> (what it adds, changes to the model config, changes to the train config); cumulative, in this order.
-ROWS: dict[str, tuple[str, dict, dict]] = {
-    "legacy": ("the VAE-GAN before this ablation: BCE, plain D, no average, no augmentation",
-               {"gan_loss": "bce", "spectral_norm": False, "ema_decay": 0.0, "augment": ()}, {}),
-    "sn": ("+ spectral norm in D", {"spectral_norm": True}, {}),
-    "hinge": ("+ hinge loss", {"gan_loss": "hinge"}, {}),
-    "ema": ("+ decoder weight average (0.999)", {"ema_decay": 0.999}, {}),
-    "diffaug": ("+ DiffAugment translation, cutout", {"augment": ("translation", "cutout")}, {}),
+# name -> (what it adds, the row it adds to, changes to the model config, changes to the train config). The rows
+# from `legacy` to `deep` build today's default one technique at a time; the others were tried on top of a row
+# and not kept.
+ROWS: dict[str, tuple[str, str | None, dict, dict]] = {
+    "legacy": ("the VAE-GAN before this ablation: BCE, plain D, no average, no augmentation", None,
+               {"gan_loss": "bce", "spectral_norm": False, "ema_decay": 0.0, "augment": (), "extra_convs": 0}, {}),
+    "sn": ("+ spectral norm in D", "legacy", {"spectral_norm": True}, {}),
+    "hinge": ("+ hinge loss", "sn", {"gan_loss": "hinge"}, {}),
+    "ema": ("+ decoder weight average (0.999)", "hinge", {"ema_decay": 0.999}, {}),
+    "deep": ("+ one 3x3 conv at 7x7 in every network (the default)", "ema", {"extra_convs": 1}, {}),
+    "diffaug": ("ema + DiffAugment translation, cutout (not kept)", "ema", {"augment": ("translation", "cutout")}, {}),
 }
-
 # (label, path in evaluate()'s result, format, whether higher is better: the worst seed is shown beside the mean)
 FIGURES = {
     "image": [("confident", ("class_coverage", "confident"), "{:.1%}", True),
@@ -55,10 +57,15 @@ FIGURES = {
 }
 
 
+def chain(row: str) -> list[str]:
+    """The rows from `legacy` to `row`, in the order their changes apply."""
+    return ([] if ROWS[row][1] is None else chain(ROWS[row][1])) + [row]
+
+
 def config_for(data: str, rows: list[str], seed: int) -> TrainConfig:
     config = TrainConfig.defaults_for(data).replace(seed=seed)
     for name in rows:
-        _, model_changes, train_changes = ROWS[name]
+        _, _, model_changes, train_changes = ROWS[name]
         config = config.replace(model=dataclasses.replace(config.model, **model_changes), **train_changes)
     return config
 
@@ -69,19 +76,19 @@ def run_one(data: str, rows: list[str], seed: int, out: Path) -> dict:
     threads = torch.get_num_threads()
     run_dir = out / "runs" / f"{data}-{rows[-1]}-s{seed}-t{threads}"
     checkpoint = run_dir / rundir.CHECKPOINT_FILE
+    timing = run_dir / "train_seconds.json"
     config = config_for(data, rows, seed)
-    seconds = None
     if checkpoint.is_file():
         meta = read_meta(checkpoint)
         stored = TrainConfig.from_dict(meta["config"])
-        if meta.get("complete") and not config.resume_differences(stored) and stored.epochs == config.epochs:
-            seconds = meta.get("wall_seconds")
-        else:
-            subprocess.run(["rm", "-rf", str(run_dir)], check=True)  # another config: train afresh
-    if seconds is None:
+        if not (meta.get("complete") and timing.is_file() and not config.resume_differences(stored)
+                and stored.epochs == config.epochs):
+            shutil.rmtree(run_dir)  # another config, or a run that never finished: train afresh
+    if not checkpoint.is_file():
         start = time.perf_counter()
         train(config, run_dir)
-        seconds = time.perf_counter() - start
+        timing.write_text(json.dumps({"train_seconds": time.perf_counter() - start}) + "\n")
+    seconds = json.loads(timing.read_text())["train_seconds"]
     result = evaluate(run_dir, seed=0)
     return json_ready(result) | {"row": rows[-1], "seed": seed, "threads": threads, "train_seconds": seconds}
 
@@ -103,7 +110,8 @@ def table(results: list[dict], kind: str) -> str:
             if not values:
                 cells.append("—")
                 continue
-            cell = f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values) if len(values) > 1 else 0.0).rstrip('%')}"
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cell = f"{fmt.format(statistics.mean(values))} ± {fmt.format(spread).rstrip('%')}"
             if len(values) > 1:
                 cell += f" (worst {fmt.format(min(values) if higher_is_better else max(values))})"
             cells.append(cell)
@@ -128,7 +136,7 @@ def main() -> None:
     results = json.loads(path.read_text()) if path.is_file() else []
     for row in wanted:
         for seed in (int(s) for s in args.seeds.split(",")):
-            result = run_one(args.data, order[:order.index(row) + 1], seed, args.out)
+            result = run_one(args.data, chain(row), seed, args.out)
             key = (row, seed, result["threads"])
             results = [r for r in results if (r["row"], r["seed"], r.get("threads")) != key] + [result]
             path.write_text(json.dumps(results, indent=2) + "\n")

@@ -164,6 +164,21 @@ def _update(losses: dict[str, torch.Tensor], params: dict[str, list], optimizers
     scaler.update()
 
 
+RECALIBRATION_BATCHES = 16  # x 128 prior samples: the average's batch-norm statistics, ~0.2 s an epoch on 2 cores
+RECALIBRATION_BATCH = 128
+
+
+def _prior_batches(cfg, device: torch.device, seed: int, epoch: int):
+    """The decoder's inputs for recalibrating its average: prior latents (and uniform labels), from a generator of
+    their own, so the training stream (and an exact resume) is untouched."""
+    gen = torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)
+    for _ in range(RECALIBRATION_BATCHES):
+        z = torch.randn(RECALIBRATION_BATCH, cfg.latent_dim, generator=gen, device=device)
+        labels = (torch.randint(cfg.num_classes, (RECALIBRATION_BATCH,), generator=gen, device=device)
+                  if cfg.conditional else None)
+        yield z, labels
+
+
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter: Reporter | None = None,
           stop_after_steps: int | None = None) -> TrainResult:
     """Train (or, with resume, continue) the run in `run_dir`. `stop_after_steps` stops early as Ctrl-C would."""
@@ -266,6 +281,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
                 break
             epoch += 1
             batch_in_epoch = 0
+            if ema is not None:
+                ema.recalibrate(_prior_batches(mcfg, device, config.seed, epoch))
             shown = nn.ModuleDict(dict(nets.items()) | ({"decoder": ema.net} if ema is not None else {}))
             row = {"epoch": epoch, "step": step} | snaps.epoch_end(shown, epoch, writes_samples(epoch, config.epochs))
             log.write_epoch(row)

@@ -129,7 +129,14 @@ class Decoder(nn.Module):
             stages = conv_stages(cfg.image_size)
             self.base = cfg.image_size >> stages
             self.top = cfg.width << (stages - 1)  # channels at the base resolution, as in the encoder's last stage
-            self.project = nn.Sequential(nn.Linear(z_in, self.top * self.base * self.base, bias=False),
+            # An MLP in front of the projection (StyleGAN's mapping network, small): the Gaussian latent is one
+            # connected blob, the digits are ten apart; fully connected layers can bend the one onto the other with
+            # steep class boundaries for a few hundred thousand multiply-adds, where convs would cost millions.
+            mapping: list[nn.Module] = []
+            for _ in range(cfg.mapping_layers):
+                mapping += [nn.Linear(z_in, cfg.hidden, bias=False), nn.BatchNorm1d(cfg.hidden), nn.ReLU()]
+                z_in = cfg.hidden
+            self.project = nn.Sequential(*mapping, nn.Linear(z_in, self.top * self.base * self.base, bias=False),
                                          nn.BatchNorm1d(self.top * self.base * self.base), nn.ReLU())
             layers: list[nn.Module] = []
             for _ in range(cfg.extra_convs):  # at the base resolution: depth for 1/16 of the full-size cost
