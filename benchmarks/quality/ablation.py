@@ -101,7 +101,8 @@ def _get(result: dict, path: tuple):
 
 def table(results: list[dict], kind: str) -> str:
     figures = FIGURES[kind]
-    lines = ["| row | adds | " + " | ".join(label for label, *_ in figures) + " |", "|---|---|" + "---|" * len(figures)]
+    lines = ["| row | adds | runs | " + " | ".join(label for label, *_ in figures) + " |",
+             "|---|---|---|" + "---|" * len(figures)]
     for row in dict.fromkeys(r["row"] for r in results):
         got = [r for r in results if r["row"] == row]
         cells = []
@@ -110,12 +111,12 @@ def table(results: list[dict], kind: str) -> str:
             if not values:
                 cells.append("—")
                 continue
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cell = f"{fmt.format(statistics.mean(values))} ± {fmt.format(spread).rstrip('%')}"
+            cell = fmt.format(statistics.mean(values))
             if len(values) > 1:
-                cell += f" (worst {fmt.format(min(values) if higher_is_better else max(values))})"
+                cell += (f" ± {fmt.format(statistics.stdev(values)).rstrip('%')}"
+                         f" (worst {fmt.format(min(values) if higher_is_better else max(values))})")
             cells.append(cell)
-        lines.append(f"| {row} | {ROWS[row][0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row} | {ROWS[row][0]} | {len(got)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
