@@ -333,7 +333,8 @@ class TestDepth:
             return {name: [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
                            and m.in_channels == m.out_channels] for name, net in build_networks(cfg).items()}
 
-        plain, deeper = convs(make_model_config(kind="vaegan")), convs(make_model_config(kind="vaegan", extra_convs=1))
+        plain = convs(make_model_config(kind="vaegan", extra_convs=0))
+        deeper = convs(make_model_config(kind="vaegan", extra_convs=1))
         for name in ("encoder", "decoder", "discriminator"):
             assert len(deeper[name]) == len(plain[name]) + 1, name
 
