@@ -81,7 +81,7 @@ def main() -> None:
 @click.option("--image-size", type=int, help="Resize images to this square side (multiple of 4, 16..64) [default: native].")
 @click.option("--width", type=click.IntRange(min=4), help="Conv channels of the first stage, doubled at each stride [default: 32].")
 @click.option("--extra-convs", type=click.IntRange(0, 8),
-              help="Images: 3x3 convs at the base resolution of every network (depth) [default: 0].")
+              help="Images: 3x3 convs at the base resolution of every network (depth) [default: 1].")
 @click.option("--mapping-layers", type=click.IntRange(0, 8),
               help="Images: fully connected layers of --hidden units between the latent and the decoder [default: 0].")
 @click.option("--hidden", type=click.IntRange(min=4),
@@ -93,11 +93,11 @@ def main() -> None:
               help="vaegan: gamma on the feature-space reconstruction in the decoder's loss [default: 0.1; 2-D mixtures 0.03].")
 @click.option("--r1-weight", type=click.FloatRange(min=0),
               help="gan, vaegan: R1 gradient penalty on real items (Mescheder et al. 2018) [default: 0].")
-@click.option("--gan-loss", type=click.Choice(["hinge", "bce"]), help="gan, vaegan: adversarial loss [default: hinge].")
+@click.option("--gan-loss", type=click.Choice(["hinge", "bce"]), help="gan, vaegan: adversarial loss [default: hinge; 2-D mixtures bce].")
 @click.option("--spectral-norm/--no-spectral-norm", default=None,
-              help="gan, vaegan: spectral norm on the discriminator's weights [default: on].")
+              help="gan, vaegan: spectral norm on the discriminator's weights [default: on; 2-D mixtures off].")
 @click.option("--augment", help="Images: DiffAugment policies for the discriminator's inputs, comma-separated "
-                                "(translation, cutout) or none [default: translation,cutout].")
+                                "(translation, cutout) or none [default: none].")
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True),
               help="Decay of the decoder's weight average, which samples and exports; 0 turns it off [default: 0.999].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")
