@@ -16,18 +16,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import statistics
-import time
 from pathlib import Path
 
 import torch
+from common import get, trained  # benchmarks/quality/common.py, beside this script
 
 from gvtool.eval.evaluate import evaluate, json_ready
-from gvtool.train import rundir
-from gvtool.train.checkpoint import read_meta
 from gvtool.train.config import TrainConfig
-from gvtool.train.loop import train
 
 # name -> (what it adds, the row it adds to, changes to the model config, changes to the train config). The rows
 # from `legacy` to `deep` build today's default one technique at a time; the others were tried on top of a row
@@ -75,28 +71,9 @@ def run_one(data: str, rows: list[str], seed: int, out: Path) -> dict:
     # thread count is part of a run's identity (set it with OMP_NUM_THREADS; torch follows it).
     threads = torch.get_num_threads()
     run_dir = out / "runs" / f"{data}-{rows[-1]}-s{seed}-t{threads}"
-    checkpoint = run_dir / rundir.CHECKPOINT_FILE
-    timing = run_dir / "train_seconds.json"
-    config = config_for(data, rows, seed)
-    if checkpoint.is_file():
-        meta = read_meta(checkpoint)
-        stored = TrainConfig.from_dict(meta["config"])
-        if not (meta.get("complete") and timing.is_file() and not config.resume_differences(stored)
-                and stored.epochs == config.epochs):
-            shutil.rmtree(run_dir)  # another config, or a run that never finished: train afresh
-    if not checkpoint.is_file():
-        start = time.perf_counter()
-        train(config, run_dir)
-        timing.write_text(json.dumps({"train_seconds": time.perf_counter() - start}) + "\n")
-    seconds = json.loads(timing.read_text())["train_seconds"]
+    seconds = trained(config_for(data, rows, seed), run_dir)
     result = evaluate(run_dir, seed=0)
     return json_ready(result) | {"row": rows[-1], "seed": seed, "threads": threads, "train_seconds": seconds}
-
-
-def _get(result: dict, path: tuple):
-    for key in path:
-        result = result.get(key) if isinstance(result, dict) else None
-    return result
 
 
 def table(results: list[dict], kind: str) -> str:
@@ -107,7 +84,7 @@ def table(results: list[dict], kind: str) -> str:
         got = [r for r in results if r["row"] == row]
         cells = []
         for _, path, fmt, higher_is_better in figures:
-            values = [v for r in got if isinstance(v := _get(r, path), (int, float))]
+            values = [v for r in got if isinstance(v := get(r, path), (int, float))]
             if not values:
                 cells.append("—")
                 continue

@@ -15,18 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 from pathlib import Path
 
 import torch
+from common import get, trained  # benchmarks/quality/common.py, beside this script
 
 from gvtool.eval.evaluate import evaluate, json_ready
 from gvtool.export.bundle import export_bundle
-from gvtool.manifest import is_bundle, read_manifest
+from gvtool.manifest import is_bundle, read_manifest, sha256_file
 from gvtool.train import rundir
-from gvtool.train.checkpoint import read_meta
 from gvtool.train.config import TrainConfig
-from gvtool.train.loop import train
 
 # The issue's targets: (label, path in evaluate()'s result, threshold, higher is better)
 TARGETS = {
@@ -52,17 +50,10 @@ def measure(data: str, seed: int, out: Path) -> list[dict]:
     name = f"{data}-s{seed}-t{threads}"
     run_dir, bundle_dir = out / "runs" / name, out / "bundles" / name
     config = TrainConfig.defaults_for(data).replace(seed=seed)
-    checkpoint = run_dir / rundir.CHECKPOINT_FILE
-    meta = read_meta(checkpoint) if checkpoint.is_file() else {}
-    stored = TrainConfig.from_dict(meta["config"]) if meta else None
-    if not (meta.get("complete") and not config.resume_differences(stored) and stored.epochs == config.epochs):
-        shutil.rmtree(run_dir, ignore_errors=True)
-        shutil.rmtree(bundle_dir, ignore_errors=True)
-        start = time.perf_counter()
-        train(config, run_dir)
-        meta = read_meta(checkpoint) | {"train_seconds": time.perf_counter() - start}
-        (run_dir / "train_seconds.json").write_text(json.dumps({"train_seconds": meta["train_seconds"]}))
-    seconds = json.loads((run_dir / "train_seconds.json").read_text())["train_seconds"]
+    seconds = trained(config, run_dir)
+    checkpoint_hash = sha256_file(run_dir / rundir.CHECKPOINT_FILE)
+    if is_bundle(bundle_dir) and read_manifest(bundle_dir).source.get("checkpoint_sha256") != checkpoint_hash:
+        shutil.rmtree(bundle_dir)  # exported from a run since trained again
     if not is_bundle(bundle_dir):
         export_bundle(run_dir, bundle_dir)  # the command's default precisions
     precisions = sorted({g.precision for g in read_manifest(bundle_dir).graphs.values()},
@@ -71,23 +62,17 @@ def measure(data: str, seed: int, out: Path) -> list[dict]:
             for p in precisions]
 
 
-def _get(result: dict, path: tuple):
-    for key in path:
-        result = result.get(key) if isinstance(result, dict) else None
-    return result
-
-
 def table(data: str, results: list[dict]) -> str:
     targets = TARGETS.get(data, TARGETS["image"])
     head = "| seed | threads | precision | " + " | ".join(label for label, *_ in targets) + " | train s |"
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in results:
-        cells = [f"{_get(r, path):.4g}" if isinstance(_get(r, path), (int, float)) else "—" for _, path, *_ in targets]
+        cells = [f"{get(r, path):.4g}" if isinstance(get(r, path), (int, float)) else "—" for _, path, *_ in targets]
         lines.append(f"| {r['seed']} | {r['threads']} | {r['precision']} | " + " | ".join(cells)
                      + f" | {r['train_seconds']:.0f} |")
     worst = []
     for label, path, threshold, higher in targets:
-        values = [v for r in results if isinstance(v := _get(r, path), (int, float))]
+        values = [v for r in results if isinstance(v := get(r, path), (int, float))]
         if not values:
             continue
         value = min(values) if higher else max(values)

@@ -23,6 +23,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from common import get, holds  # benchmarks/quality/common.py, beside this script
 from PIL import Image, ImageDraw
 
 from gvtool.eval.evaluate import evaluate, json_ready
@@ -51,20 +52,12 @@ def run_one(data: str, model: str, seed: int, epochs: int | None, out: Path) -> 
     config = TrainConfig.defaults_for(data)
     config = config.replace(model=dataclasses.replace(config.model, kind=model), seed=seed,
                             **({"epochs": epochs} if epochs else {}))
-    if checkpoint.is_file():  # reuse a run only if it was trained with this very config
-        stored = TrainConfig.from_dict(read_meta(checkpoint)["config"])
-        if config.resume_differences(stored):
-            shutil.rmtree(run_dir)
+    if checkpoint.is_file() and not holds(run_dir, config):  # reuse a run only if it was trained with this config
+        shutil.rmtree(run_dir)
     if not (checkpoint.is_file() and read_meta(checkpoint).get("complete")):
         train(config, run_dir, resume=checkpoint.is_file())
     # Eval seed 0, as `gvtool eval` draws by default: a table row is what a user reruns.
     return evaluate(run_dir, seed=0) | {"run_dir": str(run_dir), "seed": seed, "threads": torch.get_num_threads()}
-
-
-def _get(result: dict, path: tuple) -> float | None:
-    for key in path:
-        result = result.get(key) if isinstance(result, dict) else None
-    return result
 
 
 def table(results: list[dict]) -> str:
@@ -79,7 +72,7 @@ def table(results: list[dict]) -> str:
         for model in dict.fromkeys(r["model"] for r in rows):
             cells = []
             for _, path in figures:
-                got = [v for r in rows if r["model"] == model and (v := _get(r, path)) is not None]
+                got = [v for r in rows if r["model"] == model and (v := get(r, path)) is not None]
                 values = [v for v in got if math.isfinite(v)]  # a KL with no high-quality sample is infinite
                 cell = "—" if not values else (f"{statistics.mean(values):.3g} ± "
                                                f"{statistics.stdev(values) if len(values) > 1 else 0:.2g}")
