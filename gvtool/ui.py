@@ -151,20 +151,19 @@ def eval_table(result: dict) -> Table:
         table.add_row("KL(high-quality modes || uniform)", f"{m['kl_to_uniform']:.4f}")
     if "class_coverage" in result:
         c, p = result["class_coverage"], result["prdc"]
-        ref = result.get("real_reference", {})
-        rc, rp = ref.get("class_coverage", {}), ref.get("prdc", {})
-        table.add_column(f"held-out real items (n={ref['n']})" if ref else "", justify="right", style="dim")
+        ref = result["real_reference"]
+        rc, rp = ref["class_coverage"], ref["prdc"]
+        table.add_column(f"held-out real items (n={ref['n']})", justify="right", style="dim")
         table.add_row("evaluator held-out accuracy", f"{result['evaluator']['held_out_accuracy']:.2%}", "")
         table.add_row("classes covered", f"{c['classes_covered']} / {c['n_classes']}",
-                      f"{rc['classes_covered']} / {rc['n_classes']}" if rc else "")
-        table.add_row("KL(class histogram || uniform)", f"{c['kl_to_uniform']:.4f}", f"{rc['kl_to_uniform']:.4f}" if rc else "")
-        table.add_row("confidently classified", f"{c['confident']:.1%}", f"{rc['confident']:.1%}" if rc else "")
+                      f"{rc['classes_covered']} / {rc['n_classes']}")
+        table.add_row("KL(class histogram || uniform)", f"{c['kl_to_uniform']:.4f}", f"{rc['kl_to_uniform']:.4f}")
+        table.add_row("confidently classified", f"{c['confident']:.1%}", f"{rc['confident']:.1%}")
         table.add_row("Fréchet distance to the training split", f"{result['frechet_distance']:.3f}",
-                      f"{ref['frechet_distance']:.3f}" if ref else "")
-        if "frechet_distance_held_out" in result:
-            table.add_row("Fréchet distance to the held-out items", f"{result['frechet_distance_held_out']:.3f}", "")
+                      f"{ref['frechet_distance']:.3f}")
+        table.add_row("Fréchet distance to the held-out items", f"{result['frechet_distance_held_out']:.3f}", "")
         for key in ("precision", "recall", "density", "coverage"):
-            table.add_row(f"{key} (k={p['k']})", f"{p[key]:.3f}", f"{rp[key]:.3f}" if rp else "")
+            table.add_row(f"{key} (k={p['k']})", f"{p[key]:.3f}", f"{rp[key]:.3f}")
     if "copies" in result:
         c = result["copies"]
         table.add_row("near-copies of training items", f"{c['sample_rate']:.1%}", f"{c['held_out_rate']:.1%}")
