@@ -3,8 +3,8 @@
     python benchmarks/train_throughput.py [--device cpu|cuda] [--precision fp32|bf16|fp16] [--batch-size 32]
                                           [--windows 7] [--steps 20] [--json out.json]
 
-Runs the loop's own step (gvtool.train.objectives.compute_losses + gvtool.train.loop._update) on
-synthetic MNIST-shaped batches already on the device, interleaving the models window by window so
+Runs the loop's own step (gvtool.train.objectives.compute_losses, gvtool.train.loop._update with the loop's
+fused Adam, and the decoder's weight average) on synthetic MNIST-shaped batches already on the device, interleaving the models window by window so
 that a noisy machine slows them alike; reports the median items/s per model and the ratios.
 """
 
@@ -20,7 +20,8 @@ import torch
 
 from gvtool.train.config import ModelConfig, TrainConfig
 from gvtool.train.device import AUTOCAST_DTYPES, resolve_device, resolve_precision
-from gvtool.train.loop import _update
+from gvtool.train.ema import WeightAverage
+from gvtool.train.loop import _adam, _update
 from gvtool.train.models import build_networks
 from gvtool.train.objectives import compute_losses
 
@@ -30,8 +31,8 @@ def make_step(kind: str, device: torch.device, precision: str, batch: int):
     cfg = ModelConfig(kind=kind)
     fmt = torch.channels_last
     nets = build_networks(cfg).to(device, memory_format=fmt)
-    optimizers = {n: torch.optim.Adam(m.parameters(), lr=defaults.lr, betas=(defaults.beta1, defaults.beta2))
-                  for n, m in nets.items()}
+    optimizers = {n: _adam(list(m.parameters()), defaults) for n, m in nets.items()}
+    average = WeightAverage(nets["decoder"], cfg.ema_decay) if cfg.ema_decay > 0 else None
     params = {n: list(m.parameters()) for n, m in nets.items()}
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     x = (torch.rand(batch, *cfg.item_shape, device=device) * 2 - 1).contiguous(memory_format=fmt)
@@ -41,6 +42,8 @@ def make_step(kind: str, device: torch.device, precision: str, batch: int):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = compute_losses(cfg, nets, x, None)
         _update(out.losses, params, optimizers, scaler)
+        if average is not None:
+            average.update(nets["decoder"], step=1_000)  # past the warm-up: the decay the run mostly steps with
 
     return step
 

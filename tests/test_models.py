@@ -426,6 +426,16 @@ class TestTrainConfig:
         with pytest.raises(BadInputError, match="unknown keys.*'steps'"):
             TrainConfig.from_dict(TrainConfig().to_dict() | {"steps": 3})
 
+    @pytest.mark.parametrize("data", ["ring8", "grid25"])
+    def test_the_mixtures_keep_the_loss_and_optimizer_they_were_measured_with(self, data):
+        cfg = TrainConfig.defaults_for(data)
+        assert (cfg.model.gan_loss, cfg.model.spectral_norm, cfg.beta1, cfg.beta2) == ("bce", False, 0.5, 0.999)
+
+    @pytest.mark.parametrize("data", ["mnist", "stacked-mnist", "my_images/"])
+    def test_images_train_hinge_and_spectral_norm_with_sngan_adam(self, data):
+        cfg = TrainConfig.defaults_for(data)
+        assert (cfg.model.gan_loss, cfg.model.spectral_norm, cfg.beta1, cfg.beta2) == ("hinge", True, 0.0, 0.9)
+
     def test_unknown_model_key_is_rejected(self):
         data = TrainConfig().to_dict()
         data["model"]["depth"] = 3

@@ -1,5 +1,5 @@
-"""What the quality scripts share: reading a figure out of evaluate()'s result, and training a run unless a
-finished run of the same config is already there."""
+"""What the quality scripts share: reading a figure out of evaluate()'s result, training a run unless a finished
+run of the same config is already there, and measuring a run through its exported bundle at every precision."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import shutil
 import time
 from pathlib import Path
 
+from gvtool.eval.evaluate import evaluate, json_ready
+from gvtool.export.bundle import export_bundle
+from gvtool.manifest import is_bundle, read_manifest, sha256_file
 from gvtool.train import rundir
 from gvtool.train.checkpoint import read_meta
 from gvtool.train.config import TrainConfig
 from gvtool.train.data import load_dataset
 from gvtool.train.loop import complete_config, train
 
+PRECISIONS = ("fp32", "fp16", "int8")  # the order rows are written in
 TIMING_FILE = "train_seconds.json"  # beside the checkpoint: the wall time of the training that wrote it
 
 
@@ -50,3 +54,16 @@ def trained(config: TrainConfig, run_dir: Path) -> float:
         train(config, run_dir)
         timing.write_text(json.dumps({"train_seconds": time.perf_counter() - start}) + "\n")
     return json.loads(timing.read_text())["train_seconds"]
+
+
+def through_bundle(run_dir: Path, bundle_dir: Path) -> list[dict]:
+    """Export run_dir as `gvtool export` does (its default precisions) unless bundle_dir already holds the bundle of
+    this very checkpoint, then evaluate the bundle with `gvtool eval`'s evaluate() (eval seed 0, the command's
+    default) at every precision it holds: one JSON-ready result per precision, fp32 first."""
+    checkpoint_hash = sha256_file(run_dir / rundir.CHECKPOINT_FILE)
+    if is_bundle(bundle_dir) and read_manifest(bundle_dir).source.get("checkpoint_sha256") != checkpoint_hash:
+        shutil.rmtree(bundle_dir)  # exported from a run since trained again
+    if not is_bundle(bundle_dir):
+        export_bundle(run_dir, bundle_dir)
+    precisions = sorted({g.precision for g in read_manifest(bundle_dir).graphs.values()}, key=PRECISIONS.index)
+    return [json_ready(evaluate(bundle_dir, precision=p)) for p in precisions]

@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import torch
-from common import get, trained  # benchmarks/quality/common.py, beside this script
+from common import PRECISIONS, get, through_bundle, trained  # benchmarks/quality/common.py, beside this script
 
-from gvtool.eval.evaluate import evaluate, json_ready
-from gvtool.export.bundle import export_bundle
-from gvtool.manifest import is_bundle, read_manifest, sha256_file
-from gvtool.train import rundir
 from gvtool.train.config import TrainConfig
 
 # The issue's targets: (label, path in evaluate()'s result, threshold, higher is better)
@@ -51,15 +46,7 @@ def measure(data: str, seed: int, out: Path) -> list[dict]:
     run_dir, bundle_dir = out / "runs" / name, out / "bundles" / name
     config = TrainConfig.defaults_for(data).replace(seed=seed)
     seconds = trained(config, run_dir)
-    checkpoint_hash = sha256_file(run_dir / rundir.CHECKPOINT_FILE)
-    if is_bundle(bundle_dir) and read_manifest(bundle_dir).source.get("checkpoint_sha256") != checkpoint_hash:
-        shutil.rmtree(bundle_dir)  # exported from a run since trained again
-    if not is_bundle(bundle_dir):
-        export_bundle(run_dir, bundle_dir)  # the command's default precisions
-    precisions = sorted({g.precision for g in read_manifest(bundle_dir).graphs.values()},
-                        key=["fp32", "fp16", "int8"].index)
-    return [json_ready(evaluate(bundle_dir, precision=p)) | {"seed": seed, "threads": threads, "train_seconds": seconds}
-            for p in precisions]
+    return [r | {"seed": seed, "threads": threads, "train_seconds": seconds} for r in through_bundle(run_dir, bundle_dir)]
 
 
 def table(data: str, results: list[dict]) -> str:
@@ -98,7 +85,7 @@ def main() -> None:
             new = measure(data, seed, args.out)
             keep = {(r["seed"], r["threads"], r["precision"]) for r in new}
             results = [r for r in results if (r["seed"], r["threads"], r["precision"]) not in keep] + new
-            results.sort(key=lambda r: (r["seed"], r["threads"], ["fp32", "fp16", "int8"].index(r["precision"])))
+            results.sort(key=lambda r: (r["seed"], r["threads"], PRECISIONS.index(r["precision"])))
             path.write_text(json.dumps(results, indent=2) + "\n")
             print(f"{data} seed {seed}: done", flush=True)
         (args.out / f"{data}.md").write_text(table(data, results) + "\n")

@@ -1,15 +1,18 @@
-"""gan vs vae vs vaegan with the same networks and budget, over several seeds: the paper's claim, measured.
+"""gan vs vae vs vaegan with the same networks and budget, over several seeds, through the exported bundle: the
+paper's claim, measured.
 
     python benchmarks/quality/run.py [--data ring8,grid25,mnist,stacked-mnist] [--models gan,vae,vaegan] [--seeds 0,1,2]
                                      [--epochs N] [--out benchmarks/quality/results]
 
-Each (data, model, seed) is trained with `gvtool train`'s defaults (or --epochs), then measured with
-`gvtool eval`'s evaluate() (eval seed 0, the command's default); finished runs are reused when their config
-matches, so the script can be stopped and run again. Runs are named by their thread count too: under
-OMP_NUM_THREADS=1 the same seeds are other runs.
-Writes, per data set, DATA.json, DATA.md (mean and spread per model) and DATA-samples.png (the
-first seed's samples of the models side by side). On this project's 2-core CPU a 2-D vaegan run takes
-106 s (gan and vae less), an MNIST run about 5 minutes, a Stacked MNIST run about 10.
+Each (data, model, seed) is trained with `gvtool train`'s defaults (or --epochs), exported as `gvtool export`
+does (fp32, fp16 and int8), and each precision measured with `gvtool eval`'s evaluate() (eval seed 0, the
+command's default). Finished runs and bundles are reused when their config and checkpoint match, so the script
+can be stopped and run again. Runs are named by their thread count too: under OMP_NUM_THREADS=1 the same seeds
+are other runs.
+Writes, per data set, DATA.json (every run and precision), DATA.md (mean and spread per model and precision,
+with the training time) and DATA-samples.png (the first seed's samples of the models side by side). On this
+project's 2-core CPU a 2-D run takes under a minute and a half, an MNIST run up to 4 minutes (the vaegan; gan and
+vae less), a Stacked MNIST run up to 6.
 """
 
 from __future__ import annotations
@@ -18,19 +21,16 @@ import argparse
 import dataclasses
 import json
 import math
-import shutil
 import statistics
 from pathlib import Path
 
 import torch
-from common import get, holds  # benchmarks/quality/common.py, beside this script
+from common import get, through_bundle, trained  # benchmarks/quality/common.py, beside this script
 from PIL import Image, ImageDraw
 
-from gvtool.eval.evaluate import evaluate, json_ready
+from gvtool.eval.evaluate import json_ready
 from gvtool.train import rundir
-from gvtool.train.checkpoint import read_meta
 from gvtool.train.config import TrainConfig
-from gvtool.train.loop import train
 
 # (label, path in evaluate()'s result) of the figures tabulated per data kind
 FIGURES = {
@@ -44,20 +44,18 @@ FIGURES = {
 }
 
 
-def run_one(data: str, model: str, seed: int, epochs: int | None, out: Path) -> dict:
+def run_one(data: str, model: str, seed: int, epochs: int | None, out: Path) -> list[dict]:
+    """One result per precision of the run's bundle."""
     # The thread count is part of a run's identity: another count sums in another order and sends a GAN's
-    # trajectory elsewhere (ring8 seed 2: 95.2% high quality on one thread, 20.2% on two).
-    run_dir = out / "runs" / f"{data}-{model}-s{seed}-t{torch.get_num_threads()}"
-    checkpoint = run_dir / rundir.CHECKPOINT_FILE
+    # trajectory elsewhere (ring8 seed 2 at the defaults of the time: 95.2% high quality on one thread, 20.2% on two).
+    name = f"{data}-{model}-s{seed}-t{torch.get_num_threads()}"
+    run_dir = out / "runs" / name
     config = TrainConfig.defaults_for(data)
     config = config.replace(model=dataclasses.replace(config.model, kind=model), seed=seed,
                             **({"epochs": epochs} if epochs else {}))
-    if checkpoint.is_file() and not holds(run_dir, config):  # reuse a run only if it was trained with this config
-        shutil.rmtree(run_dir)
-    if not (checkpoint.is_file() and read_meta(checkpoint).get("complete")):
-        train(config, run_dir, resume=checkpoint.is_file())
-    # Eval seed 0, as `gvtool eval` draws by default: a table row is what a user reruns.
-    return evaluate(run_dir, seed=0) | {"run_dir": str(run_dir), "seed": seed, "threads": torch.get_num_threads()}
+    seconds = trained(config, run_dir)
+    return [r | {"run_dir": str(run_dir), "seed": seed, "threads": torch.get_num_threads(), "train_seconds": seconds}
+            for r in through_bundle(run_dir, out / "bundles" / name)]
 
 
 def table(results: list[dict]) -> str:
@@ -67,24 +65,26 @@ def table(results: list[dict]) -> str:
         figures = FIGURES["vector" if "mode_coverage" in rows[0] else "image"]
         n_seeds = len({r["seed"] for r in rows})
         lines += [f"### {data} ({n_seeds} seed{'s' if n_seeds > 1 else ''}, mean ± std)", "",
-                  "| model | " + " | ".join(label for label, _ in figures) + " |",
-                  "|---" * (len(figures) + 1) + "|"]
-        for model in dict.fromkeys(r["model"] for r in rows):
+                  "| model | precision | " + " | ".join(label for label, _ in figures) + " | train s |",
+                  "|---" * (len(figures) + 3) + "|"]
+        for model, precision in dict.fromkeys((r["model"], r["precision"]) for r in rows):
             cells = []
-            for _, path in figures:
-                got = [v for r in rows if r["model"] == model and (v := get(r, path)) is not None]
+            for _, path in figures + [("train s", ("train_seconds",))]:
+                got = [v for r in rows if (r["model"], r["precision"]) == (model, precision)
+                       and (v := get(r, path)) is not None]
                 values = [v for v in got if math.isfinite(v)]  # a KL with no high-quality sample is infinite
                 cell = "—" if not values else (f"{statistics.mean(values):.3g} ± "
                                                f"{statistics.stdev(values) if len(values) > 1 else 0:.2g}")
                 cells.append(cell + (f" (inf in {len(got) - len(values)})" if len(values) < len(got) else ""))
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+            lines.append(f"| {model} | {precision} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
 def side_by_side(results: list[dict], out: Path) -> None:
     for data in dict.fromkeys(r["data"] for r in results):
-        firsts = [r for r in results if r["data"] == data and r["seed"] == min(x["seed"] for x in results)]
+        firsts = [r for r in results if r["data"] == data and r["seed"] == min(x["seed"] for x in results)
+                  and r["precision"] == "fp32"]
         images = []
         for r in firsts:
             samples = sorted((Path(r["run_dir"]) / rundir.SAMPLES_DIR).glob("epoch_*.png"))
@@ -115,7 +115,7 @@ def main() -> None:
     for data in args.data.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             for model in args.models.split(","):
-                results.append(run_one(data, model, seed, args.epochs, args.out))
+                results += run_one(data, model, seed, args.epochs, args.out)
                 print(f"{data} {model} seed {seed}: done", flush=True)
     for data in dict.fromkeys(r["data"] for r in results):  # one file per data set: runs of one data set can be redone alone
         rows = [r for r in results if r["data"] == data]
