@@ -75,7 +75,7 @@ def main() -> None:
                    "or an .npz with x (and y).")
 @click.option("--model", "kind", type=click.Choice(["vaegan", "vae", "gan"]), default="vaegan", show_default=True)
 @click.option("--conditional", is_flag=True, help="Class-conditional model (labels go to the decoder and the discriminator).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training data [default: 25; stacked-mnist 6; 2-D mixtures 140].")
+@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training data [default: 35; stacked-mnist 9; 2-D mixtures 140].")
 @click.option("--batch-size", type=click.IntRange(min=2), help="[default: 32; 2-D mixtures 256]")
 @click.option("--latent-dim", type=click.IntRange(1, 4096), help="Latent size [default: 16; 2-D mixtures 8].")
 @click.option("--image-size", type=int, help="Resize images to this square side (multiple of 4, 16..64) [default: native].")
@@ -87,7 +87,7 @@ def main() -> None:
 @click.option("--hidden", type=click.IntRange(min=4),
               help="MLP hidden units: vector data's networks, the image decoder's mapping layers [default: 128].")
 @click.option("--mlp-layers", type=click.IntRange(min=1), help="Vector data: MLP hidden layers of every network [default: 2].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate of every network [default: 5e-4; 2-D mixtures 1e-3].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate of every network [default: 5e-4, betas (0, 0.9); 2-D mixtures 1e-3, betas (0.5, 0.999)].")
 @click.option("--kl-weight", type=click.FloatRange(min=0), help="beta on the KL term (vae, vaegan) [default: 2; 2-D mixtures 1].")
 @click.option("--feature-weight", type=click.FloatRange(min=0),
               help="vaegan: gamma on the feature-space reconstruction in the decoder's loss [default: 0.1; 2-D mixtures 0.03].")

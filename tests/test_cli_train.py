@@ -124,6 +124,17 @@ class TestTrainCommand:
                        "--device", "--precision", "--seed", "--out", "--resume"):
             assert option in result.output, option
 
+    def test_help_states_the_defaults_the_config_holds(self):
+        """The help is written by hand (the CLI imports no config at start-up): it must not drift from the config."""
+        from gvtool.train.config import TrainConfig
+
+        text = " ".join(CliRunner().invoke(main, ["train", "--help"], terminal_width=1000).output.split())
+        images, stacked, mixtures = (TrainConfig.defaults_for(d) for d in ("mnist", "stacked-mnist", "ring8"))
+        assert (f"[default: {images.epochs}; stacked-mnist {stacked.epochs}; 2-D mixtures {mixtures.epochs}]"
+                in text)
+        assert f"betas ({images.beta1:g}, {images.beta2:g}); 2-D mixtures" in text
+        assert f"betas ({mixtures.beta1:g}, {mixtures.beta2:g})]" in text
+
     def test_version(self):
         result = CliRunner().invoke(main, ["--version"])
         assert result.exit_code == 0
