@@ -4,8 +4,9 @@
                                           [--windows 7] [--steps 20] [--json out.json]
 
 Runs the loop's own step (gvtool.train.objectives.compute_losses, gvtool.train.loop._update with the loop's
-fused Adam, and the decoder's weight average) on synthetic MNIST-shaped batches already on the device, interleaving the models window by window so
-that a noisy machine slows them alike; reports the median items/s per model and the ratios.
+fused Adam, and the decoder's weight average) on synthetic MNIST-shaped batches already on the device,
+interleaving the models window by window so that a noisy machine slows them alike; reports the median items/s
+per model and the ratios.
 """
 
 from __future__ import annotations

@@ -28,15 +28,11 @@ def get(result: dict, path: tuple):
     return result
 
 
-def holds(run_dir: Path, config: TrainConfig) -> bool:
-    """Whether run_dir's checkpoint was trained with `config`, up to what a resume may change (epochs, device,
-    precision). The stored config was completed from the data (shape, vector statistics), so `config` is completed
-    the same way before comparing, as `train --resume` does."""
-    checkpoint = run_dir / rundir.CHECKPOINT_FILE
-    if not checkpoint.is_file():
-        return False
+def _trained_like(config: TrainConfig, stored: TrainConfig) -> bool:
+    """Whether a checkpoint whose stored config is `stored` was trained with `config`, up to what a resume may change
+    (epochs, device, precision). The stored config was completed from the data (shape, vector statistics), so
+    `config` is completed the same way before comparing, as `train --resume` does."""
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
-    stored = TrainConfig.from_dict(read_meta(checkpoint)["config"])
     return not complete_config(config, data).resume_differences(stored)
 
 
@@ -46,8 +42,9 @@ def trained(config: TrainConfig, run_dir: Path) -> float:
     checkpoint, timing = run_dir / rundir.CHECKPOINT_FILE, run_dir / TIMING_FILE
     if checkpoint.is_file():
         meta = read_meta(checkpoint)
-        if not (holds(run_dir, config) and meta["config"]["epochs"] == config.epochs and meta.get("complete")
-                and timing.is_file()):
+        stored = TrainConfig.from_dict(meta["config"])
+        if not (meta.get("complete") and stored.epochs == config.epochs and timing.is_file()
+                and _trained_like(config, stored)):
             shutil.rmtree(run_dir)
     if not checkpoint.is_file():
         start = time.perf_counter()
