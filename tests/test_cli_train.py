@@ -6,6 +6,7 @@ import json
 
 import functools
 import shutil
+import types
 
 import pytest
 import torch
@@ -130,10 +131,32 @@ class TestTrainCommand:
 
         text = " ".join(CliRunner().invoke(main, ["train", "--help"], terminal_width=1000).output.split())
         images, stacked, mixtures = (TrainConfig.defaults_for(d) for d in ("mnist", "stacked-mnist", "ring8"))
-        assert (f"[default: {images.epochs}; stacked-mnist {stacked.epochs}; 2-D mixtures {mixtures.epochs}]"
-                in text)
+        assert f"[default: {images.epochs}; stacked-mnist {stacked.epochs}; 2-D mixtures {mixtures.epochs};" in text
         assert f"betas ({images.beta1:g}, {images.beta2:g}); 2-D mixtures" in text
         assert f"betas ({mixtures.beta1:g}, {mixtures.beta2:g})]" in text
+        cuda_images, cuda_stacked = (TrainConfig.defaults_for(d, "cuda") for d in ("mnist", "stacked-mnist"))
+        factor = cuda_images.epochs // images.epochs
+        assert f"images on CUDA {factor}x: {cuda_images.epochs}, stacked-mnist {cuda_stacked.epochs}]" in text
+
+    @pytest.mark.parametrize("device_type, expected", [("cpu", 1), ("cuda", 4)])
+    def test_the_defaults_follow_the_device_that_device_resolves_to(self, monkeypatch, labelled_npz, device_type,
+                                                                    expected):
+        """--device auto picks the CUDA defaults where it resolves to CUDA; given options still win over them."""
+        from gvtool.train.config import TrainConfig
+
+        trained = []
+
+        def record(config, run_dir, **_):
+            trained.append(config)
+            return types.SimpleNamespace(interrupted=False, epoch=0, step=0, items_per_s=0.0, run_dir=run_dir)
+
+        monkeypatch.setattr("gvtool.train.device.resolve_device", lambda spec: torch.device(device_type))
+        monkeypatch.setattr("gvtool.train.loop.train", record)
+        runner = CliRunner()
+        runner.invoke(main, ["train", "--data", labelled_npz, "--out", "unused"], catch_exceptions=False)
+        runner.invoke(main, ["train", "--data", labelled_npz, "--epochs", "3", "--out", "unused"], catch_exceptions=False)
+        assert [c.epochs for c in trained] == [TrainConfig().epochs * expected, 3]
+        assert trained[0].device == "auto"  # the config keeps what was asked; the loop resolves it again
 
     def test_version(self):
         result = CliRunner().invoke(main, ["--version"])

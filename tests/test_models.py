@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from gvtool.errors import BackendUnavailableError, BadInputError
-from gvtool.train.config import LEGACY_MODEL_FIELDS, ModelConfig, TrainConfig
+from gvtool.train.config import CUDA_EPOCH_FACTOR, LEGACY_MODEL_FIELDS, ModelConfig, TrainConfig
 from gvtool.train.data import IMAGE_SIZES
 from gvtool.train.device import resolve_device, resolve_precision
 from gvtool.train.models import build_networks, conv_stages
@@ -435,6 +435,20 @@ class TestTrainConfig:
     def test_images_train_hinge_and_spectral_norm_with_sngan_adam(self, data):
         cfg = TrainConfig.defaults_for(data)
         assert (cfg.model.gan_loss, cfg.model.spectral_norm, cfg.beta1, cfg.beta2) == ("hinge", True, 0.0, 0.9)
+
+    @pytest.mark.parametrize("data", ["mnist", "stacked-mnist", "my_images/"])
+    def test_images_train_longer_on_cuda_on_the_same_networks_and_batch(self, data):
+        cpu, cuda = TrainConfig.defaults_for(data), TrainConfig.defaults_for(data, "cuda")
+        assert cuda.epochs == CUDA_EPOCH_FACTOR * cpu.epochs > cpu.epochs
+        assert cuda.replace(epochs=cpu.epochs) == cpu
+
+    @pytest.mark.parametrize("data", ["ring8", "grid25"])
+    def test_the_mixtures_keep_their_defaults_on_cuda(self, data):
+        assert TrainConfig.defaults_for(data, "cuda") == TrainConfig.defaults_for(data)
+
+    def test_defaults_take_a_device_type_not_a_device_spec(self):
+        with pytest.raises(ValueError, match="device type"):
+            TrainConfig.defaults_for("mnist", "cuda:0")
 
     def test_unknown_model_key_is_rejected(self):
         data = TrainConfig().to_dict()

@@ -1,6 +1,6 @@
 """What `gvtool train` gives with no option but --data and --seed, measured through the exported bundle.
 
-    python benchmarks/quality/defaults.py [--data mnist,ring8,grid25] [--seeds 0,1,2,3,4]
+    python benchmarks/quality/defaults.py [--data mnist,ring8,grid25] [--seeds 0,1,2,3,4] [--device cpu|cuda]
                                           [--out benchmarks/quality/results/defaults]
 
 Each seed trains the data set's defaults in this process (train.loop.train on TrainConfig.defaults_for: the
@@ -8,6 +8,8 @@ command's code path), exports the bundle as `gvtool export` does, and evaluates 
 evaluate() at every precision the bundle holds. The thread count is part of a run's name and result: run the
 script again under OMP_NUM_THREADS=1 to add those runs. A finished run or bundle is reused only when its config
 matches. Writes DATA.json (every run and precision) and DATA.md (each run, then the worst run against the targets).
+`--device cuda` trains on cuda:0 with the defaults `gvtool train` picks there (longer image training) and writes
+DATA-cuda.json and DATA-cuda.md.
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ TARGETS = {
 }
 
 
-def measure(data: str, seed: int, out: Path) -> list[dict]:
+def measure(data: str, seed: int, out: Path, device: str) -> list[dict]:
     threads = torch.get_num_threads()
-    name = f"{data}-s{seed}-t{threads}"
+    name = f"{data}-s{seed}-t{threads}" if device == "cpu" else f"{data}-s{seed}-{device}"
     run_dir, bundle_dir = out / "runs" / name, out / "bundles" / name
-    config = TrainConfig.defaults_for(data).replace(seed=seed)
+    config = TrainConfig.defaults_for(data, device).replace(seed=seed, device=device)
     seconds = trained(config, run_dir)
     return [r | {"seed": seed, "threads": threads, "train_seconds": seconds} for r in through_bundle(run_dir, bundle_dir)]
 
@@ -75,20 +77,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mnist,ring8,grid25")
     parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="train with the defaults `gvtool train` picks on this device type")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results/defaults"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "" if args.device == "cpu" else f"-{args.device}"
     for data in args.data.split(","):
-        path = args.out / f"{data}.json"
+        path = args.out / f"{data}{suffix}.json"
         results = json.loads(path.read_text()) if path.is_file() else []
         for seed in (int(s) for s in args.seeds.split(",")):
-            new = measure(data, seed, args.out)
+            new = measure(data, seed, args.out, args.device)
             keep = {(r["seed"], r["threads"], r["precision"]) for r in new}
             results = [r for r in results if (r["seed"], r["threads"], r["precision"]) not in keep] + new
             results.sort(key=lambda r: (r["seed"], r["threads"], PRECISIONS.index(r["precision"])))
             path.write_text(json.dumps(results, indent=2) + "\n")
             print(f"{data} seed {seed}: done", flush=True)
-        (args.out / f"{data}.md").write_text(table(data, results) + "\n")
+        (args.out / f"{data}{suffix}.md").write_text(table(data, results) + "\n")
         print(table(data, results))
 
 
