@@ -77,7 +77,7 @@ def main() -> None:
 @click.option("--conditional", is_flag=True, help="Class-conditional model (labels go to the decoder and the discriminator).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training data [default: 35; stacked-mnist 9; 2-D mixtures 140; "
                                                              "images on CUDA 4x: 140, stacked-mnist 36].")
-@click.option("--batch-size", type=click.IntRange(min=2), help="[default: 32; 2-D mixtures 256]")
+@click.option("--batch-size", type=click.IntRange(min=2), help="[default: 32; 2-D mixtures 128]")
 @click.option("--latent-dim", type=click.IntRange(1, 4096), help="Latent size [default: 16; 2-D mixtures 8].")
 @click.option("--image-size", type=int, help="Resize images to this square side (multiple of 4, 16..64) [default: native].")
 @click.option("--width", type=click.IntRange(min=4), help="Conv channels of the first stage, doubled at each stride [default: 32].")
