@@ -75,7 +75,7 @@ def main() -> None:
                    "or an .npz with x (and y).")
 @click.option("--model", "kind", type=click.Choice(["vaegan", "vae", "gan"]), default="vaegan", show_default=True)
 @click.option("--conditional", is_flag=True, help="Class-conditional model (labels go to the decoder and the discriminator).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training data [default: 35; stacked-mnist 9; 2-D mixtures 140; "
+@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training data [default: 35; stacked-mnist 9; 2-D mixtures 170; "
                                                              "images on CUDA 4x: 140, stacked-mnist 36].")
 @click.option("--batch-size", type=click.IntRange(min=2), help="[default: 32; 2-D mixtures 128]")
 @click.option("--latent-dim", type=click.IntRange(1, 4096), help="Latent size [default: 16; 2-D mixtures 8].")

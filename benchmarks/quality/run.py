@@ -11,7 +11,7 @@ can be stopped and run again. Runs are named by their thread count too: under OM
 are other runs.
 Writes, per data set, DATA.json (every run and precision), DATA.md (mean and spread per model and precision,
 with the training time) and DATA-samples.png (the first seed's samples of the models side by side). On this
-project's 2-core CPU a 2-D run takes under a minute and a half, an MNIST or Stacked MNIST run up to 5 minutes
+project's 2-core CPU a 2-D run takes under two minutes, an MNIST or Stacked MNIST run up to 5 minutes
 (the vaegan; gan and vae less).
 """
 
