@@ -8,6 +8,8 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+
 from gvtool.eval.evaluate import evaluate, json_ready
 from gvtool.export.bundle import export_bundle
 from gvtool.manifest import is_bundle, read_manifest, sha256_file
@@ -64,3 +66,12 @@ def through_bundle(run_dir: Path, bundle_dir: Path) -> list[dict]:
         export_bundle(run_dir, bundle_dir)
     precisions = sorted({g.precision for g in read_manifest(bundle_dir).graphs.values()}, key=PRECISIONS.index)
     return [json_ready(evaluate(bundle_dir, precision=p)) for p in precisions]
+
+
+def measured(config: TrainConfig, out: Path, name: str) -> list[dict]:
+    """Train `config` into out/runs/NAME (unless done), measure it through out/bundles/NAME at every precision, and
+    tag each result with the seed, this process's thread count and the training's wall seconds."""
+    run_dir = out / "runs" / name
+    seconds = trained(config, run_dir)
+    tags = {"seed": config.seed, "threads": torch.get_num_threads(), "train_seconds": seconds}
+    return [r | tags for r in through_bundle(run_dir, out / "bundles" / name)]

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import torch
-from common import PRECISIONS, get, through_bundle, trained  # benchmarks/quality/common.py, beside this script
+from common import PRECISIONS, get, measured  # benchmarks/quality/common.py, beside this script
 
 from gvtool.train.config import TrainConfig
 
@@ -43,12 +43,8 @@ TARGETS = {
 
 
 def measure(data: str, seed: int, out: Path, device: str) -> list[dict]:
-    threads = torch.get_num_threads()
-    name = f"{data}-s{seed}-t{threads}" if device == "cpu" else f"{data}-s{seed}-{device}"
-    run_dir, bundle_dir = out / "runs" / name, out / "bundles" / name
-    config = TrainConfig.defaults_for(data, device).replace(seed=seed, device=device)
-    seconds = trained(config, run_dir)
-    return [r | {"seed": seed, "threads": threads, "train_seconds": seconds} for r in through_bundle(run_dir, bundle_dir)]
+    name = f"{data}-s{seed}-t{torch.get_num_threads()}" if device == "cpu" else f"{data}-s{seed}-{device}"
+    return measured(TrainConfig.defaults_for(data, device).replace(seed=seed, device=device), out, name)
 
 
 def table(data: str, results: list[dict]) -> str:

@@ -25,7 +25,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from common import get, through_bundle, trained  # benchmarks/quality/common.py, beside this script
+from common import get, measured  # benchmarks/quality/common.py, beside this script
 from PIL import Image, ImageDraw
 
 from gvtool.eval.evaluate import json_ready
@@ -49,13 +49,10 @@ def run_one(data: str, model: str, seed: int, epochs: int | None, out: Path) -> 
     # The thread count is part of a run's identity: another count sums in another order and sends a GAN's
     # trajectory elsewhere (ring8 seed 2 at the defaults of the time: 95.2% high quality on one thread, 20.2% on two).
     name = f"{data}-{model}-s{seed}-t{torch.get_num_threads()}"
-    run_dir = out / "runs" / name
     config = TrainConfig.defaults_for(data)
     config = config.replace(model=dataclasses.replace(config.model, kind=model), seed=seed,
                             **({"epochs": epochs} if epochs else {}))
-    seconds = trained(config, run_dir)
-    return [r | {"run_dir": str(run_dir), "seed": seed, "threads": torch.get_num_threads(), "train_seconds": seconds}
-            for r in through_bundle(run_dir, out / "bundles" / name)]
+    return [r | {"run_dir": str(out / "runs" / name)} for r in measured(config, out, name)]
 
 
 def table(results: list[dict]) -> str:
