@@ -49,13 +49,15 @@ class Validation:
     passed: bool
     batch_sizes: tuple[int, ...]
     inputs: str = ""                # what was fed: e.g. "seeded latents", "held-out images of mnist"
+    scale: tuple[float, ...] = ()   # the differences were divided by these along the outputs' last axis (a vector
+                                    # decoder: the data's std per feature); empty: in the outputs' own units
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"batch_sizes": list(self.batch_sizes)}
+        return dataclasses.asdict(self) | {"batch_sizes": list(self.batch_sizes), "scale": list(self.scale)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Validation":
-        return cls(**(d | {"batch_sizes": tuple(d["batch_sizes"])}))
+        return cls(**(d | {"batch_sizes": tuple(d["batch_sizes"]), "scale": tuple(d.get("scale", ()))}))
 
 
 @dataclass(frozen=True)

@@ -282,6 +282,31 @@ class TestValidationRecord:
     def test_validated_at_batch_1_and_16(self, tiny_bundle, name, key):
         assert _entry(tiny_bundle, name, key)[2].validation.batch_sizes == (1, 16)
 
+    @pytest.mark.parametrize("name", NAMES)
+    def test_vector_decoders_are_judged_in_data_stds_everything_else_as_is(self, tiny_run, tiny_bundle, name):
+        _, manifest, _ = tiny_bundle(name)
+        std = load_run(tiny_run(name)).config.model.vector_std
+        for entry in manifest.graphs.values():
+            vector_decoder = entry.graph == "decoder" and manifest.model["data_kind"] == "vector"
+            assert entry.validation.scale == (std if vector_decoder else ())
+        assert (len(std) == 2) == (name == "ring8")
+
+    def test_scale_divides_the_differences_per_feature(self, tiny_bundle):
+        folder, manifest, entry = _entry(tiny_bundle, "ring8", "decoder.fp32")
+        session = cpu_session(folder / entry.file)
+        feeds = [_feed(entry, manifest.model, 16)]
+        offset = np.array([0.05, -0.1], dtype=np.float32)  # off by 0.05 and 0.1 in data units
+
+        def reference(feed):
+            return [session.run(None, feed)[0] + offset]
+
+        raw = validate.validate_graph(folder / entry.file, entry.outputs, reference, feeds, "fp16", "test")
+        scaled = validate.validate_graph(folder / entry.file, entry.outputs, reference, feeds, "fp16", "test",
+                                         scale=(5.0, 10.0))
+        assert raw.max_abs_diff == pytest.approx(0.1, abs=1e-6) and not raw.passed
+        assert scaled.max_abs_diff == pytest.approx(0.01, abs=1e-6) and scaled.passed
+        assert scaled.mean_abs_diff == pytest.approx(0.01, abs=1e-6) and scaled.scale == (5.0, 10.0)
+
     @pytest.mark.parametrize("name", ["vaegan", "ring8"])
     def test_encoder_validated_on_held_out_items(self, tiny_bundle, name):
         _, manifest, _ = tiny_bundle(name)

@@ -79,6 +79,12 @@ class TestRoundTrip:
         assert entry.inputs[0].shape == ("batch", 1, 16, 16)
         assert entry.validation.batch_sizes == (1, 16)
 
+    def test_validation_scale_round_trips_and_defaults_to_none_in_older_manifests(self):
+        scaled = Validation(0.1, 0.01, "max_abs", 0.02, False, (1, 16), "latents", scale=(0.7, 2.8))
+        assert Validation.from_dict(json.loads(json.dumps(scaled.to_dict()))) == scaled
+        older = {k: v for k, v in scaled.to_dict().items() if k != "scale"}
+        assert Validation.from_dict(older).scale == ()
+
     def test_to_dict_records_the_format_version(self):
         assert make_manifest().to_dict()["format"] == FORMAT
 

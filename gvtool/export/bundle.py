@@ -186,6 +186,8 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
     flops = _count_flops(graph, model, log)
     check_feeds = inputs.feeds(graph, VALIDATION_BATCHES)
     note = inputs.note if graph == "encoder" else "seeded N(0, I) latents"
+    # A vector decoder's outputs are in data units: judged per data std, like images on their [-1, 1] scale
+    scale = tuple(cfg.vector_std) if graph == "decoder" and cfg.data_kind == "vector" else ()
     entries = []
     for precision in PRECISIONS:
         if precision not in precisions:
@@ -195,10 +197,11 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
             to_fp16(fp32_path, path)
         elif precision == "int8":
             to_int8(fp32_path, path, inputs.feeds(graph, [CALIBRATION_BATCH] * (CALIBRATION_ITEMS // CALIBRATION_BATCH)))
-        validation = validate_graph(path, specs_out, reference, check_feeds, precision, note)
+        validation = validate_graph(path, specs_out, reference, check_feeds, precision, note, scale)
         verdict = "ok" if validation.passed else "MISMATCH"
         log(f"{graph} {precision}: {path.stat().st_size / 1024:,.0f} KiB, max |diff| {validation.max_abs_diff:.2e}, "
-            f"mean |diff| {validation.mean_abs_diff:.2e} ({validation.metric} tolerance {validation.tolerance:g}) {verdict}")
+            f"mean |diff| {validation.mean_abs_diff:.2e}{' in data stds' if scale else ''} ({validation.metric} tolerance "
+            f"{validation.tolerance:g}) {verdict}")
         if not validation.passed and not allow_mismatch:
             raise ExportValidationError(
                 f"{graph} {precision} differs from torch: {validation.metric.replace('_', ' ')} "
