@@ -31,8 +31,12 @@ def _stdout_console():
 
 
 def say(label: str, text: str, color: str) -> None:
-    """One status line on stderr: `label` in colour, then the text as it is (no markup is read in it)."""
-    click.echo(f"{click.style(label, fg=color, bold=color == 'red')} {text}", err=True)
+    """One status line on stderr: `label` in colour, then the text as it is (no markup is read in it). Under
+    torchrun with several processes, each line names its rank."""
+    import os
+
+    rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "RANK" in os.environ else ""
+    click.echo(f"{rank}{click.style(label, fg=color, bold=color == 'red')} {text}", err=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -104,6 +108,8 @@ def main() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="auto: fp32 on the CPU, bf16 (fp16 without bf16) autocast on CUDA.")
+@click.option("--cuda-graphs", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Capture the training step as one CUDA graph: auto where it can (CUDA, one process, fp32/bf16).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder [default: runs/<model>-<data>-<time>].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (default: the newest run) from its checkpoint.")
@@ -111,11 +117,14 @@ def main() -> None:
 @reports_errors
 def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, extra_convs,
           mapping_layers, hidden, mlp_layers, lr, kl_weight, feature_weight, r1_weight, gan_loss, spectral_norm, augment, ema_decay,
-          device, precision, seed, out, resume) -> None:
-    """Train a model and write a run folder (config, checkpoint, metrics, sample grids, loss curves)."""
+          device, precision, cuda_graphs, seed, out, resume) -> None:
+    """Train a model and write a run folder (config, checkpoint, metrics, sample grids, loss curves).
+
+    Several processes train one run when torchrun starts them: torchrun --nproc-per-node N -m gvtool train ...
+    (--batch-size is the global batch, split over the processes; rank 0 writes the run folder)."""
     import dataclasses
 
-    from gvtool.train import rundir
+    from gvtool.train import distributed, rundir
     from gvtool.train.config import TrainConfig
     from gvtool.train.device import resolve_device
     from gvtool.train.loop import train as run_training
@@ -133,13 +142,18 @@ def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, laten
                                             kl_weight=kl_weight, feature_weight=feature_weight, r1_weight=r1_weight,
                                             gan_loss=gan_loss, spectral_norm=spectral_norm,
                                             augment=_augmentations(augment), ema_decay=ema_decay))
-        config = config.replace(model=model, device=device, precision=precision, seed=seed,
+        config = config.replace(model=model, device=device, precision=precision, cuda_graphs=cuda_graphs, seed=seed,
                                 **given(epochs=epochs, batch_size=batch_size, image_size=image_size, lr=lr))
         run_dir = out or rundir.default_run_dir(kind, data)
     from gvtool.ui import TrainProgress
 
-    with TrainProgress(_console()) as reporter:
-        result = run_training(config, run_dir, resume=resume, reporter=reporter)
+    with distributed.launched(config.device):
+        run_dir = distributed.from_rank_0(run_dir)  # a default folder is named by the time: rank 0's names it
+        is_main = distributed.current().is_main
+        with TrainProgress(_console(), shown=is_main) as reporter:
+            result = run_training(config, run_dir, resume=resume, reporter=reporter)
+    if not is_main:  # rank 0 tells the user how the run went
+        sys.exit(130 if result.interrupted else 0)
     if result.interrupted:
         say("interrupted", f"at step {result.step}; checkpoint saved. "
                            f"Continue with: gvtool train --resume --out {result.run_dir}", "yellow")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -13,9 +15,16 @@ _SHORT = {"loss_encoder": "enc", "loss_decoder": "dec", "loss_discriminator": "d
 
 
 class TrainProgress:
-    """A training Reporter: a start table, then a progress bar with the live losses and the ETA."""
+    """A training Reporter: a start table, then a progress bar with the live losses and the ETA.
 
-    def __init__(self, console: Console):
+    The bar is redrawn at most every REDRAW_S seconds (and whenever new losses arrive), so a fast GPU step does
+    not wait on the terminal. With shown=False (the ranks of a torchrun world but rank 0) it draws nothing."""
+
+    REDRAW_S = 0.25
+
+    def __init__(self, console: Console, shown: bool = True):
+        self.shown = shown
+        self._last_drawn = float("-inf")
         self.console = console
         self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), TextColumn("eta"),
@@ -23,32 +32,44 @@ class TrainProgress:
         self.task = None
 
     def __enter__(self) -> "TrainProgress":
-        self.progress.start()
+        if self.shown:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self.shown:
+            self.progress.stop()
 
     def started(self, info: dict) -> None:
+        if not self.shown:
+            return
         table = Table(title=f"training {escape(info['run_dir'])}", show_header=True, title_justify="left")
         table.add_column("network")
         table.add_column("parameters", justify="right")
         for name, count in info["parameters"].items():
             table.add_row(name, f"{count:,}")
         self.console.print(table)
-        self.console.print(f"device {info['device']} ({info['precision']}), {info['train_items']:,} training items "
+        how = info["precision"] + (", one CUDA graph a step" if info.get("cuda_graph") else "")
+        where = f" x {info['processes']} processes" if info.get("processes", 1) > 1 else ""
+        self.console.print(f"device {info['device']}{where} ({how}), {info['train_items']:,} training items "
                            f"of shape {tuple(info['item_shape'])}, {info['held_out_items']:,} held out"
                            + (f", resuming at step {info['resumed_at_step']}" if info["resumed_at_step"] else ""))
         self.task = self.progress.add_task("train", total=info["total_steps"], completed=info["resumed_at_step"],
                                            epoch=1, losses="")
 
     def advanced(self, step: int, total: int, epoch: int, metrics: dict[str, float]) -> None:
+        now = time.monotonic()
+        if not self.shown or not (metrics or step >= total or now - self._last_drawn >= self.REDRAW_S):
+            return
+        self._last_drawn = now
         fields = {"epoch": epoch}
         if metrics:
             fields["losses"] = "  ".join(f"{_SHORT[k]} {v:.3g}" for k, v in metrics.items() if k in _SHORT)
         self.progress.update(self.task, completed=step, **fields)
 
     def epoch_done(self, row: dict) -> None:
+        if not self.shown:
+            return
         extra = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step"))
         if extra:
             self.progress.console.print(f"epoch {row['epoch']}: {extra}")

@@ -27,7 +27,7 @@ from cli_helpers import error_line, said
 from export_fixtures import tiny_bundle, tiny_run  # noqa: F401
 from gvtool.cli import main
 from gvtool.manifest import MANIFEST_FILE, read_manifest
-from gvtool.runtime.bench import load_report, save_report
+from gvtool.runtime.bench import cuda_devices_info, load_report, save_report
 from gvtool.runtime.bench_run import ROUNDS
 from runtime_helpers import copy_bundle, edit_manifest
 
@@ -172,7 +172,9 @@ class TestFullRun:
         assert isinstance(machine["cpu"], str) and machine["cpu"]
         assert machine["logical_cores"] == os.cpu_count()
         assert 1 <= machine["usable_cores"] <= machine["logical_cores"]
-        assert machine["gpus"] == []  # a CPU-only machine
+        # what the CUDA driver lists, on a machine with GPUs or without ([] then)
+        assert machine["gpus"] == cuda_devices_info()
+        assert all(set(g) == {"index", "name", "compute_capability", "driver"} for g in machine["gpus"])
 
     def test_the_versions_are_those_installed(self, report):
         assert report.versions["numpy"] == np.__version__

@@ -16,7 +16,8 @@ LEGACY_MODEL_FIELDS = {"gan_loss": "bce", "spectral_norm": False, "augment": (),
                        "mapping_layers": 0}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # What a resumed run may change; anything else would break the exact continuation.
-RESUME_OVERRIDES = ("epochs", "device", "precision")
+RESUME_OVERRIDES = ("epochs", "device", "precision", "cuda_graphs")
+CUDA_GRAPHS = ("auto", "on", "off")
 # Image defaults on CUDA train this many times the CPU default's epochs (see TrainConfig.defaults_for): 140 MNIST
 # epochs take about as long on an H200 with today's loop (~2,300 items/s) as 35 do on 2 CPU cores.
 CUDA_EPOCH_FACTOR = 4
@@ -157,6 +158,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"         # auto: fp32 on CPU, bf16 (or fp16 without bf16) autocast on CUDA
+    cuda_graphs: str = "auto"       # capture the training step as one CUDA graph (train/captured.py): auto where it
+                                    # can (CUDA, one process, fp32 or bf16), on (or refuse), off
     val_fraction: float = 0.1       # held out of training for reconstruction error and evaluation
     split_seed: int = 0             # fixed, so every training seed holds out the same items
     n_vectors: int = 20_000         # items drawn for the 2-D mixtures
@@ -172,6 +175,8 @@ class TrainConfig:
         _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"Adam betas must be in [0, 1), got {self.beta1}, {self.beta2}")
         _check(self.precision in PRECISIONS, f"unknown --precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        _check(self.cuda_graphs in CUDA_GRAPHS,
+               f"unknown --cuda-graphs {self.cuda_graphs!r}; expected one of {', '.join(CUDA_GRAPHS)}")
         _check(0 <= self.val_fraction <= 0.5, f"val_fraction must be in [0, 0.5], got {self.val_fraction}")
         _check(self.n_vectors >= 10, f"n_vectors must be >= 10, got {self.n_vectors}")
         _check(self.log_every >= 1 and self.n_fixed >= 1, "log_every and n_fixed must be >= 1")

@@ -48,6 +48,16 @@ class WeightAverage:
             mine.copy_(current)
 
     @torch.no_grad()
+    def update_at_rate(self, net: nn.Module, rate: torch.Tensor) -> None:
+        """`update` with 1 - decay given as a 0-d tensor on the weights' device (filled in before each step), so
+        that a captured CUDA graph reads the step's own rate rather than the one it was captured with. The same
+        arithmetic as `update`, to the bit."""
+        ours, theirs = list(self.net.parameters()), [p.detach() for p in net.parameters()]
+        torch._foreach_lerp_(ours, theirs, [rate] * len(ours))
+        for mine, current in zip(self.net.buffers(), net.buffers()):
+            mine.copy_(current)
+
+    @torch.no_grad()
     def recalibrate(self, batches: Iterable[tuple[torch.Tensor, ...]]) -> None:
         """Batch-norm running statistics of the average, as the plain mean over its own activations on `batches`
         (each a tuple of the network's inputs). A network without batch norm is left as it is."""

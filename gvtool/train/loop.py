@@ -18,11 +18,12 @@ from typing import Protocol
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from gvtool import __version__
 from gvtool.errors import BadInputError
 from gvtool.fileio import atomic_write_text
-from gvtool.train import rundir
+from gvtool.train import captured, distributed, rundir
 from gvtool.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from gvtool.train.config import RESUME_OVERRIDES, TrainConfig
 from gvtool.train.data import Dataset, load_dataset, split, to_model
@@ -77,10 +78,12 @@ def complete_config(config: TrainConfig, data: Dataset) -> TrainConfig:
 
 class _StopFlag:
     """Ctrl-C sets a flag the loop checks between steps, so a checkpoint is never taken mid-update.
-    A second Ctrl-C interrupts at once."""
+    A second Ctrl-C interrupts at once. Under torchrun, SIGTERM (how torchrun stops its workers when it is
+    interrupted) sets it too, and the ranks agree on the step to stop at (see train)."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT,)) -> None:
         self.set = False
+        self.signals = signals
 
     def _handle(self, signum, frame) -> None:
         if self.set:
@@ -90,20 +93,22 @@ class _StopFlag:
     @contextlib.contextmanager
     def installed(self):
         try:
-            previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
+            previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        except ValueError:  # not the main thread: leave the signals alone
             yield self
             return
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def _restore(path: Path, device: torch.device, nets, optimizers, ema: WeightAverage | None, scaler,
-             data_rng: torch.Generator) -> tuple[int, int, int]:
+             data_rng: torch.Generator, world: distributed.World) -> tuple[int, int, int]:
     """Load a checkpoint into the networks, optimizers, weight average, scaler and RNGs; return (step, epoch,
-    batch in epoch)."""
+    batch in epoch). The checkpoint holds rank 0's noise generator; other ranks of a torchrun world reseed theirs
+    from the step, so the data order resumes exactly at any world size and the noise at a world of one."""
     ckpt = load_checkpoint(path, map_location=device)
     try:
         for name, net in nets.items():
@@ -117,9 +122,12 @@ def _restore(path: Path, device: torch.device, nets, optimizers, ema: WeightAver
                             f"{str(error).splitlines()[0]}") from None
     if ckpt.meta.get("scaler"):
         scaler.load_state_dict(ckpt.meta["scaler"])
-    torch.set_rng_state(ckpt.rng["torch"])
-    if device.type == "cuda" and "cuda" in ckpt.rng:
-        torch.cuda.set_rng_state(ckpt.rng["cuda"], device)
+    if world.is_main:
+        torch.set_rng_state(ckpt.rng["torch"])
+        if device.type == "cuda" and "cuda" in ckpt.rng:
+            torch.cuda.set_rng_state(ckpt.rng["cuda"], device)
+    else:
+        torch.manual_seed(distributed.rank_seed(ckpt.meta["config"]["seed"], world) + ckpt.meta["step"])
     data_rng.set_state(ckpt.rng["data_epoch"])  # the state the current epoch's permutation was drawn from
     return ckpt.meta["step"], ckpt.meta["epoch"], ckpt.meta["batch_in_epoch"]
 
@@ -134,11 +142,12 @@ def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
                 state[key] = torch.empty_like(param).copy_(value)  # empty_like keeps param's strides
 
 
-def _adam(params: list, config: TrainConfig) -> torch.optim.Adam:
+def _adam(params: list, config: TrainConfig, capturable: bool = False) -> torch.optim.Adam:
     """Fused Adam (one kernel over all of a network's tensors) where this torch has it for the parameters'
     device: 1.22x the training items/s of a 2-D VAE-GAN run on this project's CPU, where the MLPs are so small
-    that per-tensor overhead dominates. Older torch builds without it fall back to the default Adam."""
-    kwargs = {"lr": config.lr, "betas": (config.beta1, config.beta2)}
+    that per-tensor overhead dominates. Older torch builds without it fall back to the default Adam.
+    `capturable` keeps every step count on the device, for a step captured as a CUDA graph."""
+    kwargs = {"lr": config.lr, "betas": (config.beta1, config.beta2)} | ({"capturable": True} if capturable else {})
     try:
         return torch.optim.Adam(params, fused=True, **kwargs)
     except (RuntimeError, ValueError, TypeError):  # fused Adam unsupported for this device or torch version
@@ -181,8 +190,13 @@ def _prior_batches(cfg, device: torch.device, seed: int, epoch: int):
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter: Reporter | None = None,
           stop_after_steps: int | None = None) -> TrainResult:
-    """Train (or, with resume, continue) the run in `run_dir`. `stop_after_steps` stops early as Ctrl-C would."""
-    reporter = reporter or _Silent()
+    """Train (or, with resume, continue) the run in `run_dir`. `stop_after_steps` stops early as Ctrl-C would.
+
+    In a torchrun world (distributed.launched has joined the process group) every rank calls this: each trains
+    its slice of every batch of --batch-size items, DistributedDataParallel averages the gradients, and rank 0
+    alone writes the run folder and reports."""
+    world = distributed.current()
+    reporter = (reporter or _Silent()) if world.is_main else _Silent()
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / rundir.CHECKPOINT_FILE
     if resume and not checkpoint_path.is_file():
@@ -190,7 +204,10 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
     if not resume and checkpoint_path.is_file():
         raise BadInputError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
 
-    device = resolve_device(config.device)
+    device_spec = config.device
+    if world.is_distributed:  # each rank on its own GPU (cuda:LOCAL_RANK) or on the CPU
+        device_spec = distributed.device_spec(config.device, world, torch.cuda.is_available())
+    device = resolve_device(device_spec)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
@@ -203,32 +220,49 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
     train_set, held_out = split(data, config.val_fraction, config.split_seed)
     if len(train_set) < config.batch_size:
         raise BadInputError(f"--batch-size {config.batch_size} is larger than the {len(train_set)} training items of {config.data}")
+    distributed.check_batch(config.batch_size, world)
+
+    graphed, why_not = captured.can_capture(device, precision, world.is_distributed)
+    if config.cuda_graphs == "on" and not graphed:
+        raise BadInputError(f"--cuda-graphs on cannot be met here: {why_not}; pass --cuda-graphs auto or off")
+    graphed = graphed and config.cuda_graphs != "off"
 
     mcfg = config.model
     # channels_last: oneDNN (CPU) and cuDNN's tensor-core kernels run these convs ~1.3x faster in NHWC
     memory_format = torch.channels_last if mcfg.data_kind == "image" else torch.contiguous_format
     nets = build_networks(mcfg).to(device, memory_format=memory_format)
-    optimizers = {name: _adam(list(net.parameters()), config) for name, net in nets.items()}
-    ema = WeightAverage(nets["decoder"], mcfg.ema_decay) if mcfg.ema_decay > 0 else None
+    optimizers = {name: _adam(list(net.parameters()), config, capturable=graphed) for name, net in nets.items()}
+    # Only rank 0 samples and saves, so only it keeps the average
+    ema = WeightAverage(nets["decoder"], mcfg.ema_decay) if mcfg.ema_decay > 0 and world.is_main else None
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     data_rng = torch.Generator().manual_seed(config.seed)
     step, epoch, batch_in_epoch = 0, 0, 0
     if resume:
-        step, epoch, batch_in_epoch = _restore(checkpoint_path, device, nets, optimizers, ema, scaler, data_rng)
+        step, epoch, batch_in_epoch = _restore(checkpoint_path, device, nets, optimizers, ema, scaler, data_rng, world)
         if epoch >= config.epochs:
             raise BadInputError(f"{run_dir} already finished its {config.epochs} epochs; pass a larger --epochs to train on")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # Written again on resume: --epochs, --device or --precision may have changed.
-    atomic_write_text(run_dir / rundir.CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+    elif not world.is_main:
+        torch.manual_seed(distributed.rank_seed(config.seed, world))  # its own noise; the weights come from rank 0
+    # What the step runs: the networks themselves, or (torchrun) their DistributedDataParallel wrappers, which
+    # average each network's gradients over the ranks as its own backward pass produces them
+    stepped = dict(nets.items()) if not world.is_distributed else {
+        name: DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        for name, net in nets.items()}
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # Written again on resume: --epochs, --device or --precision may have changed.
+        atomic_write_text(run_dir / rundir.CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
-    log = MetricsLog(run_dir / rundir.METRICS_FILE, keep_until_step=step if resume else -1)
-    snaps = Snapshots(run_dir / rundir.SAMPLES_DIR, mcfg, data, held_out, config.n_fixed, config.seed, device)
+    log = MetricsLog(run_dir / rundir.METRICS_FILE if world.is_main else None, keep_until_step=step if resume else -1)
+    snaps = (Snapshots(run_dir / rundir.SAMPLES_DIR, mcfg, data, held_out, config.n_fixed, config.seed, device)
+             if world.is_main else None)
     steps_per_epoch = len(train_set) // config.batch_size  # drop the ragged last batch: fixed shapes, steady BN
     total_steps = steps_per_epoch * config.epochs
     reporter.started({
         "run_dir": str(run_dir), "device": str(device), "precision": precision, "resumed_at_step": step,
         "train_items": len(train_set), "held_out_items": len(held_out), "item_shape": list(data.shape),
         "parameters": {name: count_parameters(net) for name, net in nets.items()}, "total_steps": total_steps,
+        "cuda_graph": graphed, "processes": world.size,
     })
 
     x_all = train_set.x.to(device, memory_format=memory_format)  # (N, C, H, W) uint8 or (N, D) float32
@@ -236,7 +270,24 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
     autocast_dtype = AUTOCAST_DTYPES[precision]
     params = {name: list(net.parameters()) for name, net in nets.items()}
 
+    def body(index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update of every network on the items at `index`; its losses and metrics, left on the device."""
+        x = to_model(x_all[index]) if data.kind == "image" else x_all[index]
+        y = y_all[index] if y_all is not None else None
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            out = compute_losses(mcfg, stepped, x, y)
+        _update(out.losses, params, optimizers, scaler)
+        return {f"loss_{k}": v.detach() for k, v in out.losses.items()} | out.metrics
+
+    # The captured step (CUDA; the CPU's StaticStep when a test stands in for it) or the plain one
+    runner = None
+    if graphed:
+        kind = captured.CapturedStep if device.type == "cuda" else captured.StaticStep
+        runner = kind(body, config.batch_size, device, ema, nets["decoder"], config.log_every)
+
     def save(epoch_rng_state: torch.Tensor) -> None:
+        if not world.is_main:
+            return
         rng = {"torch": torch.get_rng_state(), "data_epoch": epoch_rng_state}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(device)
@@ -246,8 +297,12 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
         models = dict(nets.items()) | ({EMA_NAME: ema.net} if ema is not None else {})
         save_checkpoint(checkpoint_path, meta=meta, models=models, optimizers=optimizers, rng=rng)
 
+    def flushed() -> dict[str, float]:
+        return log.flush(reduce=lambda table: distributed.mean_over_ranks(table, world))
+
     interrupted, start_step, train_seconds = False, step, 0.0
-    with _StopFlag().installed() as stop:
+    stop_signals = (signal.SIGINT, signal.SIGTERM) if world.is_distributed else (signal.SIGINT,)
+    with _StopFlag(stop_signals).installed() as stop:
         while epoch < config.epochs and not interrupted:
             epoch_rng_state = data_rng.get_state()
             order = torch.randperm(len(train_set), generator=data_rng).to(device)
@@ -255,32 +310,36 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
             t0 = time.perf_counter()
             while batch_in_epoch < steps_per_epoch:
                 index = order[batch_in_epoch * config.batch_size:(batch_in_epoch + 1) * config.batch_size]
-                x = to_model(x_all[index]) if data.kind == "image" else x_all[index]
-                y = y_all[index] if y_all is not None else None
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    out = compute_losses(mcfg, nets, x, y)
-                _update(out.losses, params, optimizers, scaler)
+                index = distributed.shard(index, world)
                 step += 1
-                if ema is not None:
-                    ema.update(nets["decoder"], step)
-                batch_in_epoch += 1
-                log.record(step, epoch + 1, {f"loss_{k}": v.detach() for k, v in out.losses.items()} | out.metrics)
-                if step % config.log_every == 0 or batch_in_epoch == steps_per_epoch:
-                    reporter.advanced(step, total_steps, epoch + 1, log.flush())
+                if runner is not None:
+                    values = runner(index, step)
                 else:
-                    reporter.advanced(step, total_steps, epoch + 1, {})
-                if stop.set or (stop_after_steps is not None and step >= stop_after_steps):
+                    values = body(index)
+                    if ema is not None:
+                        ema.update(nets["decoder"], step)
+                batch_in_epoch += 1
+                log.record(step, epoch + 1, values)
+                flush_now = step % config.log_every == 0 or batch_in_epoch == steps_per_epoch
+                reporter.advanced(step, total_steps, epoch + 1, flushed() if flush_now else {})
+                # A signal reaches the ranks at different steps: they agree on it at each flush, a collective
+                # every rank reaches at the same step (a world of one stops at the next step)
+                signalled = stop.set if not world.is_distributed else (
+                    flush_now and distributed.any_rank(stop.set, device, world))
+                if signalled or (stop_after_steps is not None and step >= stop_after_steps):
                     interrupted = True
                     break
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds += time.perf_counter() - t0
             if interrupted:
-                log.flush()
+                flushed()
                 save(epoch_rng_state)
                 break
             epoch += 1
             batch_in_epoch = 0
+            if not world.is_main:
+                continue
             if ema is not None:
                 ema.recalibrate(_prior_batches(mcfg, device, config.seed, epoch))
             shown = nn.ModuleDict(dict(nets.items()) | ({"decoder": ema.net} if ema is not None else {}))
@@ -289,7 +348,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
             reporter.epoch_done(row)
             save(data_rng.get_state())
     log.close()
-    if not interrupted:
+    if not interrupted and world.is_main:
         snaps.loss_curves(log.path, run_dir / rundir.LOSSES_PNG)
+    distributed.barrier(world, device)  # the run folder is complete before any rank returns
     items = (step - start_step) * config.batch_size
     return TrainResult(run_dir, step, epoch, interrupted, items / train_seconds if train_seconds else 0.0)

@@ -1,0 +1,55 @@
+"""One rank of a tiny torchrun world, for test_distributed.py (not a test itself).
+
+    torchrun --standalone --nproc-per-node N tests/distributed_worker.py NPZ OUT STOP_AFTER_STEPS
+
+Trains a tiny image VAE-GAN (convolutions, batch norm, spectral norm) on NPZ into OUT/run through train.loop.train,
+as `gvtool train` does under torchrun, then writes OUT/rank<R>.json: the rank's world, the step it stopped at,
+and a hash of each network's parameters as this rank ended with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from gvtool.train import distributed, loop
+from gvtool.train.config import ModelConfig, TrainConfig
+
+built = []
+
+
+def _recording(build):
+    def build_and_record(cfg):
+        nets = build(cfg)
+        built.append(nets)
+        return nets
+    return build_and_record
+
+
+def _digest(net: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for p in net.parameters():
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def main() -> None:
+    npz, out, stop = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    torch.set_num_threads(1)
+    loop.build_networks = _recording(loop.build_networks)
+    config = TrainConfig(model=ModelConfig(width=4, latent_dim=4, hidden=16), data=npz, epochs=2, batch_size=8,
+                         device="cpu", n_fixed=16, log_every=2)
+    with distributed.launched(config.device):
+        world = distributed.current()
+        result = loop.train(config, out / "run", stop_after_steps=stop or None)
+    (out / f"rank{world.rank}.json").write_text(json.dumps({
+        "rank": world.rank, "size": world.size, "step": result.step, "interrupted": result.interrupted,
+        "params": {name: _digest(net) for name, net in built[0].items()}}))
+
+
+if __name__ == "__main__":
+    main()
