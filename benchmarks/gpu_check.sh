@@ -50,7 +50,7 @@ step torchrun-gloo-2 $PY -m torch.distributed.run --standalone --nproc-per-node 
     --epochs 2 --device cpu --out "$OUT/runs/gloo-2"
 step resume-in-one $PY -m gvtool train --resume --out "$OUT/runs/gloo-2" --epochs 3 --device cuda
 if [ "$HAVE_MNIST" = yes ]; then
-    step step-throughput $PY benchmarks/train_throughput.py --device cuda --json "$OUT/step-throughput.json"
+    step step-throughput $PY benchmarks/train_throughput.py --device cuda --graphs --json "$OUT/step-throughput.json"
 fi
 step test-suite $PY -m pytest -q -x -p no:cacheprovider tests
 
