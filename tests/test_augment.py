@@ -59,8 +59,18 @@ class TestDiffAugment:
         torch.manual_seed(0)
         x = torch.rand(4, 1, 16, 16)
         x = torch.cat([x, x])  # items i and i + 4 are equal
-        out = diff_augment(x, ("translation", "cutout"), torch.arange(4).repeat(2))
+        out = diff_augment(x, ("translation", "cutout"), torch.arange(4).repeat(2), n_draws=4)
         torch.testing.assert_close(out[:4], out[4:])
+
+    def test_a_draw_without_its_count_is_refused(self):
+        with pytest.raises(ValueError, match="n_draws"):
+            diff_augment(_ramp(), ("translation",), torch.zeros(1, dtype=torch.int64))
+
+    def test_makes_no_host_read_of_the_draws(self, monkeypatch):
+        """A captured CUDA graph cannot sync with the host: the draws are never read back."""
+        monkeypatch.setattr(torch.Tensor, "item", lambda self: pytest.fail("diff_augment read a tensor on the host"))
+        monkeypatch.setattr(torch.Tensor, "__int__", lambda self: pytest.fail("diff_augment read a tensor on the host"))
+        diff_augment(torch.rand(6, 1, 16, 16), ("translation", "cutout"), torch.arange(3).repeat(2), n_draws=3)
 
     def test_items_with_their_own_draws_differ(self):
         torch.manual_seed(0)

@@ -14,17 +14,21 @@ TRANSLATION_RATIO = 0.125  # DiffAugment's default: shifts of up to 1/8 of the s
 CUTOUT_RATIO = 0.5         # DiffAugment's default: a square of half the side is blanked
 
 
-def diff_augment(x: torch.Tensor, policies: tuple[str, ...], draw: torch.Tensor | None = None) -> torch.Tensor:
+def diff_augment(x: torch.Tensor, policies: tuple[str, ...], draw: torch.Tensor | None = None,
+                 n_draws: int | None = None) -> torch.Tensor:
     """Augment images x (B, C, H, W) by each policy in turn ("translation", "cutout").
 
-    draw: (B,) int64, which random draw each item takes; items with the same draw get the same transform
-    (a real digit and its reconstruction, so the feature reconstruction compares like with like).
-    None: every item its own draw.
+    draw: (B,) int64 in [0, n_draws), which random draw each item takes; items with the same draw get the same
+    transform (a real digit and its reconstruction, so the feature reconstruction compares like with like).
+    None: every item its own draw. The caller gives n_draws with a draw: reading it off the tensor would be a
+    host sync, which a step captured as a CUDA graph cannot make.
     """
     if not policies:
         return x
-    draw = torch.arange(x.shape[0], device=x.device) if draw is None else draw
-    n_draws = int(draw.max()) + 1 if draw.numel() else 0
+    if draw is None:
+        draw, n_draws = torch.arange(x.shape[0], device=x.device), x.shape[0]
+    elif n_draws is None:
+        raise ValueError("diff_augment needs n_draws with a draw")
     for policy in policies:
         x = _POLICIES[policy](x, n_draws, draw)
     return x

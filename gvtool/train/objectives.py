@@ -93,7 +93,7 @@ def _vaegan(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> 
     x_d = _real_for_d(cfg, x)
     # A real item and its reconstruction get the same augmentation, so their features compare like with like.
     draw = torch.cat([torch.arange(b, device=x.device).repeat(2), torch.arange(b, 2 * b, device=x.device)])
-    seen = diff_augment(torch.cat([x_d, fakes]), cfg.augment, draw)
+    seen = diff_augment(torch.cat([x_d, fakes]), cfg.augment, draw, n_draws=2 * b)
     logits, feats = nets["discriminator"](seen, None if y is None else torch.cat([y, labels]))
     l_real, l_rec, l_prior = logits[:b], logits[b:2 * b], logits[2 * b:]
     f_real, f_rec = feats[:b].detach(), feats[b:2 * b]
