@@ -122,7 +122,7 @@ class TestTrainCommand:
         for option in ("--data", "--model", "--conditional", "--epochs", "--batch-size", "--latent-dim",
                        "--image-size", "--width", "--hidden", "--mlp-layers", "--lr", "--kl-weight", "--feature-weight", "--r1-weight",
                        "--gan-loss", "--spectral-norm", "--augment", "--ema-decay", "--extra-convs", "--mapping-layers",
-                       "--device", "--precision", "--seed", "--out", "--resume"):
+                       "--device", "--precision", "--cuda-graphs", "--seed", "--out", "--resume"):
             assert option in result.output, option
 
     def test_help_states_the_defaults_the_config_holds(self):
