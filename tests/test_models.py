@@ -223,8 +223,8 @@ class TestAugmentationInTheLosses:
     def _seen(self, cfg, nets, monkeypatch, augment):
         calls = []
 
-        def spy(x, policies, draw=None):
-            calls.append((x.detach().clone(), policies, draw))
+        def spy(x, policies, draw=None, n_draws=None):
+            calls.append((x.detach().clone(), policies, draw, n_draws))
             return x
 
         monkeypatch.setattr(objectives, "diff_augment", spy)
@@ -232,7 +232,7 @@ class TestAugmentationInTheLosses:
         return calls
 
     def test_every_item_the_discriminator_sees_goes_through_the_same_augmentation(self, cfg, nets, monkeypatch):
-        (seen, policies, draw), = self._seen(cfg, nets, monkeypatch, ("translation", "cutout"))
+        (seen, policies, draw, _), = self._seen(cfg, nets, monkeypatch, ("translation", "cutout"))
         x, _ = _batch(cfg)
         fakes = 2 if cfg.kind == "vaegan" else 1  # vaegan: reconstructions and prior samples
         assert policies == ("translation", "cutout")
@@ -240,12 +240,13 @@ class TestAugmentationInTheLosses:
         torch.testing.assert_close(seen[:B], x)  # the real items, then the generated ones, in one call
 
     def test_vaegan_gives_a_real_item_and_its_reconstruction_one_draw(self, cfg, nets, monkeypatch):
-        (_, _, draw), = self._seen(cfg, nets, monkeypatch, ("cutout",))
+        (_, _, draw, n_draws), = self._seen(cfg, nets, monkeypatch, ("cutout",))
         if cfg.kind == "vaegan":
             assert draw[:B].tolist() == draw[B:2 * B].tolist() == list(range(B))
             assert sorted(draw[2 * B:].tolist()) == list(range(B, 2 * B))  # prior samples: draws of their own
+            assert n_draws == 2 * B
         else:
-            assert draw is None  # the GAN pairs nothing: every item its own draw
+            assert draw is None and n_draws is None  # the GAN pairs nothing: every item its own draw
 
     def test_augmented_inputs_change_the_discriminator_loss(self, cfg):
         cfg = dataclasses.replace(cfg, spectral_norm=False)  # a power iteration per call would change it anyway
