@@ -46,7 +46,7 @@ def make_step(kind: str, device: torch.device, precision: str, batch: int, graph
         index = torch.randperm(4 * batch, device=device)[:batch]
 
         def body(i):
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False):
                 out = compute_losses(cfg, nets, data[i], None)
             _update(out.losses, params, optimizers, scaler)
             return {f"loss_{k}": v.detach() for k, v in out.losses.items()}

@@ -274,7 +274,10 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
         """One update of every network on the items at `index`; its losses and metrics, left on the device."""
         x = to_model(x_all[index]) if data.kind == "image" else x_all[index]
         y = y_all[index] if y_all is not None else None
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        # A captured step must not use autocast's cache of cast weights: the cache is filled at capture, and
+        # PyTorch's CUDA-graph notes require cache_enabled=False under capture
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
+                            cache_enabled=not graphed):
             out = compute_losses(mcfg, stepped, x, y)
         _update(out.losses, params, optimizers, scaler)
         return {f"loss_{k}": v.detach() for k, v in out.losses.items()} | out.metrics
