@@ -1,18 +1,146 @@
-"""Atomic file writes (stdlib only): a crash never leaves a half-written file behind."""
+"""Files that survive crashes and concurrent writers (stdlib only): atomic writes, which never leave a half-written
+file behind; locks, which refuse a second writer of a run or bundle and name the holder; and the clean-up of what
+a killed writer left."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Iterator
 
+from gvtool.errors import BadInputError
+
+try:  # POSIX: a lock the kernel releases when its process dies, however it dies
+    import fcntl
+except ImportError:  # Windows: an exclusive lock file, judged stale when its holder on this host is gone
+    fcntl = None
+
 
 def newest_holding(root: Path, name: str) -> Path | None:
-    """The folder directly under `root` whose file `name` was modified last; None when no folder holds one."""
-    found = [p for p in root.iterdir() if (p / name).is_file()] if root.is_dir() else []
+    """The folder directly under `root` whose file `name` was modified last; None when no folder holds one.
+    Hidden folders (a writer's `.NAME.*.tmp`, a replaced bundle's `.NAME.*.old`) are never picked."""
+    found = [p for p in root.iterdir() if not p.name.startswith(".") and (p / name).is_file()] if root.is_dir() else []
     return max(found, key=lambda p: (p / name).stat().st_mtime, default=None)
+
+
+def lock_path(target: Path) -> Path:
+    """The lock of a run or bundle folder: a hidden file beside it, so that the folder itself can be created,
+    replaced or removed while the lock is held."""
+    return target.parent / f".{target.name}.lock"
+
+
+def _holder_text(info: dict) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.get("since", 0)))
+    return f"{info.get('what', 'gvtool')} (pid {info.get('pid', '?')} on {info.get('host', '?')}, since {since})"
+
+
+def _read_holder(handle_or_path) -> dict:
+    try:
+        text = handle_or_path.read() if hasattr(handle_or_path, "read") else Path(handle_or_path).read_text()
+        info = json.loads(text or "{}")
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def folder_lock(target: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold the lock of folder `target` for `what` (e.g. "gvtool train") while the block runs; raise BadInputError
+    naming the holder (its command, pid, host and start) when another process holds it. A holder killed with
+    SIGKILL or a power cut blocks nobody: on POSIX the kernel drops its lock (flock) with the process; elsewhere a
+    lock whose holder on this host is gone is taken over."""
+    target = Path(target)
+    path = lock_path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"what": what, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    if fcntl is not None:
+        handle = _flocked(path, target)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(me))
+            handle.flush()
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # while still held: a taker that opened the old file sees it gone and retries
+            handle.close()
+        return
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _read_holder(path)
+            stale = holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"])
+            if not stale:
+                raise BadInputError(f"{target} is in use by {_holder_text(holder)}; wait for it to finish, or stop "
+                                    f"it (a lock left by a crash elsewhere: delete {path})") from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    else:
+        raise BadInputError(f"{target} is in use: its lock {path} keeps coming back")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(me))
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _flocked(path: Path, target: Path):
+    """The lock file at `path`, opened and flock-ed. A file unlinked by its releaser between our open and our lock
+    is not the lock any more: then open the new one and try again."""
+    while True:
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = _read_holder(handle)
+            handle.close()
+            raise BadInputError(f"{target} is in use by {_holder_text(holder)}; wait for it to finish, or stop it") from None
+        try:
+            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return handle
+        handle.close()
+
+
+def remove_leftovers(folder: Path, pattern: str) -> list[Path]:
+    """Remove what killed writers left in `folder` matching `pattern` (a glob of hidden temp names); call it only
+    while holding the lock that every such writer holds, so nothing removed can still be in use. Returns what
+    was removed."""
+    removed = []
+    for path in sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []:
+        if not path.name.startswith("."):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ complete, so an existing bundle is never left half-overwritten.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import torch
 
 from gvtool import __version__
 from gvtool.errors import BadInputError, ExportValidationError, GvtoolError
+from gvtool.fileio import folder_lock, remove_leftovers
 from gvtool.export.contract import CONTRACTS
 from gvtool.export.flops import flops_per_item
 from gvtool.export.from_run import RunModel, load_run
@@ -52,6 +54,26 @@ def export_bundle(run_dir: str | Path, out: str | Path | None = None, *, precisi
             log("int8 not written for vector data: a 2-D generator maps latents onto its modes through steep "
                 "boundaries, and int8 moved 7% of grid25 samples by over 0.3 (ask for it with --precision fp32,fp16,int8)")
     out = Path(out) if out is not None else BUNDLES_ROOT / run.run_dir.name
+    with folder_lock(out, "gvtool export"):  # a second export to this folder is refused, not interleaved
+        _recover(out, log)
+        return _export_locked(run, out, precisions, opset, allow_mismatch, log)
+
+
+def _recover(out: Path, log: Callable[[str], None]) -> None:
+    """Undo what a killed export left beside `out` (only ever called under out's lock): a previous bundle moved
+    aside but never replaced goes back to `out`; temp and moved-aside folders are removed."""
+    if not out.exists():
+        aside = sorted(out.parent.glob(f".{glob.escape(out.name)}.*.old/bundle"), key=lambda p: p.stat().st_mtime)
+        if aside and is_bundle(aside[-1]):
+            os.replace(aside[-1], out)
+            log(f"recovered {out} from {aside[-1].parent.name}, left by an export that was stopped mid-swap")
+    name = glob.escape(out.name)
+    for leftover in remove_leftovers(out.parent, f".{name}.*.tmp") + remove_leftovers(out.parent, f".{name}.*.old"):
+        log(f"removed {leftover.name}, left by an export that was stopped")
+
+
+def _export_locked(run: RunModel, out: Path, precisions, opset: int, allow_mismatch: bool,
+                   log: Callable[[str], None]) -> tuple[Path, Manifest]:
     _check_destination(out, run)
     inputs = _Inputs(run, log)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from gvtool.errors import BackendUnavailableError, BadBundleError, BadInputError, ExportValidationError
-from gvtool.fileio import atomic_write_bytes
+from gvtool.fileio import atomic_write_bytes, folder_lock
 from gvtool.manifest import EngineEntry, GraphEntry, Manifest, bundle_path, read_manifest, verify_file, write_manifest
 from gvtool.runtime.gpu import TENSORRT_HINT, gpu_properties, import_cudart, import_tensorrt, use_device
 
@@ -41,6 +41,13 @@ def build_engines(bundle, *, graphs: Iterable[str] | None = None, precisions: It
     """
     log = log or (lambda line: None)
     _check_options(min_batch, opt_batch, max_batch, workspace_mb, dla_core)
+    with folder_lock(Path(bundle), "gvtool export --trt"):  # one writer of the bundle's engines and manifest
+        return _build_locked(bundle, graphs, precisions, min_batch, opt_batch, max_batch, workspace_mb, dla_core,
+                             device_index, trt, cudart, log)
+
+
+def _build_locked(bundle, graphs, precisions, min_batch, opt_batch, max_batch, workspace_mb, dla_core, device_index,
+                  trt, cudart, log) -> Manifest:
     manifest = read_manifest(bundle)
     entries = select_graphs(manifest, graphs, precisions)
     sources = {e.key: verify_file(bundle, e.file, e.sha256) for e in entries}  # a tampered file fails here, before any build

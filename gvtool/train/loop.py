@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gvtool import __version__
 from gvtool.errors import BadInputError
-from gvtool.fileio import atomic_write_text
+from gvtool.fileio import atomic_write_text, folder_lock, remove_leftovers
 from gvtool.train import captured, distributed, rundir
 from gvtool.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from gvtool.train.config import RESUME_OVERRIDES, TrainConfig
@@ -192,9 +192,23 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter:
           stop_after_steps: int | None = None) -> TrainResult:
     """Train (or, with resume, continue) the run in `run_dir`. `stop_after_steps` stops early as Ctrl-C would.
 
-    In a torchrun world (distributed.launched has joined the process group) every rank calls this: each trains
-    its slice of every batch of --batch-size items, DistributedDataParallel averages the gradients, and rank 0
-    alone writes the run folder and reports."""
+    The run folder is locked for the whole training (fileio.folder_lock): a second trainer of the same folder,
+    fresh or resumed, is refused with the holder's pid and host, and what a killed trainer left half-written
+    (hidden temp files) is removed first. In a torchrun world (distributed.launched has joined the process group)
+    every rank calls this: each trains its slice of every batch of --batch-size items, DistributedDataParallel
+    averages the gradients, and rank 0 alone locks and writes the run folder and reports."""
+    run_dir = Path(run_dir)
+    if not distributed.current().is_main:
+        return _train(config, run_dir, resume, reporter, stop_after_steps)
+    with folder_lock(run_dir, "gvtool train"):
+        for name in (rundir.CONFIG_FILE, rundir.CHECKPOINT_FILE, rundir.METRICS_FILE, rundir.LOSSES_PNG):
+            remove_leftovers(run_dir, f".{name}.*.tmp")  # atomic_write's temp names: only what a trainer writes
+        remove_leftovers(run_dir / rundir.SAMPLES_DIR, ".epoch_*.png.*.tmp")
+        return _train(config, run_dir, resume, reporter, stop_after_steps)
+
+
+def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter | None,
+           stop_after_steps: int | None) -> TrainResult:
     world = distributed.current()
     reporter = (reporter or _Silent()) if world.is_main else _Silent()
     run_dir = Path(run_dir)
