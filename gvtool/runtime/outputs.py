@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -42,23 +44,69 @@ def save_npy(array: np.ndarray, path: Path) -> None:
         np.save(f, array)
 
 
+def _human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
 def stream_npy(chunks: Iterable[np.ndarray], n: int, item_shape: tuple, dtype, path: Path,
                progress=lambda done: None) -> None:
-    """Write n items arriving in chunks into one .npy, memory-mapped, under a temporary name renamed at the end."""
+    """Write n items arriving in chunks into one .npy, under a temporary name renamed at the end.
+
+    The file is written front to back (a header, then each chunk), never through a memory map: on a full disk a
+    write fails with ENOSPC, one clear error, where a store into a map of a sparse file dies of SIGBUS. The space
+    is checked before any work, and SIGTERM removes the temporary file as Ctrl-C does."""
+    dtype = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n, *item_shape)}
+    needed = n * int(np.prod(item_shape, dtype=np.int64)) * dtype.itemsize + 4096
     path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if needed > free:
+        raise BadInputError(f"--out {path}: {n:,} items need {_human_bytes(needed)}, and its filesystem has "
+                            f"{_human_bytes(free)} free")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, *item_shape))
-        done = 0
-        for chunk in chunks:
-            out[done:done + len(chunk)] = chunk
-            done += len(chunk)
-            progress(done)
-        out.flush()
-        del out  # close the map before the rename
+        with terminated_as_interrupt(), os.fdopen(fd, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            done = 0
+            for chunk in chunks:
+                chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                if chunk.shape[1:] != tuple(item_shape) or done + len(chunk) > n:
+                    raise ValueError(f"stream_npy got a chunk of {chunk.shape} after {done} of {n} items of {item_shape}")
+                f.write(memoryview(chunk).cast("B"))
+                done += len(chunk)
+                progress(done)
+            if done != n:
+                raise ValueError(f"stream_npy got {done} items, expected {n}")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise OSError(error.errno, error.strerror, str(path)) from None  # name --out, not the temporary file
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def terminated_as_interrupt():
+    """Within the block, SIGTERM (a scheduler or `kill` stopping the command) raises KeyboardInterrupt as Ctrl-C
+    does, so that the writer's clean-up runs. Outside the main thread, signals are left alone."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
