@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -20,6 +21,12 @@ MANIFEST_FILE = "manifest.json"
 FORMAT = 1  # bump on any change a reader of the old format would misread
 PRECISIONS = ("fp32", "fp16", "int8")
 GRAPHS = ("encoder", "decoder")
+MODEL_KINDS = ("vaegan", "vae", "gan")
+DATA_KINDS = ("image", "vector")
+TENSOR_DTYPES = ("float32", "float16", "int64", "int32", "uint8")
+MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is a few KB; this bounds what a hostile one makes us parse
+MAX_LATENT_DIM = 4096         # train's own bound (config.ModelConfig)
+MAX_NESTING = 32              # a real manifest nests 5 deep; bounds the parser's recursion
 
 
 @dataclass(frozen=True)
@@ -174,24 +181,73 @@ def is_bundle(folder: str | os.PathLike) -> bool:
     return (Path(folder) / MANIFEST_FILE).is_file()
 
 
+def _deepest(text: str) -> int:
+    """How deep the JSON text's brackets nest (strings skipped), without parsing it: json.loads recurses once
+    per level and 100,000 nested brackets would exhaust Python's stack."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_json_bounded(path: Path, what: str, error=BadBundleError, max_bytes: int = MAX_MANIFEST_BYTES) -> object:
+    """The JSON of a file written by gvtool, refusing what gvtool never writes: more than max_bytes, brackets
+    nested over MAX_NESTING deep, NaN or Infinity, text that is not UTF-8. One clear error each."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise error(f"{path} is {size:,} bytes, far larger than any {what} gvtool writes (at most {max_bytes:,})")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path} is not UTF-8 text, so not a {what}") from None
+    except OSError as failure:
+        raise error(f"{path} cannot be read: {failure.strerror or failure}") from None
+    if _deepest(text) > MAX_NESTING:
+        raise error(f"{path} nests its brackets over {MAX_NESTING} deep; not a {what}")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, ValueError, RecursionError) as failure:
+        raise error(f"{path} is not valid JSON: {failure}") from None
+
+
 def read_manifest(bundle: str | os.PathLike) -> Manifest:
-    """Read and check a bundle's manifest: known format, well-formed, every file inside the bundle."""
+    """Read and check a bundle's manifest: known format, well-formed against its schema (check_manifest), every file
+    inside the bundle, the manifest itself included."""
     path = Path(bundle) / MANIFEST_FILE
     if not Path(bundle).is_dir():
         raise BadBundleError(f"no bundle at {bundle}: not a folder")
     if not path.is_file():
         raise BadBundleError(f"{bundle} is not a complete bundle: it has no {MANIFEST_FILE} (an export that did not finish?)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadBundleError(f"{path} is not valid JSON: {error}") from None
+    bundle_path(bundle, MANIFEST_FILE)  # a manifest.json symlinked out of the bundle is not the bundle's
+    raw = load_json_bounded(path, "bundle manifest")
     version = raw.get("format") if isinstance(raw, dict) else None
     if version != FORMAT:
         raise BadBundleError(f"{path} has manifest format {version!r}; this gvtool reads format {FORMAT}. "
                              "Re-export the bundle with this gvtool, or install the gvtool that wrote it "
                              f"({raw.get('gvtool_version', 'unknown version') if isinstance(raw, dict) else 'unknown'})")
     try:
+        check_manifest(raw)
         manifest = Manifest.from_dict(raw)
+    except SchemaError as error:
+        raise BadBundleError(f"{path} is malformed: {error}") from None
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise BadBundleError(f"{path} is malformed: {type(error).__name__} {error}") from None
     wrong_keys = [key for key, entry in manifest.graphs.items() if key != entry.key]
@@ -200,6 +256,163 @@ def read_manifest(bundle: str | os.PathLike) -> Manifest:
     for entry in [*manifest.graphs.values(), *manifest.engines.values()]:
         bundle_path(bundle, entry.file)
     return manifest
+
+
+class SchemaError(ValueError):
+    """A manifest field of the wrong type or out of range: the message names the field and what it holds."""
+
+
+def _get(d: dict, key: str, where: str, kinds, required: bool = True):
+    if key not in d:
+        if required:
+            raise SchemaError(f"{where}.{key} is missing")
+        return None
+    value = d[key]
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        raise SchemaError(f"{where}.{key} must be {names}, got {json.dumps(value)[:60]}")
+    return value
+
+
+def _int(d: dict, key: str, where: str, low: int = 0, high: int | None = None, required: bool = True) -> int | None:
+    value = _get(d, key, where, (int,), required)
+    if value is not None and (value < low or (high is not None and value > high)):
+        raise SchemaError(f"{where}.{key} must be from {low} to {high if high is not None else 'any'}, got {value}")
+    return value
+
+
+def _finite(d: dict, key: str, where: str, positive: bool = False) -> float:
+    value = _get(d, key, where, (int, float))
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise SchemaError(f"{where}.{key} must be a finite{' positive' if positive else ''} number, got {value}")
+    return value
+
+
+def _choice(d: dict, key: str, where: str, choices: tuple, required: bool = True):
+    value = _get(d, key, where, (str,), required)
+    if value is not None and value not in choices:
+        raise SchemaError(f"{where}.{key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _sha256(d: dict, key: str, where: str) -> None:
+    value = _get(d, key, where, (str,))
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise SchemaError(f"{where}.{key} must be 64 lowercase hex digits, got {value[:70]!r}")
+
+
+def _tensors(d: dict, key: str, where: str) -> list[dict]:
+    specs = _get(d, key, where, (list,))
+    for i, spec in enumerate(specs):
+        at = f"{where}.{key}[{i}]"
+        if not isinstance(spec, dict):
+            raise SchemaError(f"{at} must be an object")
+        _get(spec, "name", at, (str,))
+        _choice(spec, "dtype", at, TENSOR_DTYPES)
+        shape = _get(spec, "shape", at, (list,))
+        if not shape or shape[0] != "batch" or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 1 << 16
+                                                       for n in shape[1:]):
+            raise SchemaError(f"{at}.shape must be [\"batch\", then sizes from 1 to 65536]: only the first (batch) axis "
+                              f"may be dynamic, got {json.dumps(shape)[:60]}")
+    return specs
+
+
+def check_manifest(raw: object) -> None:
+    """Every field a reader uses, checked for type and range, and the model block against its graphs: the one
+    place a manifest's schema is enforced. Raises SchemaError naming the first field that is wrong."""
+    if not isinstance(raw, dict):
+        raise SchemaError("the manifest must be a JSON object")
+    _int(raw, "format", "manifest", FORMAT, FORMAT)
+    _get(raw, "gvtool_version", "manifest", (str,))
+    model = _get(raw, "model", "manifest", (dict,))
+    kind = _choice(model, "kind", "model", MODEL_KINDS)
+    conditional = _get(model, "conditional", "model", (bool,))
+    classes = _int(model, "num_classes", "model", 0, 1 << 16)
+    if conditional != (classes >= 2) or (not conditional and classes):
+        raise SchemaError(f"model.num_classes {classes} does not fit conditional {conditional} (>= 2 when conditional, "
+                          "else 0)")
+    names = _get(model, "class_names", "model", (list, type(None)), required=False)
+    if names is not None and (not all(isinstance(n, str) for n in names) or (names and len(names) != classes)):
+        raise SchemaError(f"model.class_names must be {classes} strings or none")
+    data_kind = _choice(model, "data_kind", "model", DATA_KINDS)
+    shape = _get(model, "item_shape", "model", (list,))
+    image = data_kind == "image"
+    if (len(shape) != (3 if image else 1) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape)
+            or (image and (shape[0] not in (1, 3) or not all(4 <= n <= 1024 for n in shape[1:])))
+            or (not image and not 1 <= shape[0] <= 1 << 16)):
+        raise SchemaError(f"model.item_shape must be [channels 1 or 3, height, width] for images or [size] for "
+                          f"vectors, got {json.dumps(shape)[:60]}")
+    latent = _int(model, "latent_dim", "model", 1, MAX_LATENT_DIM)
+    pixels = _get(raw, "pixels", "manifest", (dict, type(None)), required=False)
+    if image:
+        if pixels is None:
+            raise SchemaError("manifest.pixels is missing: an image model needs its pixel mapping")
+        _finite(pixels, "scale", "pixels", positive=True)
+        _finite(pixels, "offset", "pixels")
+        if _int(pixels, "channels", "pixels", 1, 3, required=False) not in (None, shape[0]):
+            raise SchemaError(f"pixels.channels {pixels['channels']} disagrees with model.item_shape {shape}")
+    source = _get(raw, "source", "manifest", (dict,))
+    _get(source, "run_dir", "source", (str,), required=False)
+    _get(source, "data", "source", (str,), required=False)
+    _int(source, "step", "source", required=False)
+    _get(source, "complete", "source", (bool,), required=False)
+    if "checkpoint_sha256" in source:
+        _sha256(source, "checkpoint_sha256", "source")
+    graphs = _get(raw, "graphs", "manifest", (dict,), required=False) or {}
+    for key, entry in graphs.items():
+        at = f"graphs[{key!r}]"
+        if not isinstance(entry, dict):
+            raise SchemaError(f"{at} must be an object")
+        graph = _choice(entry, "graph", at, GRAPHS)
+        _choice(entry, "precision", at, PRECISIONS)
+        _get(entry, "file", at, (str,))
+        _sha256(entry, "sha256", at)
+        _int(entry, "bytes", at)
+        _int(entry, "opset", at, 1, 1000)
+        _int(entry, "ir_version", at, 1, 1000)
+        inputs, outputs = _tensors(entry, "inputs", at), _tensors(entry, "outputs", at)
+        validation = _get(entry, "validation", at, (dict,))
+        check = f"{at}.validation"
+        for name in ("max_abs_diff", "mean_abs_diff", "tolerance"):
+            if _finite(validation, name, check) < 0:
+                raise SchemaError(f"{check}.{name} must be >= 0, got {validation[name]}")
+        _choice(validation, "metric", check, ("max_abs", "mean_abs"))
+        _get(validation, "passed", check, (bool,))
+        sizes = _get(validation, "batch_sizes", check, (list,))
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+            raise SchemaError(f"{check}.batch_sizes must be positive integers, got {json.dumps(sizes)[:60]}")
+        _get(validation, "inputs", check, (str,), required=False)
+        scale = _get(validation, "scale", check, (list,), required=False) or []
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in scale):
+            raise SchemaError(f"{check}.scale must be finite positive numbers, got {json.dumps(scale)[:60]}")
+        unknown = set(validation) - {f.name for f in dataclasses.fields(Validation)}
+        if unknown:
+            raise SchemaError(f"{check} has unknown keys {sorted(unknown)}")
+        _int(entry, "flops_per_item", at, required=False) if entry.get("flops_per_item") is not None else None
+        if graph == "decoder" and kind == "vae" or graph == "encoder" and kind == "gan":
+            pass  # the graphs a kind has are checked where they are used (runtime.model names what is missing)
+        latents = [s for s in (inputs if graph == "decoder" else outputs) if s["name"] in ("latents", "mean")]
+        if latents and latents[0]["shape"][1:] != [latent]:
+            raise SchemaError(f"{at} takes latents of {latents[0]['shape'][1:]}, but model.latent_dim is {latent}")
+        items = [s for s in (outputs if graph == "decoder" else inputs) if s["name"] in ("images", "vectors")]
+        if items and items[0]["shape"][1:] != shape:
+            raise SchemaError(f"{at} has items of {items[0]['shape'][1:]}, but model.item_shape is {shape}")
+    engines = _get(raw, "engines", "manifest", (dict,), required=False) or {}
+    for key, entry in engines.items():
+        at = f"engines[{key!r}]"
+        if not isinstance(entry, dict):
+            raise SchemaError(f"{at} must be an object")
+        _get(entry, "graph_key", at, (str,))
+        _choice(entry, "precision", at, PRECISIONS)
+        _get(entry, "file", at, (str,))
+        _sha256(entry, "sha256", at)
+        _int(entry, "bytes", at)
+        profile = _get(entry, "profile", at, (dict,))
+        for name in ("min", "opt", "max"):
+            _int(profile, name, f"{at}.profile", 1, 1 << 20)
+        for name in ("tensorrt_version", "gpu_name", "compute_capability"):
+            _get(entry, name, at, (str,))
+        _int(entry, "dla_core", at, 0, 16, required=False) if entry.get("dla_core") is not None else None
 
 
 def verify_file(bundle: str | os.PathLike, name: str, sha256: str) -> Path:

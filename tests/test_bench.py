@@ -343,7 +343,8 @@ class TestEnvironment:
         assert cuda_devices_info() == []
 
     def test_bundle_info_names_the_bundle_its_manifest_hash_and_model(self, tmp_path):
-        model = {"kind": "vae", "latent_dim": 4}
+        model = {"kind": "vae", "conditional": False, "num_classes": 0, "data_kind": "vector", "item_shape": [2],
+                 "latent_dim": 4}
         write_manifest(tmp_path, Manifest(gvtool_version="0.1.0", model=model, pixels=None, source={}))
         assert bundle_info(tmp_path) == {"path": str(tmp_path), "model": model,
                                          "manifest_sha256": sha256_file(tmp_path / "manifest.json")}

@@ -63,8 +63,10 @@ class TestTorchFree:
                            inputs=(TensorSpec("latents", "float32", ("batch", 4)),),
                            outputs=(TensorSpec("images", "float32", ("batch", 1, 16, 16)),),
                            validation=Validation(0.0, 0.0, "max_abs", 1e-4, True, (1, 16)))
-        write_manifest(tmp_path, Manifest(gvtool_version="test", model={}, pixels=None, source={},
-                                          graphs={entry.key: entry}))
+        model = {"kind": "gan", "conditional": False, "num_classes": 0, "data_kind": "image", "item_shape": [1, 16, 16],
+                 "latent_dim": 4}
+        write_manifest(tmp_path, Manifest(gvtool_version="test", model=model, pixels={"scale": 127.5, "offset": -1.0},
+                                          source={}, graphs={entry.key: entry}))
         result = _run("from gvtool.cli import main; main()", "export", str(tmp_path), "--trt")
         assert result.returncode == 1, result.stderr
         assert "tensorrt" in result.stderr.lower() and "Traceback" not in result.stderr

@@ -23,7 +23,7 @@ import numpy as np
 import gvtool
 from gvtool.errors import BadInputError, GvtoolError
 from gvtool.fileio import atomic_write_text
-from gvtool.manifest import MANIFEST_FILE, read_manifest, sha256_file
+from gvtool.manifest import MANIFEST_FILE, load_json_bounded, read_manifest, sha256_file
 
 REPORT_FORMAT = 1  # bump on any change a reader of the old layout would misread
 STATUSES = ("ok", "skipped")
@@ -202,12 +202,10 @@ def save_report(report: BenchReport, path: str | os.PathLike) -> None:
 
 def load_report(path: str | os.PathLike) -> BenchReport:
     """A report written by save_report; BadInputError naming the file when it is missing or not one."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInputError(f"no bench report at {path}: the file does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadInputError(f"{path} is not a bench report: not valid JSON ({error})") from None
+    if not Path(path).is_file():
+        raise BadInputError(f"no bench report at {path}: the file does not exist")
+    # bounded like a manifest: no report of gvtool's nests deep, holds NaN or reaches 64 MB
+    raw = load_json_bounded(Path(path), "bench report", error=BadInputError, max_bytes=64 << 20)
     try:
         return BenchReport.from_dict(raw)
     except BadInputError as error:
