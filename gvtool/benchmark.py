@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from gvtool.errors import BadInputError
 from gvtool.manifest import PRECISIONS, read_manifest
 from gvtool.runtime.backends import open_backend
@@ -20,6 +22,36 @@ from gvtool.runtime.bench_run import ROUNDS, Case, run_cases
 from gvtool.runtime.bundles import newest_bundle
 
 BACKENDS = ("onnxruntime", "tensorrt", "onnxruntime-tensorrt", "torch")
+
+
+MAX_BATCH = 1 << 16
+# Bytes a batch item costs while one graph runs, as a multiple of its input and output: the activations between
+# (the default MNIST decoder's widest layer holds ~6x its output), the torch baseline's copy, the backend's own.
+ACTIVATION_FACTOR = 16
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory free now (Linux: MemAvailable), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_memory(model: dict, batch: int) -> None:
+    """Refuse a batch size that could not fit, before any array is allocated (--batch-sizes 1000000000 ran numpy
+    out of memory after minutes of work)."""
+    if batch > MAX_BATCH:
+        raise BadInputError(f"--batch-sizes {batch} is above {MAX_BATCH}; an edge model is benchmarked at batches "
+                            "that fit a device")
+    per_item = 4 * (int(np.prod(model["item_shape"])) + 2 * model["latent_dim"])
+    needed, free = ACTIVATION_FACTOR * per_item * batch, _available_memory()
+    if free is not None and needed > free:
+        raise BadInputError(f"--batch-sizes {batch} would need about {needed / 1e9:.1f} GB, and {free / 1e9:.1f} GB "
+                            "of memory is free; pass smaller batch sizes")
 
 
 def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, warmup_s, duration_s, iterations,
@@ -33,6 +65,7 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
             raise BadInputError(f"unknown {name} {','.join(unknown) or '(none)'}; expected some of {','.join(allowed)}")
     if not devices:
         raise BadInputError("--device names no device; expected cpu, cuda or cuda:I, comma-separated")
+    _check_memory(manifest.model, max(batch_sizes))
     devices = [_device_name(d) for d in devices]
     # A value given twice would be measured twice and reported as two rows.
     graphs, backends, precisions, devices, batch_sizes = (list(dict.fromkeys(v)) for v in

@@ -177,11 +177,9 @@ def _resumed_config(ctx: click.Context, run_dir: Path):
 
     path = Path(run_dir) / rundir.CONFIG_FILE
     try:
-        config = TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise BadInputError(f"cannot resume {run_dir}: it has no {rundir.CONFIG_FILE}") from None
-    except (json.JSONDecodeError, TypeError) as error:
-        raise BadInputError(f"cannot resume {run_dir}: {path} is not a valid config ({error})") from None
+        config = TrainConfig.from_file(path)
+    except BadInputError as error:
+        raise BadInputError(f"cannot resume {run_dir}: {error}") from None
     given = {name for name, value in ctx.params.items()
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE and name not in ("resume", "out")}
     # Option names are the config's field names ("kind" is the model's); the train config's image_size (as asked,

@@ -22,6 +22,63 @@ except ImportError:  # Windows: an exclusive lock file, judged stale when its ho
     fcntl = None
 
 
+MAX_NESTING = 32  # gvtool's JSON files (manifests, configs, reports) nest at most 6 deep; bounds the parser's recursion
+
+
+def _deepest(text: str) -> int:
+    """How deep the JSON text's brackets nest (strings skipped), without parsing it: json.loads recurses once
+    per level and 100,000 nested brackets would exhaust Python's stack."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} overflows a float")
+    return value
+
+
+def load_json_bounded(path: Path, what: str, error=BadInputError, max_bytes: int = 4 << 20) -> object:
+    """The JSON of a file written by gvtool, refusing what gvtool never writes: more than max_bytes, brackets
+    nested over MAX_NESTING deep, NaN or Infinity, text that is not UTF-8. One clear error each."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise error(f"{path} is {size:,} bytes, far larger than any {what} gvtool writes (at most {max_bytes:,})")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path} is not UTF-8 text, so not a {what}") from None
+    except OSError as failure:
+        raise error(f"{path} cannot be read: {failure.strerror or failure}") from None
+    if _deepest(text) > MAX_NESTING:
+        raise error(f"{path} nests its brackets over {MAX_NESTING} deep; not a {what}")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (json.JSONDecodeError, ValueError, RecursionError) as failure:
+        raise error(f"{path} is not valid JSON: {failure}") from None
+
+
 def newest_holding(root: Path, name: str) -> Path | None:
     """The folder directly under `root` whose file `name` was modified last; None when no folder holds one.
     Hidden folders (a writer's `.NAME.*.tmp`, a replaced bundle's `.NAME.*.old`) are never picked."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from gvtool.errors import BadBundleError
-from gvtool.fileio import atomic_write_text
+from gvtool.fileio import atomic_write_text, load_json_bounded
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1  # bump on any change a reader of the old format would misread
@@ -26,7 +26,6 @@ DATA_KINDS = ("image", "vector")
 TENSOR_DTYPES = ("float32", "float16", "int64", "int32", "uint8")
 MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is a few KB; this bounds what a hostile one makes us parse
 MAX_LATENT_DIM = 4096         # train's own bound (config.ModelConfig)
-MAX_NESTING = 32              # a real manifest nests 5 deep; bounds the parser's recursion
 
 
 @dataclass(frozen=True)
@@ -181,53 +180,6 @@ def is_bundle(folder: str | os.PathLike) -> bool:
     return (Path(folder) / MANIFEST_FILE).is_file()
 
 
-def _deepest(text: str) -> int:
-    """How deep the JSON text's brackets nest (strings skipped), without parsing it: json.loads recurses once
-    per level and 100,000 nested brackets would exhaust Python's stack."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def load_json_bounded(path: Path, what: str, error=BadBundleError, max_bytes: int = MAX_MANIFEST_BYTES) -> object:
-    """The JSON of a file written by gvtool, refusing what gvtool never writes: more than max_bytes, brackets
-    nested over MAX_NESTING deep, NaN or Infinity, text that is not UTF-8. One clear error each."""
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise error(f"{path} is {size:,} bytes, far larger than any {what} gvtool writes (at most {max_bytes:,})")
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise error(f"{path} is not UTF-8 text, so not a {what}") from None
-    except OSError as failure:
-        raise error(f"{path} cannot be read: {failure.strerror or failure}") from None
-    if _deepest(text) > MAX_NESTING:
-        raise error(f"{path} nests its brackets over {MAX_NESTING} deep; not a {what}")
-    try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except (json.JSONDecodeError, ValueError, RecursionError) as failure:
-        raise error(f"{path} is not valid JSON: {failure}") from None
-
-
 def read_manifest(bundle: str | os.PathLike) -> Manifest:
     """Read and check a bundle's manifest: known format, well-formed against its schema (check_manifest), every file
     inside the bundle, the manifest itself included."""
@@ -237,7 +189,7 @@ def read_manifest(bundle: str | os.PathLike) -> Manifest:
     if not path.is_file():
         raise BadBundleError(f"{bundle} is not a complete bundle: it has no {MANIFEST_FILE} (an export that did not finish?)")
     bundle_path(bundle, MANIFEST_FILE)  # a manifest.json symlinked out of the bundle is not the bundle's
-    raw = load_json_bounded(path, "bundle manifest")
+    raw = load_json_bounded(path, "bundle manifest", BadBundleError, MAX_MANIFEST_BYTES)
     version = raw.get("format") if isinstance(raw, dict) else None
     if version != FORMAT:
         raise BadBundleError(f"{path} has manifest format {version!r}; this gvtool reads format {FORMAT}. "

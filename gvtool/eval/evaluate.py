@@ -91,9 +91,7 @@ def _bundle_target(bundle: Path, precision: str) -> Target:
     if not run_config.is_file():
         raise BadInputError(f"{bundle} came from {manifest.source.get('run_dir')}, which is not on this machine: "
                             "eval needs that run's config.json for the data split")
-    import json
-
-    config = TrainConfig.from_dict(json.loads(run_config.read_text(encoding="utf-8")))
+    config = TrainConfig.from_file(run_config)
     model = load(bundle, backend="onnxruntime", device="cpu", precision=precision)
     image = model.is_image
 

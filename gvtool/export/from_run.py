@@ -41,6 +41,8 @@ def load_run(run_dir: str | Path) -> RunModel:
         config = TrainConfig.from_dict(meta["config"])
     except (KeyError, TypeError) as error:
         raise BadInputError(f"{path} does not describe its model config: {error}") from None
+    except BadInputError as error:
+        raise BadInputError(f"{path} holds a config that is not valid: {error}") from None
     nets = build_networks(config.model)
     for name, net in nets.items():
         # A run that keeps a weight average samples with it: the average is the decoder that exports.

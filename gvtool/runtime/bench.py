@@ -22,8 +22,8 @@ import numpy as np
 
 import gvtool
 from gvtool.errors import BadInputError, GvtoolError
-from gvtool.fileio import atomic_write_text
-from gvtool.manifest import MANIFEST_FILE, load_json_bounded, read_manifest, sha256_file
+from gvtool.fileio import atomic_write_text, load_json_bounded
+from gvtool.manifest import MANIFEST_FILE, read_manifest, sha256_file
 
 REPORT_FORMAT = 1  # bump on any change a reader of the old layout would misread
 STATUSES = ("ok", "skipped")

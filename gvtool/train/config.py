@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from gvtool.errors import BadInputError
+from gvtool.fileio import load_json_bounded
 
 MODEL_KINDS = ("vaegan", "vae", "gan")
 GAN_LOSSES = ("hinge", "bce")
@@ -21,6 +24,10 @@ CUDA_GRAPHS = ("auto", "on", "off")
 # Image defaults on CUDA train this many times the CPU default's epochs (see TrainConfig.defaults_for): 140 MNIST
 # epochs take about as long on an H200 with today's loop (~2,300 items/s) as 35 do on 2 CPU cores.
 CUDA_EPOCH_FACTOR = 4
+MAX_WIDTH = 1024        # conv channels of the first stage (the default is 32)
+MAX_HIDDEN = 16384      # MLP units (the default is 128)
+MAX_BATCH = 1 << 16
+MAX_EPOCHS = 1_000_000
 
 
 def _check(ok: bool, message: str) -> None:
@@ -29,10 +36,46 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _known_fields(cls, data: dict, what: str) -> dict:
+    _check(isinstance(data, dict), f"{what} must be a JSON object, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     _check(not unknown, f"{what} has unknown keys {unknown}; expected some of {sorted(names)}")
+    for name, value in data.items():
+        _check_type(cls.__annotations__[name], value, f"{what} {name}")
     return data
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_TYPE_CHECKS = {  # the annotations the configs use -> (test, what it expects)
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (_is_number, "a finite number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "int | None": (lambda v: v is None or isinstance(v, int) and not isinstance(v, bool), "an integer or null"),
+    "tuple[float, ...]": (lambda v: isinstance(v, (list, tuple)) and all(map(_is_number, v)), "a list of finite numbers"),
+    "tuple[str, ...]": (lambda v: isinstance(v, (str, list, tuple)) and all(isinstance(a, str) for a in
+                                                                           ([v] if isinstance(v, str) else v)),
+                        "a list of strings"),
+    "ModelConfig": (lambda v: isinstance(v, (dict, ModelConfig)), "an object"),
+}
+
+
+def _check_type(annotation: str, value, what: str) -> None:
+    """A stored config's value against its field's annotation: what JSON can hold that the field cannot (a string
+    for a size, 1e400 for a count, a dict for a data source) is refused with the field's name."""
+    test, expected = _TYPE_CHECKS[annotation]
+    _check(test(value), f"{what} must be {expected}, got {json.dumps(value)[:60] if _jsonable(value) else repr(value)}")
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -102,8 +145,13 @@ class ModelConfig:
         _check(all(math.isfinite(m) for m in self.vector_mean) and all(v > 0 and math.isfinite(v) for v in self.vector_std),
                f"vector_std must be finite and > 0 and vector_mean finite, got {self.vector_mean}, {self.vector_std}")
         _check(1 <= self.latent_dim <= 4096, f"--latent-dim must be from 1 to 4096, got {self.latent_dim}")
-        _check(self.width >= 4 and self.hidden >= 4, f"width and hidden must be >= 4, got {self.width}, {self.hidden}")
-        _check(self.mlp_layers >= 1, f"mlp_layers must be >= 1, got {self.mlp_layers}")
+        # Bounds on sizes: far above anything trained here, far below what would exhaust a machine's memory
+        # (--width 1000000 asked torch for 128 TB)
+        _check(4 <= self.width <= MAX_WIDTH and 4 <= self.hidden <= MAX_HIDDEN,
+               f"--width must be from 4 to {MAX_WIDTH} and --hidden from 4 to {MAX_HIDDEN}, got {self.width}, {self.hidden}")
+        _check(1 <= self.mlp_layers <= 16, f"--mlp-layers must be from 1 to 16, got {self.mlp_layers}")
+        _check(0 <= self.num_classes <= 1 << 16, f"num_classes must be from 0 to 65536, got {self.num_classes}")
+        _check(1 <= self.vector_dim <= 1 << 16, f"vector_dim must be from 1 to 65536, got {self.vector_dim}")
         _check(0 <= self.extra_convs <= 8, f"extra_convs must be from 0 to 8, got {self.extra_convs}")
         _check(0 <= self.mapping_layers <= 8, f"mapping_layers must be from 0 to 8, got {self.mapping_layers}")
         for name in ("kl_weight", "pixel_weight", "feature_weight", "adv_weight", "r1_weight"):
@@ -170,16 +218,18 @@ class TrainConfig:
         _check(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
         _check(self.image_size is None or (16 <= self.image_size <= 64 and self.image_size % 4 == 0),
                f"--image-size must be a multiple of 4 from 16 to 64, got {self.image_size}")
-        _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 2, f"--batch-size must be >= 2 (batch norm needs two items), got {self.batch_size}")
+        _check(1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be from 1 to {MAX_EPOCHS:,}, got {self.epochs}")
+        _check(2 <= self.batch_size <= MAX_BATCH,
+               f"--batch-size must be from 2 (batch norm needs two items) to {MAX_BATCH}, got {self.batch_size}")
         _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"Adam betas must be in [0, 1), got {self.beta1}, {self.beta2}")
         _check(self.precision in PRECISIONS, f"unknown --precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         _check(self.cuda_graphs in CUDA_GRAPHS,
                f"unknown --cuda-graphs {self.cuda_graphs!r}; expected one of {', '.join(CUDA_GRAPHS)}")
         _check(0 <= self.val_fraction <= 0.5, f"val_fraction must be in [0, 0.5], got {self.val_fraction}")
-        _check(self.n_vectors >= 10, f"n_vectors must be >= 10, got {self.n_vectors}")
-        _check(self.log_every >= 1 and self.n_fixed >= 1, "log_every and n_fixed must be >= 1")
+        _check(10 <= self.n_vectors <= 10**8, f"n_vectors must be from 10 to 100,000,000, got {self.n_vectors}")
+        _check(1 <= self.log_every <= 10**6 and 1 <= self.n_fixed <= 4096,
+               f"log_every must be from 1 to 1,000,000 and n_fixed from 1 to 4096, got {self.log_every}, {self.n_fixed}")
 
     @classmethod
     def defaults_for(cls, data: str, device: str = "cpu") -> "TrainConfig":
@@ -227,6 +277,18 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """A run's config.json; one BadInputError naming the file for anything that is not a valid config."""
+        path = Path(path)
+        if not path.is_file():
+            raise BadInputError(f"{path.parent} has no {path.name}")
+        try:
+            return cls.from_dict(load_json_bounded(path, "run config"))
+        except BadInputError as error:
+            message = str(error)
+            raise BadInputError(message if message.startswith(str(path)) else f"{path} is not a valid config: {message}") from None
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":

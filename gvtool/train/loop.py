@@ -227,7 +227,11 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
     config = complete_config(config, data)
     if resume:
-        changed = config.resume_differences(TrainConfig.from_dict(read_meta(checkpoint_path)["config"]))
+        try:
+            stored = TrainConfig.from_dict(read_meta(checkpoint_path)["config"])
+        except (KeyError, TypeError, BadInputError) as error:
+            raise BadInputError(f"cannot resume {run_dir}: {checkpoint_path} holds no valid config ({error})") from None
+        changed = config.resume_differences(stored)
         if changed:
             raise BadInputError(f"cannot resume {run_dir} with another config: {', '.join(changed)} differ from its "
                                 f"checkpoint; only {', '.join(RESUME_OVERRIDES)} may change")
