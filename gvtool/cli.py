@@ -250,12 +250,20 @@ def export(source, out, precisions, opset, allow_mismatch, trt, min_batch, opt_b
 @click.argument("bundle", type=click.Path(path_type=Path))
 @reports_errors
 def info(bundle) -> None:
-    """Show a bundle's manifest: graphs, shapes, precisions, sizes, validation, engines."""
-    from gvtool.manifest import read_manifest
+    """Show a bundle's manifest: graphs, shapes, precisions, sizes, validation, engines, and whether each file
+    still matches its sha256 (exit code 1 when one does not)."""
+    from gvtool.errors import BadBundleError
+    from gvtool.manifest import check_files, read_manifest
     from gvtool.ui import manifest_tables
 
-    for renderable in manifest_tables(bundle, read_manifest(bundle)):
+    manifest = read_manifest(bundle)
+    files = check_files(bundle, manifest)
+    for renderable in manifest_tables(bundle, manifest, files):
         _stdout_console().print(renderable)
+    bad = {name: state for name, state in files.items() if state != "ok"}
+    if bad:
+        raise BadBundleError(f"{len(bad)} of the bundle's {len(files)} files do not match its manifest: "
+                             + ", ".join(f"{name} ({state})" for name, state in bad.items()) + "; re-export the bundle")
 
 
 def runtime_options(command):

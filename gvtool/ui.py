@@ -80,8 +80,15 @@ def _shape(spec) -> str:
     return f"{spec.name}({','.join('B' if d == 'batch' else str(d) for d in spec.shape)}){dtype}"
 
 
-def manifest_tables(bundle, manifest) -> list:
-    """A bundle's manifest as rich renderables: a summary line, the graphs, the engines."""
+def manifest_tables(bundle, manifest, files: dict[str, str] | None = None) -> list:
+    """A bundle's manifest as rich renderables: a summary line, the graphs, the engines. `files` maps each listed
+    file to what its hash check found ("ok", or why not; see manifest.check_files)."""
+    files = files or {}
+
+    def file_cell(name: str) -> str:
+        state = files.get(name)
+        return "[dim]not checked[/]" if state is None else "[green]ok[/]" if state == "ok" else f"[red]{escape(state)}[/]"
+
     m = manifest.model
     summary = (f"[bold]{escape(str(bundle))}[/]: {m['kind']}{' conditional' if m['conditional'] else ''}, "
                f"{m['data_kind']} {tuple(m['item_shape'])}, latent {m['latent_dim']}"
@@ -94,22 +101,23 @@ def manifest_tables(bundle, manifest) -> list:
                                        f"{', '.join(_shape(s) for s in g.outputs)}")
     graphs = Table(title="graphs (B = dynamic batch)", title_justify="left")
     for column, justify in (("graph", "left"), ("size", "right"), ("opset", "right"), ("max|d|", "right"),
-                            ("mean|d|", "right"), ("check vs torch", "left")):
+                            ("mean|d|", "right"), ("check vs torch", "left"), ("sha256", "left")):
         graphs.add_column(column, justify=justify, no_wrap=True)
     for g in manifest.graphs.values():
         v = g.validation
         check = f"{v.metric.split('_')[0]} <= {v.tolerance:g} " + ("[green]ok[/]" if v.passed else "[red]FAILED[/]")
         graphs.add_row(g.key, f"{g.bytes / 1024:,.0f} KiB", f"{g.opset}/IR{g.ir_version}",
-                       f"{v.max_abs_diff:.1e}", f"{v.mean_abs_diff:.1e}", check)
+                       f"{v.max_abs_diff:.1e}", f"{v.mean_abs_diff:.1e}", check, file_cell(g.file))
     out = [summary, *interfaces.values(), graphs]
     if manifest.engines:
         engines = Table(title="TensorRT engines", title_justify="left")
-        for column in ("engine", "from", "size", "batch min/opt/max", "TensorRT", "GPU", "sm", "DLA"):
+        for column in ("engine", "from", "size", "batch min/opt/max", "TensorRT", "GPU", "sm", "DLA", "sha256"):
             engines.add_column(column)
         for name, e in manifest.engines.items():
             engines.add_row(escape(e.file), e.graph_key, f"{e.bytes / 1024:,.0f} KiB",
                             f"{e.profile['min']}/{e.profile['opt']}/{e.profile['max']}", e.tensorrt_version,
-                            escape(e.gpu_name), e.compute_capability, "-" if e.dla_core is None else str(e.dla_core))
+                            escape(e.gpu_name), e.compute_capability, "-" if e.dla_core is None else str(e.dla_core),
+                            file_cell(e.file))
         out.append(engines)
     else:
         out.append("no TensorRT engines (build them on the target device: gvtool export BUNDLE --trt)")

@@ -194,6 +194,24 @@ class TestInfoCommand:
         _rewrite(bundle_copy, change)
         assert message in error_line(invoke("info", bundle_copy))
 
+    def test_every_file_shows_its_hash_check(self, info):
+        manifest, result = info
+        for key in manifest.graphs:
+            row = next(line for line in result.stdout.splitlines() if f" {key} " in line)
+            assert row.rstrip(" │").endswith("ok"), row
+
+    def test_a_changed_or_missing_file_is_shown_and_exits_1(self, bundle_copy):
+        from runtime_helpers import flip_byte
+
+        flip_byte(bundle_copy / "decoder.onnx")
+        (bundle_copy / "decoder.fp16.onnx").unlink()
+        result = invoke("info", bundle_copy, env=WIDE)
+        line = error_line(result)
+        assert "2 of the bundle's 3 files do not match its manifest" in line
+        assert "decoder.onnx (changed since export)" in line and "decoder.fp16.onnx (missing)" in line
+        rows = {key: next(l for l in result.stdout.splitlines() if f" {key} " in l) for key in ("decoder.fp32", "decoder.int8")}
+        assert "changed since export" in rows["decoder.fp32"] and rows["decoder.int8"].rstrip(" │").endswith("ok")
+
     def test_manifest_that_is_not_json_exits_1(self, bundle_copy):
         (bundle_copy / MANIFEST_FILE).write_text("{ not json")
         assert "not valid JSON" in error_line(invoke("info", bundle_copy))
