@@ -30,6 +30,10 @@ def _stdout_console():
     return Console(highlight=False)
 
 
+def _wrote(text: str, replaced: bool) -> None:
+    say("wrote", text + (" (replaced the file that was there)" if replaced else ""), "green")
+
+
 def say(label: str, text: str, color: str) -> None:
     """One status line on stderr: `label` in colour, then the text as it is (no markup is read in it). Under
     torchrun with several processes, each line names its rank."""
@@ -318,6 +322,7 @@ def _read_npy(path: Path, what: str):
 @reports_errors
 def sample(bundle, count, seed, label, temperature, out, backend, device, precision) -> None:
     """Sample items from a bundle (default: the newest under bundles/)."""
+    replaced = out.is_file()  # said after writing: the file is replaced, as asked
     from gvtool.runtime.outputs import check_output, save_items, stream_npy
 
     model = _load(bundle, backend, device, precision, ("decoder",))
@@ -334,7 +339,7 @@ def sample(bundle, count, seed, label, temperature, out, backend, device, precis
     else:
         cols = model.num_classes if model.conditional and label is None and model.num_classes <= 16 else None
         save_items(model.sample(count, seed, label, temperature), out, ncols=cols)
-    say("wrote", f"{count} samples -> {out}", "green")
+    _wrote(f"{count} samples -> {out}", replaced)
 
 
 @main.command()
@@ -346,6 +351,7 @@ def sample(bundle, count, seed, label, temperature, out, backend, device, precis
 @reports_errors
 def encode(bundle, images, out, logvar, backend, device, precision) -> None:
     """Encode image files to latent means (N, K) in a .npy."""
+    replaced = out.is_file()  # said after writing: the file is replaced, as asked
     from gvtool.runtime.outputs import check_output, save_npy
 
     check_output(out, (".npy",), True)
@@ -354,7 +360,7 @@ def encode(bundle, images, out, logvar, backend, device, precision) -> None:
     save_npy(mean, out)
     if logvar:
         save_npy(log_var, out.with_name(out.stem + "-logvar.npy"))
-    say("wrote", f"latents {mean.shape} -> {out}", "green")
+    _wrote(f"latents {mean.shape} -> {out}", replaced)
 
 
 @main.command()
@@ -366,6 +372,7 @@ def encode(bundle, images, out, logvar, backend, device, precision) -> None:
 @reports_errors
 def decode(bundle, latents, label, out, backend, device, precision) -> None:
     """Decode latents (a .npy of shape (N, K)) to items."""
+    replaced = out.is_file()  # said after writing: the file is replaced, as asked
     from gvtool.runtime.outputs import check_output, save_items
 
     model = _load(bundle, backend, device, precision, ("decoder",))
@@ -373,7 +380,7 @@ def decode(bundle, latents, label, out, backend, device, precision) -> None:
     z = _read_npy(latents, "latents")
     items = model.decode(z, label)  # one label for every item; decode broadcasts it
     save_items(items, out)
-    say("wrote", f"{len(items)} items -> {out}", "green")
+    _wrote(f"{len(items)} items -> {out}", replaced)
 
 
 @main.command()
@@ -385,6 +392,7 @@ def decode(bundle, latents, label, out, backend, device, precision) -> None:
 @reports_errors
 def reconstruct(bundle, images, out, backend, device, precision) -> None:
     """Encode then decode image files: what the model keeps of them."""
+    replaced = out.is_file()  # said after writing: the file is replaced, as asked
     import numpy as np
 
     from gvtool.runtime.outputs import check_output, save_items
@@ -402,7 +410,7 @@ def reconstruct(bundle, images, out, backend, device, precision) -> None:
     else:
         pairs = np.stack([fitted, rebuilt], axis=1).reshape(-1, *rebuilt.shape[1:])  # original, rebuilt, ...
         save_items(pairs, out, ncols=2 * min(4, len(rebuilt)))
-    say("wrote", f"{len(rebuilt)} reconstructions -> {out}", "green")
+    _wrote(f"{len(rebuilt)} reconstructions -> {out}", replaced)
 
 
 def _endpoint(value: str, model):
@@ -431,6 +439,7 @@ def _endpoint(value: str, model):
 @reports_errors
 def interpolate(bundle, start, end, steps, method, label, out, backend, device, precision) -> None:
     """Walk the latent space from one image or seed to another."""
+    replaced = out.is_file()  # said after writing: the file is replaced, as asked
     from gvtool.runtime.outputs import check_output, save_items
 
     check_output(out, (".png", ".gif", ".npy"), True)
@@ -440,7 +449,7 @@ def interpolate(bundle, start, end, steps, method, label, out, backend, device, 
         label = 0
     items = model.interpolate(a, b, steps, method, label)
     save_items(items, out, ncols=steps)
-    say("wrote", f"{steps} steps -> {out}", "green")
+    _wrote(f"{steps} steps -> {out}", replaced)
 
 
 @main.command("eval")

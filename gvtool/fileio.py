@@ -200,6 +200,24 @@ def remove_leftovers(folder: Path, pattern: str) -> list[Path]:
     return removed
 
 
+def current_umask() -> int:
+    """The process's umask (os.umask can only be read by setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_umask_mode(fd_or_path, folder: bool = False) -> None:
+    """Give a file made by mkstemp (always 0600) or a folder made by mkdtemp (0700) the mode a plain open() or
+    mkdir() would have given it under the umask: outputs are shared as the user's other files are."""
+    mode = (0o777 if folder else 0o666) & ~current_umask()
+    if isinstance(fd_or_path, int):
+        if hasattr(os, "fchmod"):  # not on Windows before Python 3.13, where modes mean little anyway
+            os.fchmod(fd_or_path, mode)
+    else:
+        os.chmod(fd_or_path, mode)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success fsync it and rename it over `path`.
@@ -212,6 +230,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        give_umask_mode(fd)
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
             f.flush()

@@ -19,7 +19,7 @@ import torch
 
 from gvtool import __version__
 from gvtool.errors import BadInputError, ExportValidationError, GvtoolError
-from gvtool.fileio import folder_lock, remove_leftovers
+from gvtool.fileio import folder_lock, give_umask_mode, remove_leftovers
 from gvtool.export.contract import CONTRACTS
 from gvtool.export.flops import flops_per_item
 from gvtool.export.from_run import RunModel, load_run
@@ -79,6 +79,7 @@ def _export_locked(run: RunModel, out: Path, precisions, opset: int, allow_misma
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        give_umask_mode(tmp, folder=True)
         manifest = Manifest(gvtool_version=__version__, model=inputs.model_info(), pixels=_pixels(run),
                             source={"run_dir": str(run.run_dir.resolve()), "checkpoint_sha256": run.checkpoint_sha256,
                                     "step": run.step, "complete": run.complete, "data": run.config.data})

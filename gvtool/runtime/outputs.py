@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from gvtool.errors import BadInputError
-from gvtool.fileio import atomic_write
+from gvtool.fileio import atomic_write, give_umask_mode
 from gvtool.imaging import save_gif, save_grid
 
 SUFFIXES = {".png": "a PNG grid", ".npy": "a .npy array", ".gif": "an animated GIF"}
@@ -69,6 +69,7 @@ def stream_npy(chunks: Iterable[np.ndarray], n: int, item_shape: tuple, dtype, p
                             f"{_human_bytes(free)} free")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        give_umask_mode(fd)
         with terminated_as_interrupt(), os.fdopen(fd, "wb") as f:
             np.lib.format.write_array_header_1_0(f, header)
             done = 0
