@@ -305,9 +305,20 @@ def _read_npy(path: Path, what: str):
     from gvtool.errors import BadInputError
 
     try:
+        with open(path, "rb") as f:
+            magic = f.read(8)
+    except OSError as error:
+        raise BadInputError(f"{path}: cannot read {what}: {error.strerror or error}") from None
+    if not magic.startswith(b"\x93NUMPY"):  # say what the file is, not what numpy guessed it might hold
+        kind = ("a .npz archive of several arrays" if magic.startswith(b"PK") else
+                "a PNG image" if magic.startswith(b"\x89PNG") else "a JPEG image" if magic.startswith(b"\xff\xd8") else
+                "not a .npy array")
+        raise BadInputError(f"{path} is {kind}; {what} must be one .npy array (as `gvtool encode` writes)")
+    try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise BadInputError(f"{path}: cannot read {what} as .npy ({error})") from None
+        reason = "it holds Python objects, which gvtool never loads" if "pickle" in str(error) else str(error)
+        raise BadInputError(f"{path}: cannot read {what} as .npy ({reason})") from None
 
 
 @main.command()

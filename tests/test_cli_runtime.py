@@ -352,7 +352,7 @@ class TestCommandErrors:
     def test_decode_of_a_file_that_is_not_npy(self, bundle, tmp_path):
         (tmp_path / "z.npy").write_text("not an array")
         line = error_line(invoke("decode", bundle("vaegan"), tmp_path / "z.npy", "--out", tmp_path / "d.png", *CPU))
-        assert "cannot read latents as .npy" in line
+        assert "z.npy is not a .npy array; latents must be one .npy array" in line
 
     def test_decode_of_latents_that_are_not_numbers(self, bundle, tmp_path):
         np.save(tmp_path / "z.npy", np.array([["a", "b", "c", "d"]]))

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from export_fixtures import tiny_bundle, tiny_run  # noqa: F401
 from gvtool.cli import main
 from gvtool.export.bundle import export_bundle
+from cli_helpers import error_line
 from gvtool.fileio import atomic_write_text
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -52,3 +53,53 @@ class TestReplacing:
         assert first.exit_code == second.exit_code == 0
         assert "replaced" not in first.stderr
         assert "(replaced the file that was there)" in second.stderr
+
+
+class TestMessages:
+    @pytest.fixture
+    def decode(self, tiny_bundle, tmp_path):
+        def run(latents):
+            return CliRunner().invoke(main, ["decode", str(tiny_bundle("vaegan")[0]), str(latents), "--out",
+                                             str(tmp_path / "d.png"), "--device", "cpu"])
+        return run
+
+    def test_decoding_an_image_says_it_is_an_image(self, decode, tmp_path):
+        import numpy as np
+        from PIL import Image
+
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "image.png")
+        line = error_line(decode(tmp_path / "image.png"))
+        assert "image.png is a PNG image; latents must be one .npy array" in line
+        assert "pickle" not in line
+
+    def test_decoding_an_npz_says_it_is_an_archive(self, decode, tmp_path):
+        import numpy as np
+
+        np.savez(tmp_path / "z.npz", z=np.zeros((2, 4), np.float32))
+        assert "z.npz is a .npz archive of several arrays" in error_line(decode(tmp_path / "z.npz"))
+
+    def test_an_npy_of_python_objects_is_refused_as_such(self, decode, tmp_path):
+        import numpy as np
+
+        np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        assert "it holds Python objects, which gvtool never loads" in error_line(decode(tmp_path / "o.npy"))
+
+    @pytest.mark.parametrize("out", ["s.png", "s.npy"])
+    def test_an_out_that_is_a_folder_is_named(self, tiny_bundle, tmp_path, out):
+        (tmp_path / out).mkdir()
+        result = CliRunner().invoke(main, ["sample", str(tiny_bundle("gan")[0]), "--n", "2", "--out",
+                                           str(tmp_path / out), "--device", "cpu"])
+        assert error_line(result) == f"error: Is a directory (an output file was expected): {tmp_path / out}"
+
+    @pytest.mark.parametrize("out", ["s.png", "s.npy"])
+    def test_a_folder_that_cannot_be_written_names_out_not_the_temporary_file(self, tiny_bundle, tmp_path,
+                                                                               monkeypatch, out):
+        import tempfile
+
+        def refused(prefix, suffix, dir):
+            raise PermissionError(13, "Permission denied", os.path.join(dir, prefix + "x1y2" + suffix))
+
+        monkeypatch.setattr(tempfile, "mkstemp", refused)
+        result = CliRunner().invoke(main, ["sample", str(tiny_bundle("gan")[0]), "--n", "2", "--out",
+                                           str(tmp_path / out), "--device", "cpu"])
+        assert error_line(result) == f"error: Permission denied: {tmp_path / out}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -67,7 +68,12 @@ def stream_npy(chunks: Iterable[np.ndarray], n: int, item_shape: tuple, dtype, p
     if needed > free:
         raise BadInputError(f"--out {path}: {n:,} items need {_human_bytes(needed)}, and its filesystem has "
                             f"{_human_bytes(free)} free")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory (an output file was expected)", str(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:  # a read-only folder: name --out, not the temporary name
+        raise type(error)(error.errno, error.strerror, str(path)) from None
     try:
         give_umask_mode(fd)
         with terminated_as_interrupt(), os.fdopen(fd, "wb") as f:
