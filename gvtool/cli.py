@@ -292,11 +292,23 @@ def _load(bundle, backend, device, precision, graphs):
 
 
 def _read_images(paths, model) -> "list":
-    from gvtool.imaging import convert_channels, open_image
-    import numpy as np
+    """The image files as the model takes them, read one at a time and fitted at once (centre crop, resize, colour
+    mode), so that only one full-size image is ever held in memory, however many are given."""
+    import warnings
 
-    channels = model.item_shape[0]
-    return [np.asarray(convert_channels(open_image(p), channels)) for p in paths]
+    from gvtool.imaging import convert_channels, fit_square, open_image
+
+    channels, size = model.item_shape[0], model.item_shape[1]
+    fitted, converted = [], 0
+    for path in paths:
+        image = open_image(path, draft_size=size)
+        converted += image.size != (size, size) or image.mode != ("L" if channels == 1 else "RGB")
+        fitted.append(fit_square(convert_channels(image, channels), size))
+        del image
+    if converted:
+        warnings.warn(f"{converted} image(s) converted to the model's {model.item_shape[1:] + model.item_shape[:1]} "
+                      "(centre crop, resize, colour mode)", stacklevel=2)
+    return fitted
 
 
 def _read_npy(path: Path, what: str):

@@ -118,12 +118,26 @@ def save_gif(
     atomic_write_bytes(path, buf.getvalue())
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode one image file, in its stored orientation (phone photos keep it in EXIF)."""
+MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000: above any phone photo; a 481 KB PNG of 13000 x 13000 decoded to 1.4 GB
+
+
+def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
+    """Open and fully decode one image file, in its stored orientation (phone photos keep it in EXIF).
+
+    The size in the file's header is checked before anything is decoded: over MAX_IMAGE_PIXELS is refused (a small
+    file can declare a huge image). `draft_size` lets a JPEG decode at 1/2, 1/4 or 1/8 scale where that still
+    leaves at least draft_size pixels a side: the model needs a few dozen, not a photo's thousands."""
     from PIL import Image, ImageOps  # only for reading files (see the module docstring)
 
     try:
         with Image.open(path) as opened:
+            width, height = opened.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise BadInputError(f"{os.fspath(path)}: a {width} x {height} image ({width * height / 1e6:,.0f} "
+                                    f"megapixels) is above the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel bound; "
+                                    "shrink it first")
+            if draft_size and opened.format == "JPEG":
+                opened.draft(opened.mode, (draft_size, draft_size))
             opened.load()  # decode now, so a truncated or corrupt file fails here, naming itself
             return ImageOps.exif_transpose(opened)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:

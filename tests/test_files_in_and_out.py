@@ -1,5 +1,7 @@
-"""What gvtool writes takes the modes the user's umask gives any file (temp files are made 0600, folders 0700),
-and a command that replaces an existing output says so."""
+"""Files in and out of the runtime commands: what gvtool writes takes the modes the user's umask gives any file
+(temp files are made 0600, folders 0700); a command that replaces an output says so; a wrong input or an output
+that cannot be written is named as the user named it; images too large to decode are refused from their header,
+and the rest are fitted one at a time."""
 
 from __future__ import annotations
 
@@ -103,3 +105,48 @@ class TestMessages:
         result = CliRunner().invoke(main, ["sample", str(tiny_bundle("gan")[0]), "--n", "2", "--out",
                                            str(tmp_path / out), "--device", "cpu"])
         assert error_line(result) == f"error: Permission denied: {tmp_path / out}"
+
+
+def _png_declaring(path, width: int, height: int) -> None:
+    """A real 1x1 PNG whose header then claims width x height: what a decompression bomb's header looks like."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    path.write_bytes(bytes(data))
+
+
+class TestLargeImages:
+    def test_an_image_whose_header_is_too_large_is_refused_before_decoding(self, tiny_bundle, tmp_path):
+        _png_declaring(tmp_path / "bomb.png", 13000, 13000)
+        result = CliRunner().invoke(main, ["encode", str(tiny_bundle("vaegan")[0]), str(tmp_path / "bomb.png"),
+                                           "--out", str(tmp_path / "z.npy"), "--device", "cpu"])
+        assert "a 13000 x 13000 image (169 megapixels) is above the 64-megapixel bound" in error_line(result)
+
+    def test_a_jpeg_is_decoded_at_a_reduced_scale_when_the_model_is_small(self, tmp_path):
+        import numpy as np
+        from PIL import Image
+
+        from gvtool.imaging import open_image
+
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (2000, 1600, 3), dtype=np.uint8)).save(tmp_path / "p.jpg")
+        assert open_image(tmp_path / "p.jpg").size == (1600, 2000)
+        assert open_image(tmp_path / "p.jpg", draft_size=16).size == (200, 250)  # 1/8 scale, still >= 16 a side
+
+    def test_images_are_fitted_one_by_one_and_the_conversion_is_said_once(self, tiny_bundle, tmp_path):
+        import numpy as np
+        from PIL import Image
+
+        for i in range(3):
+            Image.fromarray(np.full((300, 200, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+        result = CliRunner().invoke(main, ["encode", str(tiny_bundle("vaegan")[0]), *(str(tmp_path / f"{i}.png")
+                                           for i in range(3)), "--out", str(tmp_path / "z.npy"), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        assert result.stderr.count("3 image(s) converted to the model's (16, 16, 1)") == 1
+        assert np.load(tmp_path / "z.npy").shape[0] == 3
