@@ -379,6 +379,20 @@ def verify_file(bundle: str | os.PathLike, name: str, sha256: str) -> Path:
     return path
 
 
+def read_verified(bundle: str | os.PathLike, name: str, sha256: str) -> bytes:
+    """The bytes of a bundle file, read once and checked against the manifest's hash: what is checked is what is
+    then loaded (no window in which the file could change between the check and the load)."""
+    path = bundle_path(bundle, name)
+    if not path.is_file():
+        raise BadBundleError(f"the bundle {bundle} lacks {name}, which its manifest lists")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise BadBundleError(f"{path} does not match the manifest (sha256 {actual[:12]}..., expected {sha256[:12]}...): "
+                             "the file was changed or damaged after export; re-export the bundle")
+    return data
+
+
 def check_files(bundle: str | os.PathLike, manifest: Manifest) -> dict[str, str]:
     """Every file the manifest lists -> "ok", or what is wrong with it ("missing", "changed since export",
     "outside the bundle"): `gvtool info`'s hash check, which reports every file rather than stopping at the first."""

@@ -163,3 +163,22 @@ class TestFuzz:
                     error_line(result)
                     failures += 1
         assert failures > 100  # most mutations break something: the loop exercised the refusals
+
+
+class TestExternalData:
+    def test_a_graph_that_pulls_unlisted_files_from_the_bundle_is_refused(self, tiny_bundle, tmp_path):
+        import onnx
+
+        from gvtool.manifest import sha256_file
+
+        bundle = copy_bundle(tiny_bundle("gan")[0], tmp_path / "b")
+        model = onnx.load(str(bundle / "decoder.onnx"))
+        onnx.save_model(model, str(bundle / "decoder.onnx"), save_as_external_data=True, location="weights.bin",
+                        size_threshold=0)
+        assert (bundle / "weights.bin").is_file()
+        raw = json.loads((bundle / MANIFEST_FILE).read_text())
+        raw["graphs"]["decoder.fp32"].update(sha256=sha256_file(bundle / "decoder.onnx"),
+                                             bytes=(bundle / "decoder.onnx").stat().st_size)
+        rewrite(bundle, json.dumps(raw))  # the graph's own hash matches; weights.bin is in no manifest
+        line = error_line(invoke("sample", bundle, "--n", 2, "--out", tmp_path / "s.png", "--device", "cpu"))
+        assert "onnxruntime cannot load decoder.onnx" in line

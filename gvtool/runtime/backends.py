@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gvtool.errors import BackendUnavailableError, BadInputError
-from gvtool.manifest import Manifest, verify_file
+from gvtool.manifest import Manifest, read_verified
 from gvtool.runtime.ort_runner import OnnxRuntimeRunner, import_onnxruntime
 from gvtool.runtime.runner import GraphRunner
 
@@ -84,8 +84,10 @@ def _onnxruntime(bundle, manifest, graphs, precision, backend, index, why) -> Ch
     runners = {}
     for graph in graphs:
         entry = manifest.graph(graph, precision)
-        path = verify_file(bundle, entry.file, entry.sha256)  # a tampered graph is refused before it runs
-        runners[graph] = OnnxRuntimeRunner(path, entry, backend, index, cache)
+        # The session is made from the very bytes whose hash was checked, never from the path: nothing can change
+        # in between, and a graph cannot pull in other files of the folder (ONNX external data) unhashed
+        model = read_verified(bundle, entry.file, entry.sha256)
+        runners[graph] = OnnxRuntimeRunner(model, entry, backend, index, cache, name=entry.file)
     device = "cpu" if backend == "onnxruntime-cpu" else f"cuda:{index}"
     return Choice(runners, backend, device, f"{backend} on {device} ({precision}): {why}")
 

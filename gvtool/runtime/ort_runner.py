@@ -51,8 +51,11 @@ class OnnxRuntimeRunner:
 
     max_batch = None  # onnxruntime takes any batch; the caller still chunks to bound memory
 
-    def __init__(self, path: Path, graph: GraphEntry, backend: str, device_index: int = 0,
-                 cache_dir: Path | None = None):
+    def __init__(self, model: Path | bytes, graph: GraphEntry, backend: str, device_index: int = 0,
+                 cache_dir: Path | None = None, name: str | None = None):
+        """`model`: the graph's file, or its bytes (how a bundle's graphs are loaded, after their hash check);
+        `name` names it in errors."""
+        path = name or str(model)
         ort = import_onnxruntime()
         wanted = providers_for(backend, device_index, cache_dir)
         name = wanted[0] if isinstance(wanted[0], str) else wanted[0][0]
@@ -68,9 +71,12 @@ class OnnxRuntimeRunner:
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=wanted)
+            source = model if isinstance(model, bytes) else str(model)
+            self.session = ort.InferenceSession(source, options, providers=wanted)
         except Exception as error:  # onnxruntime's own exception types share no base with ours
-            raise BadBundleError(f"onnxruntime cannot load {path}: {error}") from None
+            external = " (it keeps weights in other files, which a gvtool bundle never does)" if (
+                "external" in str(error).lower()) else ""
+            raise BadBundleError(f"onnxruntime cannot load {path}{external}: {error}") from None
         self.backend = backend
         self.output_names = [spec.name for spec in graph.outputs]
         got = [o.name for o in self.session.get_outputs()]

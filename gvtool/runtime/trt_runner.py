@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gvtool.errors import BackendUnavailableError, BadBundleError
-from gvtool.manifest import EngineEntry, GraphEntry, Manifest, TensorSpec, verify_file
+from gvtool.manifest import EngineEntry, GraphEntry, Manifest, TensorSpec, read_verified
 from gvtool.runtime.gpu import cuda_check, gpu_properties, import_cudart, import_tensorrt, use_device
 
 BATCH = "batch"  # the manifest's name for the dynamic batch axis
@@ -120,7 +120,7 @@ class TensorRTRunner:
             here = _target(gpu_name, capability, trt_version, engine.dla_core)
             raise BadBundleError(f"{engine.file} was built for {built}; this is {here}: "
                                  f"rebuild it here with {_rebuild(engine.dla_core)}")
-        path = verify_file(bundle, engine.file, engine.sha256)  # a tampered engine is refused before TensorRT reads it
+        plan = read_verified(bundle, engine.file, engine.sha256)  # TensorRT gets the very bytes that were checked
         self.entry, self.graph = engine, graph
         self.min_batch, self.max_batch = int(engine.profile["min"]), int(engine.profile["max"])
         self._trt, self._cudart = trt, cudart
@@ -137,7 +137,7 @@ class TensorRTRunner:
         self.last_timings: dict[str, float] | None = None
         self._closed = False
         try:
-            self._load(path.read_bytes(), device_index)
+            self._load(plan, device_index)
         except Exception:
             self._release()  # the error being raised says what went wrong; a failed free would only hide it
             raise
