@@ -230,6 +230,11 @@ def export(source, out, precisions, opset, allow_mismatch, trt, min_batch, opt_b
         raise BadInputError(f"batch profile must satisfy --min-batch <= --opt-batch <= --max-batch, "
                             f"got {min_batch} / {opt_batch} / {max_batch}")
     log = lambda line: click.echo(line, err=True)  # noqa: E731
+    if trt:  # what --trt needs, checked before minutes of export: TensorRT and the CUDA runtime bindings
+        from gvtool.runtime.gpu import import_cudart, import_tensorrt
+
+        import_tensorrt()
+        import_cudart()
     if source is not None and is_bundle(source):
         if not trt:
             raise BadInputError(f"{source} is already a bundle; pass --trt to build TensorRT engines from it, "
@@ -506,6 +511,16 @@ class _DefaultToRun(click.Group):
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+    def format_help(self, ctx, formatter):
+        """The group's help, then the options of `bench run`, which `gvtool bench [BUNDLE] ...` runs."""
+        super().format_help(ctx, formatter)
+        run = self.commands["run"]
+        sub = click.Context(run, info_name="run", parent=ctx)
+        records = [record for param in run.get_params(sub)
+                   if isinstance(param, click.Option) and (record := param.get_help_record(sub))]
+        with formatter.section("Options of `gvtool bench [run] [BUNDLE]`"):
+            formatter.write_dl(records)
 
 
 @main.group(cls=_DefaultToRun)

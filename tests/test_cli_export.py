@@ -120,6 +120,16 @@ class TestExportCommand:
     def test_trt_without_tensorrt_exits_1_with_one_error_line(self, tiny_run, tmp_path):
         result = invoke("export", tiny_run("gan"), "--out", tmp_path / "b", "--precision", "fp32", "--trt")
         assert "TensorRT" in error_line(result)
+        assert not (tmp_path / "b").exists()  # checked before the export, not after it
+
+    def test_int8_export_prints_no_quantizer_axis_warning(self, tiny_run, tmp_path):
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-m", "gvtool", "export", str(tiny_run("conditional")), "--out",
+                               str(tmp_path / "b"), "--precision", "int8"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "out-of-range" not in done.stderr and "WARNING" not in done.stderr
 
     def test_conditional_run_exports_without_a_traceback(self, tiny_run, tmp_path):
         result = CliRunner().invoke(main, ["export", str(tiny_run("conditional")), "--out", str(tmp_path / "b")])

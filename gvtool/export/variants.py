@@ -6,6 +6,8 @@ built from these files as strongly typed networks, and onnxruntime runs the same
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -52,13 +54,32 @@ class _Feeds:
         return next(self._it, None)
 
 
+class _AxisWarning(logging.Filter):
+    """onnxruntime's quantizer warns on the root logger, "Axis 1 is out-of-range for weight ... with rank 1", for each
+    rank-1 weight it is asked to quantize per channel (a conditional model's label projection): it then quantizes
+    that weight per tensor, which for a single channel is the same thing. The line told the user nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.WARNING and "is out-of-range for weight" in record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_axis_warnings():
+    quiet = _AxisWarning()
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
 def to_int8(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]]) -> None:
     """Static int8 in QDQ form: symmetric int8 activations (min/max calibrated on `calibration`) and
     symmetric per-channel int8 weights, the form TensorRT's explicit quantization reads."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, _quiet_axis_warnings():
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         # Shape inference and graph optimisation first, as onnxruntime's quantization guide asks.
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
