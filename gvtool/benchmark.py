@@ -13,7 +13,8 @@ from typing import Callable
 import numpy as np
 
 from gvtool.errors import BadInputError
-from gvtool.manifest import PRECISIONS, read_manifest
+from gvtool.manifest import GRAPHS, PRECISIONS, read_manifest
+from gvtool.runtime.backends import BACKENDS as RUNTIME_BACKENDS
 from gvtool.runtime.backends import open_backend
 from gvtool.runtime.bench import (BenchReport, bundle_info, cuda_devices_info, library_versions, machine_info,
                                   matmul_peak_numpy, utc_now)
@@ -21,7 +22,8 @@ from gvtool.runtime.backends import parse_device
 from gvtool.runtime.bench_run import ROUNDS, Case, run_cases
 from gvtool.runtime.bundles import newest_bundle
 
-BACKENDS = ("onnxruntime", "tensorrt", "onnxruntime-tensorrt", "torch")
+# What `bench` measures: the runtime's backends (but "auto", which picks one of them) and the PyTorch baseline
+BACKENDS = (*(b for b in RUNTIME_BACKENDS if b != "auto"), "torch")
 
 
 MAX_BATCH = 1 << 16
@@ -59,7 +61,7 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
     bundle = Path(bundle) if bundle else newest_bundle()
     manifest = read_manifest(bundle)
     for name, values, allowed in (("--backend", backends, BACKENDS), ("--precision", precisions, PRECISIONS),
-                                  ("--graph", graphs, ("encoder", "decoder"))):
+                                  ("--graph", graphs, GRAPHS)):
         unknown = [v for v in values if v not in allowed]
         if unknown or not values:
             raise BadInputError(f"unknown {name} {','.join(unknown) or '(none)'}; expected some of {','.join(allowed)}")

@@ -426,7 +426,9 @@ def reconstruct(bundle, images, out, backend, device, precision) -> None:
     from gvtool.runtime.outputs import check_output, save_items
 
     check_output(out, (".png", ".npy"), True)
-    model = _load(bundle, backend, device, precision, ("encoder", "decoder"))
+    from gvtool.manifest import GRAPHS
+
+    model = _load(bundle, backend, device, precision, GRAPHS)
     if model.conditional:
         from gvtool.errors import BadInputError
 

@@ -21,6 +21,7 @@ MANIFEST_FILE = "manifest.json"
 FORMAT = 1  # bump on any change a reader of the old format would misread
 PRECISIONS = ("fp32", "fp16", "int8")
 GRAPHS = ("encoder", "decoder")
+BATCH_AXIS = "batch"  # the name of every graph's dynamic first axis
 MODEL_KINDS = ("vaegan", "vae", "gan")
 DATA_KINDS = ("image", "vector")
 TENSOR_DTYPES = ("float32", "float16", "int64", "int32", "uint8")
@@ -149,6 +150,12 @@ class Manifest:
                    format=d["format"])
 
 
+def cycled_labels(n: int, num_classes: int) -> list[int]:
+    """The labels a conditional model gets when none are asked for: 0, 1, ..., num_classes - 1, 0, 1, ... (sample
+    grids, benchmarks, calibration and evaluation all draw every class alike this way)."""
+    return [i % num_classes for i in range(n)]
+
+
 def item_name(data_kind: str) -> str:
     """The name of the graphs' item tensor (the encoder's input, the decoder's output)."""
     return "images" if data_kind == "image" else "vectors"
@@ -262,7 +269,7 @@ def _tensors(d: dict, key: str, where: str) -> list[dict]:
         _get(spec, "name", at, (str,))
         _choice(spec, "dtype", at, TENSOR_DTYPES)
         shape = _get(spec, "shape", at, (list,))
-        if not shape or shape[0] != "batch" or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 1 << 16
+        if not shape or shape[0] != BATCH_AXIS or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 1 << 16
                                                        for n in shape[1:]):
             raise SchemaError(f"{at}.shape must be [\"batch\", then sizes from 1 to 65536]: only the first (batch) axis "
                               f"may be dynamic, got {json.dumps(shape)[:60]}")

@@ -20,10 +20,11 @@ from gvtool.errors import BadInputError
 from gvtool.eval import metrics
 from gvtool.eval.copies import copy_check
 from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
-from gvtool.manifest import is_bundle, read_manifest
+from gvtool.manifest import cycled_labels, is_bundle, read_manifest
 from gvtool.train import rundir
 from gvtool.train.config import TrainConfig
-from gvtool.train.data import MIXTURES, STACKED_MNIST, load_dataset, mixture_centres, split, to_model, to_uint8
+from gvtool.train.data import (MIXTURES, PIXEL_SCALE, STACKED_MNIST, load_dataset, mixture_centres, split, to_model,
+                               to_uint8)
 
 EVALUATORS = Path("evaluators")  # trained evaluator classifiers, cached by data source and image size
 DEFAULT_N = {"vector": 2_500, "image": 2_000}  # 2,500: the VEEGAN/PacGAN protocol; 2,000 images > 128 features for FD
@@ -68,7 +69,7 @@ def _run_target(run_dir: Path) -> Target:
         # The runtime's latents: a run and its bundle are fed the same noise, so their difference is the
         # export's and the precision's alone.
         z = torch.from_numpy(prior_latents(n, cfg.latent_dim, seed))
-        labels = torch.arange(n) % cfg.num_classes if cfg.conditional else None
+        labels = torch.tensor(cycled_labels(n, cfg.num_classes)) if cfg.conditional else None
         out = decoder(z, labels)
         return to_uint8(out).numpy() if cfg.data_kind == "image" else out.numpy()
 
@@ -135,7 +136,7 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
         labels = held_out.y.numpy() if config.model.conditional else None
         rebuilt = t.reconstruct(held_out.x.numpy(), labels)
         real = held_out.x.numpy().astype(np.float64)
-        scale = 127.5 if data.kind == "image" else 1.0  # report on the model's scale, as training does
+        scale = PIXEL_SCALE if data.kind == "image" else 1.0  # report on the model's scale, as training does
         result["held_out_recon_mse"] = float(np.mean(((rebuilt.astype(np.float64) - real) / scale) ** 2))
     return result
 

@@ -29,8 +29,8 @@ from gvtool.export.validate import validate_graph
 from gvtool.export.variants import to_fp16, to_int8
 from gvtool.runtime.bench_run import feeds_for
 from gvtool.runtime.bundles import BUNDLES_ROOT
-from gvtool.manifest import (PRECISIONS, GraphEntry, Manifest, is_bundle, item_name, read_manifest, sha256_file,
-                             write_manifest)
+from gvtool.manifest import (GRAPHS, PRECISIONS, GraphEntry, Manifest, cycled_labels, is_bundle, item_name, read_manifest,
+                             sha256_file, write_manifest)
 from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE, load_dataset, split, to_model
 
 VALIDATION_BATCHES = (1, 16)   # batch 1 and a larger one: a wrong dynamic axis shows at one of them
@@ -83,7 +83,7 @@ def _export_locked(run: RunModel, out: Path, precisions, opset: int, allow_misma
         manifest = Manifest(gvtool_version=__version__, model=inputs.model_info(), pixels=_pixels(run),
                             source={"run_dir": str(run.run_dir.resolve()), "checkpoint_sha256": run.checkpoint_sha256,
                                     "step": run.step, "complete": run.complete, "data": run.config.data})
-        for graph in ("encoder", "decoder"):
+        for graph in GRAPHS:
             if graph in run.nets:
                 for entry in _export_graph(graph, run, inputs, tmp, precisions, opset, allow_mismatch, log):
                     manifest.graphs[entry.key] = entry
@@ -155,7 +155,7 @@ class _Inputs:
             # The training data may not travel with the run: validate on the decoder's own samples.
             log(f"data {config.data} unavailable or unusable ({error}); validating the encoder on generated items")
             latents = self.rng.standard_normal((CALIBRATION_ITEMS, self.cfg.latent_dim)).astype(np.float32)
-            labels = torch.arange(CALIBRATION_ITEMS) % self.cfg.num_classes if self.cfg.conditional else None
+            labels = torch.tensor(cycled_labels(CALIBRATION_ITEMS, self.cfg.num_classes)) if self.cfg.conditional else None
             with torch.no_grad():
                 items = self.run.nets["decoder"](torch.from_numpy(latents), labels).numpy()
             return items, (), "generated items (training data unavailable)"

@@ -7,9 +7,9 @@ map uint8 pixels); labels are int64.
 
 from __future__ import annotations
 
+from gvtool.manifest import BATCH_AXIS as BATCH
 from gvtool.manifest import TensorSpec, item_name
 
-BATCH = "batch"
 
 
 def encoder_contract(model: dict) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

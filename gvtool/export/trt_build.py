@@ -20,12 +20,12 @@ from typing import Callable, Iterable
 
 from gvtool.errors import BackendUnavailableError, BadBundleError, BadInputError, ExportValidationError
 from gvtool.fileio import atomic_write_bytes, folder_lock
-from gvtool.manifest import EngineEntry, GraphEntry, Manifest, bundle_path, read_manifest, verify_file, write_manifest
+from gvtool.manifest import (BATCH_AXIS, EngineEntry, GraphEntry, Manifest, bundle_path, read_manifest, verify_file,
+                             write_manifest)
 from gvtool.runtime.gpu import TENSORRT_HINT, gpu_properties, import_cudart, import_tensorrt, use_device
 
 ENGINES_DIR = "engines"
 TIMING_CACHE = f"{ENGINES_DIR}/timing.cache"   # tactic timings, reused by the next build on this GPU
-BATCH = "batch"                                # the manifest's name for the dynamic batch axis
 
 
 def build_engines(bundle, *, graphs: Iterable[str] | None = None, precisions: Iterable[str] | None = None,
@@ -205,7 +205,7 @@ def _builder_config(trt, builder, entry: GraphEntry, batch: dict, workspace_mb: 
     profile = builder.create_optimization_profile()
     dynamic = False
     for spec in entry.inputs:
-        if not spec.shape or spec.shape[0] != BATCH:
+        if not spec.shape or spec.shape[0] != BATCH_AXIS:
             continue  # a fully static input needs no profile entry
         rest = tuple(spec.shape[1:])
         if not all(isinstance(dim, int) for dim in rest):

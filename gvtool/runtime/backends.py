@@ -14,7 +14,7 @@ from gvtool.manifest import Manifest, read_verified
 from gvtool.runtime.ort_runner import OnnxRuntimeRunner, import_onnxruntime
 from gvtool.runtime.runner import GraphRunner
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-tensorrt")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-tensorrt")  # --backend of the runtime commands
 ORT_TRT_CACHE = "engines/onnxruntime-trt"  # the onnxruntime TensorRT provider's own engine cache
 
 

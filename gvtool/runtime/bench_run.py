@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from gvtool.errors import GvtoolError
-from gvtool.manifest import item_name
+from gvtool.manifest import cycled_labels, item_name
 from gvtool.runtime.bench import BenchResult, latency_stats, measured, skipped, time_calls
 from gvtool.runtime.runner import GraphRunner
 
@@ -38,7 +38,7 @@ def feeds_for(model: dict, graph: str, batch: int, rng: np.random.Generator) -> 
     if graph == "decoder":
         feeds = {"latents": rng.standard_normal((batch, model["latent_dim"])).astype(np.float32)}
         if model["conditional"]:
-            feeds["labels"] = np.arange(batch, dtype=np.int64) % model["num_classes"]
+            feeds["labels"] = np.array(cycled_labels(batch, model["num_classes"]), dtype=np.int64)
         return feeds
     return {item_name(model["data_kind"]): rng.uniform(-1, 1, (batch, *model["item_shape"])).astype(np.float32)}
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from gvtool.errors import BadInputError
 from gvtool.imaging import convert_channels, fit_square
-from gvtool.manifest import item_name, read_manifest
+from gvtool.manifest import cycled_labels, item_name, read_manifest
 from gvtool.runtime.backends import Choice, open_backend
 
 DEFAULT_CHUNK = 256  # items per call when the backend sets no limit: activations of 256 items stay ~100 MB
@@ -182,7 +182,7 @@ class GenerativeModel:
                 raise BadInputError("this model is unconditional: it takes no labels")
             return None
         if labels is None:
-            return np.arange(n, dtype=np.int64) % self.num_classes
+            return np.array(cycled_labels(n, self.num_classes), dtype=np.int64)
         array = np.asarray(labels)
         if array.dtype.kind not in "iu":
             raise BadInputError(f"labels must be integers, got {array.dtype}")

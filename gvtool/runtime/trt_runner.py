@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from gvtool.errors import BackendUnavailableError, BadBundleError
+from gvtool.manifest import BATCH_AXIS as BATCH
 from gvtool.manifest import EngineEntry, GraphEntry, Manifest, TensorSpec, read_verified
 from gvtool.runtime.gpu import cuda_check, gpu_properties, import_cudart, import_tensorrt, use_device
 
-BATCH = "batch"  # the manifest's name for the dynamic batch axis
 SEGMENTS = ("copy_in", "compute", "copy_out")  # what lies between the 4 events a run records, in order
 
 

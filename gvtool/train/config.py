@@ -17,7 +17,7 @@ AUGMENTATIONS = ("translation", "cutout")  # DiffAugment's policies that suit di
 # What a config written before a field existed meant by it: old runs load and resume as they trained.
 LEGACY_MODEL_FIELDS = {"gan_loss": "bce", "spectral_norm": False, "augment": (), "ema_decay": 0.0, "extra_convs": 0,
                        "mapping_layers": 0}
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # --precision of training (autocast); a bundle's are manifest.PRECISIONS
 # What a resumed run may change; anything else would break the exact continuation.
 RESUME_OVERRIDES = ("epochs", "device", "precision", "cuda_graphs")
 CUDA_GRAPHS = ("auto", "on", "off")
@@ -223,7 +223,7 @@ class TrainConfig:
                f"--batch-size must be from 2 (batch norm needs two items) to {MAX_BATCH}, got {self.batch_size}")
         _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"Adam betas must be in [0, 1), got {self.beta1}, {self.beta2}")
-        _check(self.precision in PRECISIONS, f"unknown --precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        _check(self.precision in TRAIN_PRECISIONS, f"unknown --precision {self.precision!r}; expected one of {', '.join(TRAIN_PRECISIONS)}")
         _check(self.cuda_graphs in CUDA_GRAPHS,
                f"unknown --cuda-graphs {self.cuda_graphs!r}; expected one of {', '.join(CUDA_GRAPHS)}")
         _check(0 <= self.val_fraction <= 0.5, f"val_fraction must be in [0, 0.5], got {self.val_fraction}")

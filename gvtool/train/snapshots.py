@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from gvtool.imaging import save_grid
+from gvtool.manifest import cycled_labels
 from gvtool.train.config import ModelConfig
 from gvtool.train.data import MIXTURES, Dataset, mixture_centres, to_model, to_uint8
 from gvtool.train.metrics_log import read_rows
@@ -36,7 +37,7 @@ class Snapshots:
             n = math.ceil(n / self.ncols) * self.ncols
         gen = torch.Generator().manual_seed(seed + 1)  # apart from the training stream, same for every epoch
         self.z = torch.randn(n, cfg.latent_dim, generator=gen).to(device)
-        self.labels = (torch.arange(n) % cfg.num_classes).to(device) if cfg.conditional else None
+        self.labels = torch.tensor(cycled_labels(n, cfg.num_classes), device=device) if cfg.conditional else None
         self.centres = mixture_centres(data.source)[0] if data.source in MIXTURES else None
         self.reference = held_out.x[:N_POINTS].numpy() if cfg.data_kind == "vector" else None
 
