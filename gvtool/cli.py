@@ -83,12 +83,14 @@ def main() -> None:
                    "or an .npz with x (and y).")
 @click.option("--model", "kind", type=click.Choice(["vaegan", "vae", "gan"]), default="vaegan", show_default=True)
 @click.option("--conditional", is_flag=True, help="Class-conditional model (labels go to the decoder and the discriminator).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training data [default: 35; stacked-mnist 9; 2-D mixtures 170; "
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Passes over the training data [default: 35; stacked-mnist 9; 2-D mixtures 170; "
                                                              "images on CUDA 4x: 140, stacked-mnist 36].")
 @click.option("--batch-size", type=click.IntRange(min=2), help="[default: 32; 2-D mixtures 128]")
 @click.option("--latent-dim", type=click.IntRange(1, 4096), help="Latent size [default: 16; 2-D mixtures 8].")
 @click.option("--image-size", type=int, help="Resize images to this square side (multiple of 4, 16..64) [default: native].")
-@click.option("--width", type=click.IntRange(min=4), help="Conv channels of the first stage, doubled at each stride [default: 32].")
+@click.option("--width", type=click.IntRange(min=4),
+              help="Conv channels of the first stage, doubled at each stride [default: 32].")
 @click.option("--extra-convs", type=click.IntRange(0, 8),
               help="Images: 3x3 convs at the base resolution of every network (depth) [default: 1].")
 @click.option("--mapping-layers", type=click.IntRange(0, 8),
@@ -96,13 +98,16 @@ def main() -> None:
 @click.option("--hidden", type=click.IntRange(min=4),
               help="MLP hidden units: vector data's networks, the image decoder's mapping layers [default: 128].")
 @click.option("--mlp-layers", type=click.IntRange(min=1), help="Vector data: MLP hidden layers of every network [default: 2].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate of every network [default: 5e-4, betas (0, 0.9); 2-D mixtures 1e-3, betas (0.5, 0.999)].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Adam learning rate of every network [default: 5e-4, betas (0, 0.9); 2-D mixtures 1e-3, "
+                   "betas (0.5, 0.999)].")
 @click.option("--kl-weight", type=click.FloatRange(min=0), help="beta on the KL term (vae, vaegan) [default: 2; 2-D mixtures 1].")
 @click.option("--feature-weight", type=click.FloatRange(min=0),
               help="vaegan: gamma on the feature-space reconstruction in the decoder's loss [default: 0.1; 2-D mixtures 0.03].")
 @click.option("--r1-weight", type=click.FloatRange(min=0),
               help="gan, vaegan: R1 gradient penalty on real items (Mescheder et al. 2018) [default: 0].")
-@click.option("--gan-loss", type=click.Choice(["hinge", "bce"]), help="gan, vaegan: adversarial loss [default: hinge; 2-D mixtures bce].")
+@click.option("--gan-loss", type=click.Choice(["hinge", "bce"]),
+              help="gan, vaegan: adversarial loss [default: hinge; 2-D mixtures bce].")
 @click.option("--spectral-norm/--no-spectral-norm", default=None,
               help="gan, vaegan: spectral norm on the discriminator's weights [default: on; 2-D mixtures off].")
 @click.option("--augment", help="Images: DiffAugment policies for the discriminator's inputs, comma-separated "
@@ -120,7 +125,8 @@ def main() -> None:
 @click.pass_context
 @reports_errors
 def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, extra_convs,
-          mapping_layers, hidden, mlp_layers, lr, kl_weight, feature_weight, r1_weight, gan_loss, spectral_norm, augment, ema_decay,
+          mapping_layers, hidden, mlp_layers, lr, kl_weight, feature_weight, r1_weight, gan_loss, spectral_norm, augment,
+          ema_decay,
           device, precision, cuda_graphs, seed, out, resume) -> None:
     """Train a model and write a run folder (config, checkpoint, metrics, sample grids, loss curves).
 
@@ -206,13 +212,15 @@ def _resumed_config(ctx: click.Context, run_dir: Path):
               help="Comma-separated variants: the ONNX graphs to write [default: fp32,fp16,int8; vector data "
                    "fp32,fp16] and the engines to "
                    "build with --trt [default: one per graph in the bundle].")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (17 loads on TensorRT 10.3 and older onnxruntime).")
+@click.option("--opset", type=int, default=17, show_default=True,
+              help="ONNX opset (17 loads on TensorRT 10.3 and older onnxruntime).")
 @click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if a graph fails validation, recording the error.")
 @click.option("--trt", is_flag=True, help="Also build TensorRT engines for this machine's GPU (needs tensorrt, not torch).")
 @click.option("--min-batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--opt-batch", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True, help="TensorRT builder workspace limit.")
+@click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="TensorRT builder workspace limit.")
 @click.option("--dla-core", type=click.IntRange(min=0), default=None, help="Jetson: build for this DLA core, with GPU fallback.")
 @reports_errors
 def export(source, out, precisions, opset, allow_mismatch, trt, min_batch, opt_batch, max_batch, workspace_mb,

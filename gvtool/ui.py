@@ -93,7 +93,8 @@ def manifest_tables(bundle, manifest, files: dict[str, str] | None = None) -> li
     summary = (f"[bold]{escape(str(bundle))}[/]: {m['kind']}{' conditional' if m['conditional'] else ''}, "
                f"{m['data_kind']} {tuple(m['item_shape'])}, latent {m['latent_dim']}"
                + (f", {m['num_classes']} classes" if m["conditional"] else "")
-               + f"; gvtool {manifest.gvtool_version}, format {manifest.format}, from {escape(manifest.source.get('run_dir', '?'))}"
+               + f"; gvtool {manifest.gvtool_version}, format {manifest.format}, "
+               + f"from {escape(manifest.source.get('run_dir', '?'))}"
                + f" (step {manifest.source.get('step', '?')})")
     interfaces = {}
     for g in manifest.graphs.values():  # the same for every precision of a graph

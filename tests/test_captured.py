@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gvtool.errors import BadInputError
-from gvtool.train import captured, loop, rundir
+from gvtool.train import captured, rundir
 from gvtool.train.checkpoint import load_checkpoint
 from gvtool.train.ema import WeightAverage
 from gvtool.train.loop import train

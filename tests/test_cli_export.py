@@ -219,7 +219,8 @@ class TestInfoCommand:
         line = error_line(result)
         assert "2 of the bundle's 3 files do not match its manifest" in line
         assert "decoder.onnx (changed since export)" in line and "decoder.fp16.onnx (missing)" in line
-        rows = {key: next(l for l in result.stdout.splitlines() if f" {key} " in l) for key in ("decoder.fp32", "decoder.int8")}
+        lines = result.stdout.splitlines()
+        rows = {key: next(row for row in lines if f" {key} " in row) for key in ("decoder.fp32", "decoder.int8")}
         assert "changed since export" in rows["decoder.fp32"] and rows["decoder.int8"].rstrip(" │").endswith("ok")
 
     def test_manifest_that_is_not_json_exits_1(self, bundle_copy):

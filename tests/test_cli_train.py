@@ -120,7 +120,8 @@ class TestTrainCommand:
         result = CliRunner().invoke(main, ["train", "--help"])
         assert result.exit_code == 0
         for option in ("--data", "--model", "--conditional", "--epochs", "--batch-size", "--latent-dim",
-                       "--image-size", "--width", "--hidden", "--mlp-layers", "--lr", "--kl-weight", "--feature-weight", "--r1-weight",
+                       "--image-size", "--width", "--hidden", "--mlp-layers", "--lr", "--kl-weight", "--feature-weight",
+                       "--r1-weight",
                        "--gan-loss", "--spectral-norm", "--augment", "--ema-decay", "--extra-convs", "--mapping-layers",
                        "--device", "--precision", "--cuda-graphs", "--seed", "--out", "--resume"):
             assert option in result.output, option

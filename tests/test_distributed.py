@@ -97,7 +97,8 @@ class TestWorldOfOne:
                              batch_size=8, device="cpu", n_fixed=16, log_every=2)
         train(config, tmp_path / "plain")
         for name in ("encoder", "decoder", "discriminator", "decoder_ema"):
-            ours, plain = _weights(out / "run" / rundir.CHECKPOINT_FILE, name), _weights(tmp_path / "plain" / rundir.CHECKPOINT_FILE, name)
+            ours = _weights(out / "run" / rundir.CHECKPOINT_FILE, name)
+            plain = _weights(tmp_path / "plain" / rundir.CHECKPOINT_FILE, name)
             assert ours.keys() == plain.keys()
             assert all(torch.equal(ours[k], plain[k]) for k in ours), name
 

@@ -14,11 +14,10 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
 
 from export_fixtures import (BUNDLE_PRECISIONS, IMAGE_RUNS, RUNS, copy_run, leftovers, snapshot,  # noqa: F401
                              tiny_bundle, tiny_run)
-from gvtool.errors import BadInputError, ExportValidationError, GvtoolError
+from gvtool.errors import BadInputError, ExportValidationError
 from gvtool.export import validate
 from gvtool.export.bundle import export_bundle
 from gvtool.export.contract import CONTRACTS

@@ -4,7 +4,6 @@ a full disk, and no temporary file left by a failure, Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import errno
-import os
 import signal
 import subprocess
 import sys

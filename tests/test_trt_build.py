@@ -270,7 +270,8 @@ class TestOutput:
             assert entry.file == f"engines/{key}.engine"
             assert path.read_bytes().startswith(b"FAKE-ENGINE trt10.3.0")
             assert (entry.sha256, entry.bytes) == (sha256_file(path), path.stat().st_size)
-            assert (entry.gpu_name, entry.compute_capability, entry.tensorrt_version) == ("NVIDIA Jetson Orin Nano", "8.7", "10.3.0")
+            assert (entry.gpu_name, entry.compute_capability, entry.tensorrt_version) == \
+                ("NVIDIA Jetson Orin Nano", "8.7", "10.3.0")
         assert "decoder.fp16.nvidia-jetson-orin-nano.sm87.trt10.3.0" in manifest.engines
 
     def test_manifest_on_disk_is_valid_and_graphs_are_untouched(self, bundle):

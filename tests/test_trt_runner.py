@@ -433,7 +433,7 @@ class TestGpuTiming:
     def test_the_events_bracket_copy_in_execution_and_copy_out(self, runner, fakes, graph):
         _, cudart = fakes
         runner.run(feeds_for(graph, 3))
-        to_device, to_host = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         steps = [("record" if c[0] == "cudaEventRecord" else "in" if c[4] == to_device else "out")
                  for c in cudart.calls if c[0] in ("cudaEventRecord", "cudaMemcpyAsync")]
         assert steps == ["record", *["in"] * len(graph.inputs), "record", "record", *["out"] * len(graph.outputs), "record"]

@@ -4,8 +4,8 @@
 
 Each run is a fresh process; the two commands alternate so that a noisy machine slows both alike.
 Wall time is measured around the process, peak memory is the child's own max RSS (os.wait4).
-Reports medians and the ratios, and the floor: a process that only imports numpy and onnxruntime. The PyTorch baseline needs the bundle's source run (it loads the
-checkpoint); without it only gvtool is measured.
+Reports medians and the ratios, and the floor: a process that only imports numpy and onnxruntime. The PyTorch
+baseline needs the bundle's source run (it loads the checkpoint); without it only gvtool is measured.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def open_backend(bundle: Path, manifest: Manifest, graphs: list[str], backend: s
         manifest.graph(graph, precision)  # a clear error if the bundle lacks that graph or precision
     if backend == "tensorrt":
         if kind == "cpu":
-            raise BadInputError("--backend tensorrt runs on an NVIDIA GPU; use --device cuda:I, or --backend onnxruntime on the CPU")
+            raise BadInputError("--backend tensorrt runs on an NVIDIA GPU; use --device cuda:I, or --backend onnxruntime "
+                                "on the CPU")
         return _tensorrt(bundle, manifest, graphs, precision, index, "asked for --backend tensorrt", cuda_graphs)
     if backend == "onnxruntime-tensorrt":
         if kind == "cpu":

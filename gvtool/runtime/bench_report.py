@@ -194,5 +194,6 @@ def _plot_lines(rows: list[dict]) -> dict[str, list[tuple]]:
     lines = defaultdict(list)
     for r in rows:
         if r["status"] == "ok" and r["p50_ms"] and r["items_per_s"]:
-            lines[f"{r['label']}, {r['graph']}, {_backend(r)}, {r['precision']}"].append((r["batch"], r["p50_ms"], r["items_per_s"]))
+            key = f"{r['label']}, {r['graph']}, {_backend(r)}, {r['precision']}"
+            lines[key].append((r["batch"], r["p50_ms"], r["items_per_s"]))
     return dict(lines)

@@ -223,7 +223,8 @@ class TrainConfig:
                f"--batch-size must be from 2 (batch norm needs two items) to {MAX_BATCH}, got {self.batch_size}")
         _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"Adam betas must be in [0, 1), got {self.beta1}, {self.beta2}")
-        _check(self.precision in TRAIN_PRECISIONS, f"unknown --precision {self.precision!r}; expected one of {', '.join(TRAIN_PRECISIONS)}")
+        _check(self.precision in TRAIN_PRECISIONS,
+               f"unknown --precision {self.precision!r}; expected one of {', '.join(TRAIN_PRECISIONS)}")
         _check(self.cuda_graphs in CUDA_GRAPHS,
                f"unknown --cuda-graphs {self.cuda_graphs!r}; expected one of {', '.join(CUDA_GRAPHS)}")
         _check(0 <= self.val_fraction <= 0.5, f"val_fraction must be in [0, 0.5], got {self.val_fraction}")
@@ -288,7 +289,8 @@ class TrainConfig:
             return cls.from_dict(load_json_bounded(path, "run config"))
         except BadInputError as error:
             message = str(error)
-            raise BadInputError(message if message.startswith(str(path)) else f"{path} is not a valid config: {message}") from None
+            named = message if message.startswith(str(path)) else f"{path} is not a valid config: {message}"
+            raise BadInputError(named) from None
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":

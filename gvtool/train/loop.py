@@ -237,7 +237,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
                                 f"checkpoint; only {', '.join(RESUME_OVERRIDES)} may change")
     train_set, held_out = split(data, config.val_fraction, config.split_seed)
     if len(train_set) < config.batch_size:
-        raise BadInputError(f"--batch-size {config.batch_size} is larger than the {len(train_set)} training items of {config.data}")
+        raise BadInputError(f"--batch-size {config.batch_size} is larger than the {len(train_set)} training items of "
+                            f"{config.data}")
     distributed.check_batch(config.batch_size, world)
 
     graphed, why_not = captured.can_capture(device, precision, world.is_distributed)
