@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from gvtool.errors import BadInputError
-from gvtool.export.from_run import load_run
+from gvtool.train.trained import load_run
 from gvtool.train import rundir
 from gvtool.train.checkpoint import load_weights
 from gvtool.train.ema import EMA_NAME, WARMUP, WeightAverage, effective_decay

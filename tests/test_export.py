@@ -21,7 +21,7 @@ from gvtool.errors import BadInputError, ExportValidationError
 from gvtool.export import validate
 from gvtool.export.bundle import export_bundle
 from gvtool.export.contract import CONTRACTS
-from gvtool.export.from_run import load_run
+from gvtool.train.trained import load_run
 from gvtool.export.onnx_export import DEFAULT_OPSET, IR_VERSION
 from gvtool.export.validate import TOLERANCES, cpu_session
 from gvtool.manifest import MANIFEST_FILE, read_manifest, sha256_file

@@ -33,6 +33,9 @@ class TestImportDirections:
         bad = {n for n in _imports("train") if n.startswith(("gvtool.export", "gvtool.runtime"))}
         assert not bad
 
+    def test_eval_loads_runs_through_train_not_export(self):
+        assert not {n for n in _imports("eval") if n.startswith("gvtool.export")}
+
     def test_runtime_imports_no_torch_train_or_export(self):
         bad = {n for n in _imports("runtime") if n.split(".")[0] == "torch" or n.startswith(("gvtool.train", "gvtool.export"))}
         assert not bad

@@ -188,7 +188,7 @@ def _within_validation(ours: np.ndarray, theirs: np.ndarray, validation) -> None
 @pytest.fixture(scope="module")
 def nets(tiny_bundle, one_torch_thread):
     """nets(name) -> the torch networks rebuilt from the source run of the tiny bundle `name`."""
-    from gvtool.export.from_run import load_run
+    from gvtool.train.trained import load_run
 
     cache = {}
 

@@ -57,7 +57,7 @@ def open_target(target: Path, precision: str = "fp32") -> Target:
 
 
 def _run_target(run_dir: Path) -> Target:
-    from gvtool.export.from_run import load_run
+    from gvtool.train.trained import load_run
     from gvtool.runtime.model import prior_latents
 
     run = load_run(run_dir)

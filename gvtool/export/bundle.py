@@ -22,7 +22,7 @@ from gvtool.errors import BadInputError, ExportValidationError, GvtoolError
 from gvtool.fileio import folder_lock, give_umask_mode, remove_leftovers
 from gvtool.export.contract import CONTRACTS
 from gvtool.export.flops import flops_per_item
-from gvtool.export.from_run import RunModel, load_run
+from gvtool.train.trained import RunModel, load_run
 from gvtool.export.subpixel import inference_decoder
 from gvtool.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, DecoderGraph, EncoderGraph, export_onnx
 from gvtool.export.validate import validate_graph

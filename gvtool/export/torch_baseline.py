@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from gvtool.errors import BackendUnavailableError
-from gvtool.export.from_run import load_run
+from gvtool.train.trained import load_run
 from gvtool.export.onnx_export import DecoderGraph, EncoderGraph
 
 

@@ -1,4 +1,5 @@
-"""Rebuild a trained model from its run folder: the checkpoint describes itself."""
+"""A trained model rebuilt from its run folder: the checkpoint describes itself. Export, eval and the PyTorch
+baseline of `gvtool bench` all load runs through here."""
 
 from __future__ import annotations
 
