@@ -124,10 +124,7 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out (default: the newest run) from its checkpoint.")
 @click.pass_context
 @reports_errors
-def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, latent_dim, image_size, width, extra_convs,
-          mapping_layers, hidden, mlp_layers, lr, kl_weight, feature_weight, r1_weight, gan_loss, spectral_norm, augment,
-          ema_decay,
-          device, precision, cuda_graphs, seed, out, resume) -> None:
+def train(ctx: click.Context, data, kind, conditional, out, resume, **options) -> None:
     """Train a model and write a run folder (config, checkpoint, metrics, sample grids, loss curves).
 
     Several processes train one run when torchrun starts them: torchrun --nproc-per-node N -m gvtool train ...
@@ -135,7 +132,7 @@ def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, laten
     import dataclasses
 
     from gvtool.train import distributed, rundir
-    from gvtool.train.config import TrainConfig
+    from gvtool.train.config import ModelConfig, TrainConfig
     from gvtool.train.device import resolve_device
     from gvtool.train.loop import train as run_training
 
@@ -143,17 +140,17 @@ def train(ctx: click.Context, data, kind, conditional, epochs, batch_size, laten
         run_dir = out or rundir.newest_run()
         config = _resumed_config(ctx, run_dir)
     else:
-        # the defaults live in the config (images train longer on CUDA); options given replace them
-        config = TrainConfig.defaults_for(data, resolve_device(device).type)
-        given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
+        # The defaults live in the config (images train longer on CUDA); the options given replace them. Each option
+        # is named after its config field, so a new hyperparameter is one click option and nothing here.
+        config = TrainConfig.defaults_for(data, resolve_device(options["device"]).type)
+        given = {name: value for name, value in options.items() if value is not None}
+        if "augment" in given:
+            given["augment"] = _augmentations(given["augment"])
+        # A name in both (image_size) is the train config's: the size asked for; the model's is filled from the data
+        model_only = {f.name for f in dataclasses.fields(ModelConfig)} - {f.name for f in dataclasses.fields(TrainConfig)}
         model = dataclasses.replace(config.model, kind=kind, conditional=conditional,
-                                    **given(latent_dim=latent_dim, width=width, extra_convs=extra_convs,
-                                            mapping_layers=mapping_layers, hidden=hidden, mlp_layers=mlp_layers,
-                                            kl_weight=kl_weight, feature_weight=feature_weight, r1_weight=r1_weight,
-                                            gan_loss=gan_loss, spectral_norm=spectral_norm,
-                                            augment=_augmentations(augment), ema_decay=ema_decay))
-        config = config.replace(model=model, device=device, precision=precision, cuda_graphs=cuda_graphs, seed=seed,
-                                **given(epochs=epochs, batch_size=batch_size, image_size=image_size, lr=lr))
+                                    **{k: v for k, v in given.items() if k in model_only})
+        config = config.replace(model=model, **{k: v for k, v in given.items() if k not in model_only})
         run_dir = out or rundir.default_run_dir(kind, data)
     from gvtool.ui import TrainProgress
 

@@ -16,6 +16,7 @@ import gvtool
 from gvtool.cli import main
 from gvtool.train import rundir
 from gvtool.train.checkpoint import load_checkpoint, read_meta
+from gvtool.train.config import ModelConfig
 from gvtool.train.loop import train as library_train
 from cli_helpers import error_line, said
 
@@ -138,6 +139,28 @@ class TestTrainCommand:
         cuda_images, cuda_stacked = (TrainConfig.defaults_for(d, "cuda") for d in ("mnist", "stacked-mnist"))
         factor = cuda_images.epochs // images.epochs
         assert f"images on CUDA {factor}x: {cuda_images.epochs}, stacked-mnist {cuda_stacked.epochs}]" in text
+
+    def test_every_option_given_reaches_its_config_field(self, monkeypatch, labelled_npz):
+        """Options are named after their config fields and routed by name: the model's to ModelConfig, the rest (and
+        image_size, which both have: the size asked for) to TrainConfig."""
+        trained = []
+        monkeypatch.setattr("gvtool.train.loop.train", lambda config, run_dir, **_: trained.append(config) or
+                            types.SimpleNamespace(interrupted=False, epoch=0, step=0, items_per_s=0.0, run_dir=run_dir))
+        CliRunner().invoke(main, ["train", "--data", labelled_npz, "--out", "unused", "--epochs", "3", "--batch-size", "6",
+                                  "--latent-dim", "5", "--image-size", "20", "--width", "8", "--extra-convs", "2",
+                                  "--mapping-layers", "1", "--hidden", "24", "--mlp-layers", "3", "--lr", "0.002",
+                                  "--kl-weight", "1.5", "--feature-weight", "0.2", "--r1-weight", "0.1", "--gan-loss", "bce",
+                                  "--no-spectral-norm", "--augment", "cutout", "--ema-decay", "0.99", "--device", "cpu",
+                                  "--precision", "fp32", "--cuda-graphs", "off", "--seed", "4", "--conditional",
+                                  "--model", "gan"], catch_exceptions=False)
+        (c,) = trained
+        m = c.model
+        assert (c.epochs, c.batch_size, c.image_size, c.lr, c.device, c.precision, c.cuda_graphs, c.seed) == \
+            (3, 6, 20, 0.002, "cpu", "fp32", "off", 4)
+        assert (m.kind, m.conditional, m.latent_dim, m.width, m.extra_convs, m.mapping_layers, m.hidden, m.mlp_layers,
+                m.kl_weight, m.feature_weight, m.r1_weight, m.gan_loss, m.spectral_norm, m.augment, m.ema_decay) == \
+            ("gan", True, 5, 8, 2, 1, 24, 3, 1.5, 0.2, 0.1, "bce", False, ("cutout",), 0.99)
+        assert m.image_size == ModelConfig().image_size  # filled from the data by the loop, not by the option
 
     @pytest.mark.parametrize("device_type, expected", [("cpu", 1), ("cuda", 4)])
     def test_the_defaults_follow_the_device_that_device_resolves_to(self, monkeypatch, labelled_npz, device_type,
