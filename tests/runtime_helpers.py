@@ -17,8 +17,6 @@ from PIL import Image
 
 from gvtool.manifest import MANIFEST_FILE
 
-# trt_runner is written in parallel with these tests; `auto` imports it to try TensorRT first.
-TRT_RUNNER_MISSING = importlib.util.find_spec("gvtool.runtime.trt_runner") is None
 TENSORRT_INSTALLED = importlib.util.find_spec("tensorrt") is not None
 
 

@@ -24,7 +24,7 @@ from cli_helpers import error_line, said
 from export_fixtures import leftovers, tiny_bundle, tiny_run  # noqa: F401
 from gvtool.cli import main
 from gvtool.runtime.model import load
-from runtime_helpers import (TENSORRT_INSTALLED, TRT_RUNNER_MISSING, copy_bundle, cuda_in_onnxruntime,
+from runtime_helpers import (TENSORRT_INSTALLED, copy_bundle, cuda_in_onnxruntime,
                              edit_manifest, flip_byte, grid_cell, grid_size, write_png)
 
 SIDE = 16       # conftest.IMAGE_SIDE
@@ -166,7 +166,6 @@ class TestSampleCommand:
         line = error_line(invoke("sample", "--n", 4, *CPU))
         assert "no bundle under bundles/; export one first" in line
 
-    @pytest.mark.skipif(TRT_RUNNER_MISSING, reason="gvtool.runtime.trt_runner is not written yet")
     @pytest.mark.skipif(TENSORRT_INSTALLED, reason="tensorrt is installed here: auto may pick it")
     def test_default_device_auto_falls_back_to_the_cpu_saying_why(self, bundle, tmp_path):
         if cuda_in_onnxruntime():

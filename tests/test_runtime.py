@@ -21,7 +21,7 @@ import gvtool.runtime.model as model_module
 from export_fixtures import tiny_bundle, tiny_run  # noqa: F401
 from gvtool.errors import BackendUnavailableError, BadBundleError, BadInputError
 from gvtool.runtime.model import load, slerp
-from runtime_helpers import (TENSORRT_INSTALLED, TRT_RUNNER_MISSING, copy_bundle, cuda_in_onnxruntime,
+from runtime_helpers import (TENSORRT_INSTALLED, copy_bundle, cuda_in_onnxruntime,
                              edit_manifest, flip_byte)
 
 LATENT = 4          # export_fixtures' TINY_MODEL latent size
@@ -87,7 +87,6 @@ class TestLoad:
     def test_auto_backend_with_device_cpu_says_the_device_was_asked_for(self, bundle):
         assert load(bundle("vaegan"), device="cpu").description == "onnxruntime-cpu on cpu (fp32): --device cpu"
 
-    @pytest.mark.skipif(TRT_RUNNER_MISSING, reason="gvtool.runtime.trt_runner is not written yet")
     @pytest.mark.skipif(TENSORRT_INSTALLED, reason="tensorrt is installed here: auto may pick it")
     def test_auto_device_without_tensorrt_or_cuda_falls_back_to_the_cpu_saying_why(self, bundle):
         if cuda_in_onnxruntime():
