@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from gvtool.errors import BadInputError
-from gvtool.manifest import GRAPHS, PRECISIONS, read_manifest
+from gvtool.manifest import GRAPHS, PRECISIONS, ModelInfo, read_manifest
 from gvtool.runtime.backends import BACKENDS as RUNTIME_BACKENDS
 from gvtool.runtime.backends import open_backend
 from gvtool.runtime.bench import (BenchReport, bundle_info, cuda_devices_info, library_versions, machine_info,
@@ -43,13 +43,13 @@ def _available_memory() -> int | None:
     return None
 
 
-def _check_memory(model: dict, batch: int) -> None:
+def _check_memory(model: ModelInfo, batch: int) -> None:
     """Refuse a batch size that could not fit, before any array is allocated (--batch-sizes 1000000000 ran numpy
     out of memory after minutes of work)."""
     if batch > MAX_BATCH:
         raise BadInputError(f"--batch-sizes {batch} is above {MAX_BATCH}; an edge model is benchmarked at batches "
                             "that fit a device")
-    per_item = 4 * (int(np.prod(model["item_shape"])) + 2 * model["latent_dim"])
+    per_item = 4 * (int(np.prod(model.item_shape)) + 2 * model.latent_dim)
     needed, free = ACTIVATION_FACTOR * per_item * batch, _available_memory()
     if free is not None and needed > free:
         raise BadInputError(f"--batch-sizes {batch} would need about {needed / 1e9:.1f} GB, and {free / 1e9:.1f} GB "
@@ -101,7 +101,7 @@ def _cases(bundle, manifest, graph, backend, precision, device, with_compile, cu
     # The name results carry: onnxruntime is reported by the provider it ran on.
     label = {"onnxruntime": "onnxruntime-cpu" if device == "cpu" else "onnxruntime-cuda"}.get(backend, backend)
     if not any(g.graph == graph for g in manifest.graphs.values()):
-        return [Case(backend=label, make=None, skip_reason=f"a {manifest.model['kind']} bundle has no {graph}", **common)]
+        return [Case(backend=label, make=None, skip_reason=f"a {manifest.model.kind} bundle has no {graph}", **common)]
     if backend == "torch":
         return _torch_cases(manifest, graph, precision, device, with_compile, common)
     if entry is None:

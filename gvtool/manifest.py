@@ -121,14 +121,43 @@ class EngineEntry:
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    """What a bundle's graphs model: all the runtime needs to feed them and read what they return."""
+
+    kind: str                       # vaegan | vae | gan
+    conditional: bool
+    num_classes: int                # >= 2 when conditional, else 0
+    data_kind: str                  # image | vector
+    item_shape: tuple[int, ...]     # (C, H, W) for images, (D,) for vectors
+    latent_dim: int
+    class_names: tuple[str, ...] = ()  # a conditional model's class names, where the data named them
+
+    @property
+    def is_image(self) -> bool:
+        return self.data_kind == "image"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"item_shape": list(self.item_shape), "class_names": list(self.class_names)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelInfo":
+        """From JSON that check_manifest has passed (unknown keys are refused there too)."""
+        return cls(**(d | {"item_shape": tuple(d["item_shape"]), "class_names": tuple(d.get("class_names") or ())}))
+
+
+@dataclass(frozen=True)
 class Manifest:
     gvtool_version: str
-    model: dict                     # kind, conditional, num_classes, class_names, data_kind, item_shape, latent_dim
+    model: ModelInfo                # a dict (as JSON holds it) is turned into one
     pixels: dict | None             # images: {"scale": 127.5, "offset": -1.0}: model = pixel / scale + offset
     source: dict                    # run_dir, checkpoint_sha256, step: where the bundle came from
     graphs: dict[str, GraphEntry] = field(default_factory=dict)
     engines: dict[str, EngineEntry] = field(default_factory=dict)
     format: int = FORMAT
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            object.__setattr__(self, "model", ModelInfo.from_dict(self.model))
 
     def graph(self, graph: str, precision: str) -> GraphEntry:
         key = f"{graph}.{precision}"
@@ -137,7 +166,7 @@ class Manifest:
         return self.graphs[key]
 
     def to_dict(self) -> dict:
-        return {"format": self.format, "gvtool_version": self.gvtool_version, "model": self.model,
+        return {"format": self.format, "gvtool_version": self.gvtool_version, "model": self.model.to_dict(),
                 "pixels": self.pixels, "source": self.source,
                 "graphs": {k: g.to_dict() for k, g in self.graphs.items()},
                 "engines": {k: e.to_dict() for k, e in self.engines.items()}}
@@ -302,6 +331,9 @@ def check_manifest(raw: object) -> None:
         raise SchemaError(f"model.item_shape must be [channels 1 or 3, height, width] for images or [size] for "
                           f"vectors, got {json.dumps(shape)[:60]}")
     latent = _int(model, "latent_dim", "model", 1, MAX_LATENT_DIM)
+    unknown = set(model) - {f.name for f in dataclasses.fields(ModelInfo)}
+    if unknown:
+        raise SchemaError(f"model has unknown keys {sorted(unknown)}")
     pixels = _get(raw, "pixels", "manifest", (dict, type(None)), required=False)
     if image:
         if pixels is None:

@@ -90,9 +90,9 @@ def manifest_tables(bundle, manifest, files: dict[str, str] | None = None) -> li
         return "[dim]not checked[/]" if state is None else "[green]ok[/]" if state == "ok" else f"[red]{escape(state)}[/]"
 
     m = manifest.model
-    summary = (f"[bold]{escape(str(bundle))}[/]: {m['kind']}{' conditional' if m['conditional'] else ''}, "
-               f"{m['data_kind']} {tuple(m['item_shape'])}, latent {m['latent_dim']}"
-               + (f", {m['num_classes']} classes" if m["conditional"] else "")
+    summary = (f"[bold]{escape(str(bundle))}[/]: {m.kind}{' conditional' if m.conditional else ''}, "
+               f"{m.data_kind} {m.item_shape}, latent {m.latent_dim}"
+               + (f", {m.num_classes} classes" if m.conditional else "")
                + f"; gvtool {manifest.gvtool_version}, format {manifest.format}, "
                + f"from {escape(manifest.source.get('run_dir', '?'))}"
                + f" (step {manifest.source.get('step', '?')})")

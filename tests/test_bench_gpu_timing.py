@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 
 from fake_tensorrt import make_fake_cudart, make_fake_trt
-from gvtool.manifest import TensorSpec
+from gvtool.manifest import ModelInfo, TensorSpec
 from gvtool.runtime.bench import latency_stats
 from gvtool.runtime.bench_run import ROUNDS, Case, run_cases
 from gvtool.runtime.trt_runner import TensorRTRunner
 from test_trt_runner import DECODER, LATENT, engine_entry, expected_timings, reference
 
-MODEL = {"latent_dim": LATENT, "conditional": True, "num_classes": 10}  # feeds_for's decoder feeds fit DECODER
+# feeds_for's decoder feeds fit DECODER (its image output is never fed)
+MODEL = ModelInfo(kind="vaegan", conditional=True, num_classes=10, data_kind="image", item_shape=(1, 16, 16),
+                  latent_dim=LATENT)
 ITERATIONS = 6          # 2 timed calls per round, after 1 warm-up call (warmup_s=0)
 
 

@@ -185,7 +185,7 @@ class TestFullRun:
         bundle = full[3]
         assert report.bundle["path"] == str(bundle)
         assert report.bundle["manifest_sha256"] == hashlib.sha256((bundle / MANIFEST_FILE).read_bytes()).hexdigest()
-        assert report.bundle["model"] == read_manifest(bundle).model
+        assert report.bundle["model"] == read_manifest(bundle).model.to_dict()
 
     def test_the_date_is_utc_and_within_the_run(self, full, report):
         started, finished = full[4]

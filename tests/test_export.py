@@ -61,14 +61,14 @@ def _entry(tiny_bundle, name, key):
     return folder, manifest, manifest.graphs[key]
 
 
-def _feed(entry, model: dict, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+def _feed(entry, model, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs for a graph at `batch`: items in the model range, N(0, I) latents, labels cycling the classes."""
     rng = np.random.default_rng(seed)
     feed = {}
     for spec in entry.inputs:
         shape = (batch, *spec.shape[1:])
         if spec.dtype == "int64":
-            feed[spec.name] = np.arange(batch, dtype=np.int64) % model["num_classes"]
+            feed[spec.name] = np.arange(batch, dtype=np.int64) % model.num_classes
         elif spec.name == "images":
             feed[spec.name] = rng.uniform(-1, 1, shape).astype(np.float32)
         else:
@@ -286,7 +286,7 @@ class TestValidationRecord:
         _, manifest, _ = tiny_bundle(name)
         std = load_run(tiny_run(name)).config.model.vector_std
         for entry in manifest.graphs.values():
-            vector_decoder = entry.graph == "decoder" and manifest.model["data_kind"] == "vector"
+            vector_decoder = entry.graph == "decoder" and manifest.model.data_kind == "vector"
             assert entry.validation.scale == (std if vector_decoder else ())
         assert (len(std) == 2) == (name == "ring8")
 
@@ -340,12 +340,12 @@ class TestModelInfo:
         ("ring8", {"kind": "vaegan", "conditional": False, "num_classes": 0, "data_kind": "vector", "item_shape": [2]}),
     ])
     def test_model_info(self, tiny_bundle, name, expected):
-        model = tiny_bundle(name)[1].model
+        model = tiny_bundle(name)[1].model.to_dict()
         assert {k: model[k] for k in expected} == expected
         assert model["latent_dim"] == 4
 
     def test_conditional_bundle_names_its_classes(self, tiny_bundle):
-        assert tiny_bundle("conditional")[1].model["class_names"] == ["0", "1", "2", "3"]
+        assert tiny_bundle("conditional")[1].model.class_names == ("0", "1", "2", "3")
 
     def test_source_run_dir_is_the_resolved_run_folder(self, tiny_run, tmp_path, monkeypatch):
         run = tiny_run("gan")

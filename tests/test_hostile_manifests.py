@@ -61,6 +61,7 @@ CASES = {
     "unknown kind": (set_at(["model", "kind"], "diffusion"), "model.kind must be one of vaegan, vae, gan"),
     "conditional without classes": (set_at(["model", "conditional"], True), "does not fit conditional"),
     "engines a list": (set_at(["engines"], []), "manifest.engines must be dict"),
+    "model with an unknown key": (set_at(["model", "temperature"], 0.7), "model has unknown keys ['temperature']"),
 }
 
 

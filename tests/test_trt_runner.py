@@ -35,7 +35,7 @@ import pytest
 
 from fake_tensorrt import GPU_MS, fake_engine_bytes, make_fake_cudart, make_fake_trt
 from gvtool.errors import BackendUnavailableError, BadBundleError, BadInputError
-from gvtool.manifest import EngineEntry, GraphEntry, Manifest, TensorSpec, Validation
+from gvtool.manifest import EngineEntry, GraphEntry, Manifest, ModelInfo, TensorSpec, Validation
 from gvtool.runtime.trt_runner import TensorRTRunner, engine_for, engine_mismatch, tensorrt_environment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -624,7 +624,9 @@ class TestCudaGraphFallback:
 
 
 def manifest_with(engines: list[EngineEntry]) -> Manifest:
-    return Manifest(gvtool_version="test", model={}, pixels=None, source={},
+    model = ModelInfo(kind="vaegan", conditional=True, num_classes=10, data_kind="image", item_shape=(1, SIDE, SIDE),
+                      latent_dim=LATENT)
+    return Manifest(gvtool_version="test", model=model, pixels=None, source={},
                     graphs={g.key: g for g in (DECODER, ENCODER)}, engines={e.file: e for e in engines})
 
 

@@ -29,8 +29,8 @@ from gvtool.export.validate import validate_graph
 from gvtool.export.variants import to_fp16, to_int8
 from gvtool.runtime.bench_run import feeds_for
 from gvtool.runtime.bundles import BUNDLES_ROOT
-from gvtool.manifest import (GRAPHS, PRECISIONS, GraphEntry, Manifest, cycled_labels, is_bundle, item_name, read_manifest,
-                             sha256_file, write_manifest)
+from gvtool.manifest import (GRAPHS, PRECISIONS, GraphEntry, Manifest, ModelInfo, cycled_labels, is_bundle, item_name,
+                             read_manifest, sha256_file, write_manifest)
 from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE, load_dataset, split, to_model
 
 VALIDATION_BATCHES = (1, 16)   # batch 1 and a larger one: a wrong dynamic axis shows at one of them
@@ -166,11 +166,10 @@ class _Inputs:
         names = data.class_names if self.cfg.conditional else ()
         return x.numpy().astype(np.float32), names, f"held-out items of {config.data}"
 
-    def model_info(self) -> dict:
+    def model_info(self) -> ModelInfo:
         c = self.cfg
-        return {"kind": c.kind, "conditional": c.conditional, "num_classes": c.num_classes,
-                "class_names": list(self.class_names), "data_kind": c.data_kind,
-                "item_shape": list(c.item_shape), "latent_dim": c.latent_dim}
+        return ModelInfo(kind=c.kind, conditional=c.conditional, num_classes=c.num_classes, data_kind=c.data_kind,
+                         item_shape=tuple(c.item_shape), latent_dim=c.latent_dim, class_names=tuple(self.class_names))
 
     def feeds(self, graph: str, sizes) -> list[dict[str, np.ndarray]]:
         feeds, start = [], 0

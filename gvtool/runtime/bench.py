@@ -221,7 +221,7 @@ def utc_now() -> str:
 def bundle_info(bundle: str | os.PathLike) -> dict:
     """What identifies the bundle measured: its path, its manifest's hash, and the model it holds."""
     manifest = read_manifest(bundle)
-    return {"path": str(bundle), "manifest_sha256": sha256_file(Path(bundle) / MANIFEST_FILE), "model": manifest.model}
+    return {"path": str(bundle), "manifest_sha256": sha256_file(Path(bundle) / MANIFEST_FILE), "model": manifest.model.to_dict()}
 
 
 def machine_info() -> dict:

@@ -32,7 +32,7 @@ def load(bundle: str | Path, backend: str = "auto", device: str = "cpu", precisi
     wanted = list(graphs) if graphs is not None else available
     missing = [g for g in wanted if g not in available]
     if missing:
-        raise BadInputError(f"{bundle} has no {' or '.join(missing)} graph (a {manifest.model['kind']} model has "
+        raise BadInputError(f"{bundle} has no {' or '.join(missing)} graph (a {manifest.model.kind} model has "
                             f"{', '.join(available)})")
     return GenerativeModel(bundle, manifest, open_backend(bundle, manifest, wanted, backend, device, precision))
 
@@ -63,8 +63,8 @@ class GenerativeModel:
     def __init__(self, bundle: Path, manifest, choice: Choice):
         self.bundle, self.manifest, self.choice = bundle, manifest, choice
         m = manifest.model
-        self.kind, self.conditional, self.num_classes = m["kind"], m["conditional"], m["num_classes"]
-        self.latent_dim, self.item_shape, self.is_image = m["latent_dim"], tuple(m["item_shape"]), m["data_kind"] == "image"
+        self.kind, self.conditional, self.num_classes = m.kind, m.conditional, m.num_classes
+        self.latent_dim, self.item_shape, self.is_image = m.latent_dim, m.item_shape, m.is_image
         self._pixels = manifest.pixels
 
     @property
@@ -136,7 +136,7 @@ class GenerativeModel:
     def encode(self, items, return_logvar: bool = False):
         """items -> posterior means (N, K) float32, and log-variances with return_logvar."""
         x = self._to_model(items)
-        mean, logvar = self._run("encoder", {item_name(self.manifest.model["data_kind"]): x})
+        mean, logvar = self._run("encoder", {item_name(self.manifest.model.data_kind): x})
         return (mean, logvar) if return_logvar else mean
 
     def reconstruct(self, items, labels=None) -> np.ndarray:
