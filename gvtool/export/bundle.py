@@ -27,7 +27,7 @@ from gvtool.export.subpixel import inference_decoder
 from gvtool.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, DecoderGraph, EncoderGraph, export_onnx
 from gvtool.export.validate import validate_graph
 from gvtool.export.variants import to_fp16, to_int8
-from gvtool.runtime.bench_run import feeds_for
+from gvtool.runtime.feeds import feeds_for
 from gvtool.runtime.bundles import BUNDLES_ROOT
 from gvtool.manifest import (GRAPHS, PRECISIONS, GraphEntry, Manifest, ModelInfo, cycled_labels, is_bundle, item_name,
                              read_manifest, sha256_file, write_manifest)

@@ -14,8 +14,9 @@ from typing import Callable
 import numpy as np
 
 from gvtool.errors import GvtoolError
-from gvtool.manifest import ModelInfo, cycled_labels, item_name
+from gvtool.manifest import ModelInfo
 from gvtool.runtime.bench import BenchResult, latency_stats, measured, skipped, time_calls
+from gvtool.runtime.feeds import feeds_for
 from gvtool.runtime.runner import GraphRunner
 
 ROUNDS = 3  # interleaved windows per case: enough to average out a burst of load on a shared machine
@@ -31,16 +32,6 @@ class Case:
     skip_reason: str = ""
     flops_per_item: float | None = None
     note: str = ""
-
-
-def feeds_for(model: ModelInfo, graph: str, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Inputs of one batch: prior latents (and cycling labels) for the decoder, items in model range for the encoder."""
-    if graph == "decoder":
-        feeds = {"latents": rng.standard_normal((batch, model.latent_dim)).astype(np.float32)}
-        if model.conditional:
-            feeds["labels"] = np.array(cycled_labels(batch, model.num_classes), dtype=np.int64)
-        return feeds
-    return {item_name(model.data_kind): rng.uniform(-1, 1, (batch, *model.item_shape)).astype(np.float32)}
 
 
 def run_cases(model: ModelInfo, cases: list[Case], batch_sizes: list[int], *, warmup_s: float, duration_s: float,
