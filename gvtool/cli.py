@@ -561,7 +561,7 @@ def bench_run(bundle, graphs, batch_sizes, backends, precisions, devices, warmup
               with_compile, cuda_graphs, json_out, markdown_out, plot_out) -> None:
     """Benchmark a bundle (default: the newest) on this machine."""
     from gvtool.errors import BadInputError
-    from gvtool.benchmark import bench_bundle
+    from gvtool.bench.command import bench_bundle
 
     try:
         sizes = [int(b) for b in _csv(batch_sizes)]
@@ -584,15 +584,15 @@ def bench_run(bundle, graphs, batch_sizes, backends, precisions, devices, warmup
 @reports_errors
 def bench_report(results, markdown_out, plot_out) -> None:
     """Merge results of several devices or machines (JSON from `gvtool bench --json`) into one table and plot."""
-    from gvtool.runtime.bench_report import merge
+    from gvtool.bench.report import merge
 
     _show_bench(merge(results), None, markdown_out, plot_out)
 
 
 def _show_bench(reports, json_out, markdown_out, plot_out) -> None:
     from gvtool.fileio import atomic_write_text
-    from gvtool.runtime.bench import save_report
-    from gvtool.runtime.bench_report import markdown_table, plot, ratios, result_rows
+    from gvtool.bench.core import save_report
+    from gvtool.bench.report import markdown_table, plot, ratios, result_rows
     from gvtool.ui import bench_table
 
     rows = result_rows(reports)

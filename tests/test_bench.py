@@ -1,4 +1,4 @@
-"""gvtool.runtime.bench and bench_report: statistics, the timing loop (on a fake clock: no test reads a
+"""gvtool.bench.core and bench_report: statistics, the timing loop (on a fake clock: no test reads a
 real time), the report's JSON round trip, merged tables, ratios, the plot, and what a report records."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 
 from gvtool.errors import BadInputError
 from gvtool.manifest import Manifest, sha256_file, write_manifest
-from gvtool.runtime.bench import (LIBRARIES, BenchReport, BenchResult, LatencyStats, bundle_info, cuda_devices_info,
+from gvtool.bench.core import (LIBRARIES, BenchReport, BenchResult, LatencyStats, bundle_info, cuda_devices_info,
                                   latency_stats, library_versions, load_report, machine_info, matmul_peak_numpy,
                                   measured, save_report, skipped, time_calls, utc_now)
-from gvtool.runtime.bench_report import markdown_table, merge, plot, ratios, ratios_table, result_rows
+from gvtool.bench.report import markdown_table, merge, plot, ratios, ratios_table, result_rows
 
 from fake_tensorrt import make_fake_cudart
 
@@ -353,7 +353,7 @@ class TestEnvironment:
         assert datetime.fromisoformat(utc_now()).utcoffset() == timedelta(0)
 
     def test_bench_modules_import_with_torch_blocked(self, tmp_path):
-        code = ("import sys; sys.modules['torch'] = None; import gvtool.runtime.bench, gvtool.runtime.bench_report; "
+        code = ("import sys; sys.modules['torch'] = None; import gvtool.bench.core, gvtool.bench.report; "
                 "print(sorted(m for m in sys.modules if m.startswith(('gvtool.train', 'gvtool.export', 'matplotlib'))))")
         result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                                 env=os.environ | {"PYTHONPATH": str(REPO)})

@@ -1,4 +1,4 @@
-"""GPU timings in benchmark results: run_cases (gvtool/runtime/bench_run.py) keeps a runner's per-call
+"""GPU timings in benchmark results: run_cases (gvtool/bench/cases.py) keeps a runner's per-call
 `last_timings` (CUDA-event seconds of copy-in, compute and copy-out) for the timed calls and puts
 their statistics in device_compute, copy_in and copy_out; runners that report none leave them None.
 
@@ -15,8 +15,8 @@ import pytest
 
 from fake_tensorrt import make_fake_cudart, make_fake_trt
 from gvtool.manifest import ModelInfo, TensorSpec
-from gvtool.runtime.bench import latency_stats
-from gvtool.runtime.bench_run import ROUNDS, Case, run_cases
+from gvtool.bench.core import latency_stats
+from gvtool.bench.cases import ROUNDS, Case, run_cases
 from gvtool.runtime.trt_runner import TensorRTRunner
 from test_trt_runner import DECODER, LATENT, engine_entry, expected_timings, reference
 

@@ -27,8 +27,8 @@ from cli_helpers import error_line, said
 from export_fixtures import tiny_bundle, tiny_run  # noqa: F401
 from gvtool.cli import main
 from gvtool.manifest import MANIFEST_FILE, read_manifest
-from gvtool.runtime.bench import cuda_devices_info, load_report, save_report
-from gvtool.runtime.bench_run import ROUNDS
+from gvtool.bench.core import cuda_devices_info, load_report, save_report
+from gvtool.bench.cases import ROUNDS
 from runtime_helpers import copy_bundle, edit_manifest
 
 REPO = Path(__file__).resolve().parents[1]

@@ -116,7 +116,7 @@ class TestSizes:
         assert "--batch-sizes 1000000000 is above 65536" in line
 
     def test_bench_refuses_a_batch_that_would_not_fit_in_memory(self, tiny_bundle, monkeypatch):
-        import gvtool.benchmark as benchmark
+        import gvtool.bench.command as benchmark
 
         monkeypatch.setattr(benchmark, "_available_memory", lambda: 10_000_000)
         line = error_line(invoke("bench", "run", tiny_bundle("gan")[0], "--batch-sizes", "60000",

@@ -40,6 +40,14 @@ class TestImportDirections:
         bad = {n for n in _imports("runtime") if n.split(".")[0] == "torch" or n.startswith(("gvtool.train", "gvtool.export"))}
         assert not bad
 
+    def test_the_bench_core_imports_no_torch_train_or_export(self):
+        """Only torch_baseline.py (imported when its case runs) may: a device without torch benchmarks its bundles."""
+        for name in ("core", "cases", "report", "command"):
+            tree = ast.parse((ROOT / "gvtool" / "bench" / f"{name}.py").read_text())
+            top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+            top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+            assert not {m for m in top if m.split(".")[0] == "torch" or m.startswith(("gvtool.train", "gvtool.export"))}, name
+
     def test_shared_modules_import_no_layer(self):
         for name in ("errors", "fileio", "manifest", "imaging"):
             tree = ast.parse((ROOT / "gvtool" / f"{name}.py").read_text())

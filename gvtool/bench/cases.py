@@ -15,7 +15,7 @@ import numpy as np
 
 from gvtool.errors import GvtoolError
 from gvtool.manifest import ModelInfo
-from gvtool.runtime.bench import BenchResult, latency_stats, measured, skipped, time_calls
+from gvtool.bench.core import BenchResult, latency_stats, measured, skipped, time_calls
 from gvtool.runtime.feeds import feeds_for
 from gvtool.runtime.runner import GraphRunner
 

@@ -16,10 +16,10 @@ from gvtool.errors import BadInputError
 from gvtool.manifest import GRAPHS, PRECISIONS, ModelInfo, read_manifest
 from gvtool.runtime.backends import BACKENDS as RUNTIME_BACKENDS
 from gvtool.runtime.backends import open_backend
-from gvtool.runtime.bench import (BenchReport, bundle_info, cuda_devices_info, library_versions, machine_info,
+from gvtool.bench.core import (BenchReport, bundle_info, cuda_devices_info, library_versions, machine_info,
                                   matmul_peak_numpy, utc_now)
 from gvtool.runtime.backends import parse_device
-from gvtool.runtime.bench_run import ROUNDS, Case, run_cases
+from gvtool.bench.cases import ROUNDS, Case, run_cases
 from gvtool.runtime.bundles import newest_bundle
 
 # What `bench` measures: the runtime's backends (but "auto", which picks one of them) and the PyTorch baseline
@@ -126,7 +126,7 @@ def _torch_cases(manifest, graph, precision, device, with_compile, common) -> li
 
     def make(compile_: bool):
         def build():
-            from gvtool.export.torch_baseline import TorchRunner  # torch only when this case runs
+            from gvtool.bench.torch_baseline import TorchRunner  # torch only when this case runs
 
             return TorchRunner(run_dir, graph, device, compile=compile_)
         return build

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 
 from gvtool.errors import BackendUnavailableError, BadInputError
 from gvtool.fileio import atomic_write_bytes
-from gvtool.runtime.bench import BenchReport, BenchResult, LatencyStats, load_report
+from gvtool.bench.core import BenchReport, BenchResult, LatencyStats, load_report
 
 _COLUMNS = ("machine / device", "graph", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms",
             "items/s", "GFLOP/s", "% of peak", "status")
