@@ -6,8 +6,15 @@ A run on `labelled_npz` with `make_train_config()` holds 36 training items and 4
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+# Tests are grouped by the package they test (train/, export/, runtime/, bench/, eval/, project/); what they share
+# (CLI helpers, export fixtures, the fake TensorRT and CUDA modules) lives in support/, importable from every group.
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 from gvtool.train.config import ModelConfig, TrainConfig
 

@@ -278,7 +278,7 @@ class TestAtomicWrites:
 class TestImports:
     @staticmethod
     def _run(code: str) -> subprocess.CompletedProcess:
-        repo = Path(__file__).resolve().parents[1]
+        repo = Path(__file__).resolve().parents[2]
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
 
     def test_imports_neither_torch_nor_matplotlib(self):

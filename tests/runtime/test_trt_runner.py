@@ -38,7 +38,7 @@ from gvtool.errors import BackendUnavailableError, BadBundleError, BadInputError
 from gvtool.manifest import EngineEntry, GraphEntry, Manifest, ModelInfo, TensorSpec, Validation
 from gvtool.runtime.trt_runner import TensorRTRunner, engine_for, engine_mismatch, tensorrt_environment
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LATENT, SIDE, MAX_BATCH = 4, 16, 8
 PROFILE = {"min": 1, "opt": 4, "max": MAX_BATCH}
 ORIN = ("NVIDIA Jetson Orin Nano", "8.7", "10.3.0")   # what the default fakes say this machine is

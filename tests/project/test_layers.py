@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['tensorrt'] = None; "
 
 

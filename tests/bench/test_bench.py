@@ -24,7 +24,7 @@ from gvtool.bench.report import markdown_table, merge, plot, ratios, ratios_tabl
 
 from fake_tensorrt import make_fake_cudart
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class FakeClock:

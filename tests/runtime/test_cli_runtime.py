@@ -31,7 +31,7 @@ SIDE = 16       # conftest.IMAGE_SIDE
 LATENT = 4      # export_fixtures' TINY_MODEL latent size
 CLASSES = 4     # conftest.NUM_CLASSES
 CPU = ("--device", "cpu")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def invoke(*args):

@@ -3,7 +3,7 @@
 TensorRT cannot be installed on the project's machines, so the builder's and the runner's logic is
 tested against these. They mimic the documented Python API surface gvtool uses (TensorRT 10.x and
 11.x, cuda-python's runtime bindings) and nothing more; what they do NOT model is listed in the
-docstrings of tests/test_trt_build.py and tests/test_trt_runner.py.
+docstrings of tests/export/test_trt_build.py and tests/runtime/test_trt_runner.py.
 
     trt = make_fake_trt(version="10.3.0")
     trt.builders[0].networks[0].flags           # what create_network got

@@ -3,7 +3,7 @@
 their statistics in device_compute, copy_in and copy_out; runners that report none leave them None.
 
 No test asserts a measured time: the timings come from fake runners and from the fake GPU clock of
-tests/fake_tensorrt.py, and only how they are collected is checked.
+tests/support/fake_tensorrt.py, and only how they are collected is checked.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from gvtool.bench.core import cuda_devices_info, load_report, save_report
 from gvtool.bench.cases import ROUNDS
 from runtime_helpers import copy_bundle, edit_manifest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = ("--iterations", "2", "--warmup-ms", "0")
 GRAPHS = ("decoder", "encoder")
 BATCHES = (1, 3)

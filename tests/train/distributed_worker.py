@@ -1,6 +1,6 @@
 """One rank of a tiny torchrun world, for test_distributed.py (not a test itself).
 
-    torchrun --standalone --nproc-per-node N tests/distributed_worker.py NPZ OUT STOP_AFTER_STEPS
+    torchrun --standalone --nproc-per-node N tests/train/distributed_worker.py NPZ OUT STOP_AFTER_STEPS
 
 Trains a tiny image VAE-GAN (convolutions, batch norm, spectral norm) on NPZ into OUT/run through train.loop.train,
 as `gvtool train` does under torchrun, then writes OUT/rank<R>.json: the rank's world, the step it stopped at,

@@ -27,7 +27,7 @@ from runtime_helpers import (TENSORRT_INSTALLED, copy_bundle, cuda_in_onnxruntim
 LATENT = 4          # export_fixtures' TINY_MODEL latent size
 SIDE = 16           # conftest.IMAGE_SIDE
 CLASSES = 4         # conftest.NUM_CLASSES
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
