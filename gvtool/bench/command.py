@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from gvtool import system
 from gvtool.errors import BadInputError
 from gvtool.manifest import GRAPHS, PRECISIONS, ModelInfo, read_manifest
 from gvtool.runtime.backends import BACKENDS as RUNTIME_BACKENDS
@@ -32,17 +33,6 @@ MAX_BATCH = 1 << 16
 ACTIVATION_FACTOR = 16
 
 
-def _available_memory() -> int | None:
-    """Bytes of memory free now (Linux: MemAvailable), or None where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def _check_memory(model: ModelInfo, batch: int) -> None:
     """Refuse a batch size that could not fit, before any array is allocated (--batch-sizes 1000000000 ran numpy
     out of memory after minutes of work)."""
@@ -50,7 +40,7 @@ def _check_memory(model: ModelInfo, batch: int) -> None:
         raise BadInputError(f"--batch-sizes {batch} is above {MAX_BATCH}; an edge model is benchmarked at batches "
                             "that fit a device")
     per_item = 4 * (int(np.prod(model.item_shape)) + 2 * model.latent_dim)
-    needed, free = ACTIVATION_FACTOR * per_item * batch, _available_memory()
+    needed, free = ACTIVATION_FACTOR * per_item * batch, system.available_memory()
     if free is not None and needed > free:
         raise BadInputError(f"--batch-sizes {batch} would need about {needed / 1e9:.1f} GB, and {free / 1e9:.1f} GB "
                             "of memory is free; pass smaller batch sizes")

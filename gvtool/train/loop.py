@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from gvtool import __version__
+from gvtool import __version__, system
 from gvtool.errors import BadInputError
 from gvtool.fileio import atomic_write_text, folder_lock, remove_leftovers
 from gvtool.train import captured, distributed, rundir
@@ -142,6 +142,27 @@ def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
                 state[key] = torch.empty_like(param).copy_(value)  # empty_like keeps param's strides
 
 
+# Bytes a parameter costs in training: fp32 weight, gradient, Adam's two moments, and the weight average's copy
+BYTES_PER_PARAMETER = 4 * 5
+
+
+def _check_memory(mcfg, config: TrainConfig, device: torch.device) -> None:
+    """Refuse networks whose weights and optimizer state could not fit in this device's free memory, before any is
+    allocated: they are counted on the meta device, which holds shapes and no data (--width 1024, the bound, is
+    about 200 M parameters on MNIST, 4 GB to train)."""
+    with torch.device("meta"):
+        count = sum(p.numel() for p in build_networks(mcfg).parameters())
+    needed = count * BYTES_PER_PARAMETER
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = system.available_memory()
+    if free is not None and needed > free:
+        raise BadInputError(f"the networks have {count / 1e6:,.0f} M parameters: training them needs about "
+                            f"{needed / 1e9:,.1f} GB, and {free / 1e9:,.1f} GB is free on {device}; pass a smaller "
+                            "--width or --hidden")
+
+
 def _adam(params: list, config: TrainConfig, capturable: bool = False) -> torch.optim.Adam:
     """Fused Adam (one kernel over all of a network's tensors) where this torch has it for the parameters'
     device: 1.22x the training items/s of a 2-D VAE-GAN run on this project's CPU, where the MLPs are so small
@@ -247,6 +268,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     graphed = graphed and config.cuda_graphs != "off"
 
     mcfg = config.model
+    _check_memory(mcfg, config, device)
     # channels_last: oneDNN (CPU) and cuDNN's tensor-core kernels run these convs ~1.3x faster in NHWC
     memory_format = torch.channels_last if mcfg.data_kind == "image" else torch.contiguous_format
     nets = build_networks(mcfg).to(device, memory_format=memory_format)

@@ -110,15 +110,24 @@ class TestSizes:
         assert expected in line
         assert not (tmp_path / "r").exists()
 
+    def test_train_refuses_networks_that_would_not_fit_in_free_memory(self, tmp_path, monkeypatch):
+        from gvtool import system
+
+        monkeypatch.setattr(system, "available_memory", lambda: 50_000_000)
+        line = error_line(invoke("train", "--data", "ring8", "--hidden", "2048", "--device", "cpu",
+                                 "--out", tmp_path / "r"))
+        assert "M parameters: training them needs about" in line and "0.1 GB is free on cpu" in line
+        assert list(tmp_path.iterdir()) == []
+
     def test_bench_refuses_a_batch_beyond_any_machine(self, tiny_bundle):
         line = error_line(invoke("bench", "run", tiny_bundle("gan")[0], "--batch-sizes", "1,1000000000",
                                  "--backend", "onnxruntime", "--device", "cpu"))
         assert "--batch-sizes 1000000000 is above 65536" in line
 
     def test_bench_refuses_a_batch_that_would_not_fit_in_memory(self, tiny_bundle, monkeypatch):
-        import gvtool.bench.command as benchmark
+        from gvtool import system
 
-        monkeypatch.setattr(benchmark, "_available_memory", lambda: 10_000_000)
+        monkeypatch.setattr(system, "available_memory", lambda: 10_000_000)
         line = error_line(invoke("bench", "run", tiny_bundle("gan")[0], "--batch-sizes", "60000",
                                  "--backend", "onnxruntime", "--device", "cpu"))
         assert "--batch-sizes 60000 would need about" in line and "0.0 GB of memory is free" in line
