@@ -223,7 +223,8 @@ def give_umask_mode(fd_or_path, folder: bool = False) -> None:
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success fsync it and rename it over `path`.
 
-    On any exception the temporary file is removed and `path` keeps its old content.
+    On any exception the temporary file is removed and `path` keeps its old content. An OSError that names the
+    temporary file or no file at all (a full disk mid-write) is raised naming `path`, the output the user asked for.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
@@ -245,7 +246,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except OSError as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if error.filename == tmp or error.filename2 == tmp:
+        if error.errno is not None and (error.filename in (None, tmp) or error.filename2 == tmp):
             raise type(error)(error.errno, error.strerror, str(path)) from None
         raise
     except BaseException:

@@ -313,7 +313,7 @@ def check_manifest(raw: object) -> None:
     _int(raw, "format", "manifest", FORMAT, FORMAT)
     _get(raw, "gvtool_version", "manifest", (str,))
     model = _get(raw, "model", "manifest", (dict,))
-    kind = _choice(model, "kind", "model", MODEL_KINDS)
+    _choice(model, "kind", "model", MODEL_KINDS)
     conditional = _get(model, "conditional", "model", (bool,))
     classes = _int(model, "num_classes", "model", 0, 1 << 16)
     if conditional != (classes >= 2) or (not conditional and classes):
@@ -379,9 +379,8 @@ def check_manifest(raw: object) -> None:
         unknown = set(validation) - {f.name for f in dataclasses.fields(Validation)}
         if unknown:
             raise SchemaError(f"{check} has unknown keys {sorted(unknown)}")
-        _int(entry, "flops_per_item", at, required=False) if entry.get("flops_per_item") is not None else None
-        if graph == "decoder" and kind == "vae" or graph == "encoder" and kind == "gan":
-            pass  # the graphs a kind has are checked where they are used (runtime.model names what is missing)
+        if entry.get("flops_per_item") is not None:  # None: not counted
+            _int(entry, "flops_per_item", at)
         latents = [s for s in (inputs if graph == "decoder" else outputs) if s["name"] in ("latents", "mean")]
         if latents and latents[0]["shape"][1:] != [latent]:
             raise SchemaError(f"{at} takes latents of {latents[0]['shape'][1:]}, but model.latent_dim is {latent}")
@@ -403,32 +402,37 @@ def check_manifest(raw: object) -> None:
             _int(profile, name, f"{at}.profile", 1, 1 << 20)
         for name in ("tensorrt_version", "gpu_name", "compute_capability"):
             _get(entry, name, at, (str,))
-        _int(entry, "dla_core", at, 0, 16, required=False) if entry.get("dla_core") is not None else None
+        if entry.get("dla_core") is not None:  # None: the GPU
+            _int(entry, "dla_core", at, 0, 16)
+
+
+def _listed_file(bundle: str | os.PathLike, name: str) -> Path:
+    """The path of a file the manifest lists, which must be there."""
+    path = bundle_path(bundle, name)
+    if not path.is_file():
+        raise BadBundleError(f"the bundle {bundle} lacks {name}, which its manifest lists")
+    return path
+
+
+def _check_hash(path: Path, actual: str, sha256: str) -> None:
+    if actual != sha256:
+        raise BadBundleError(f"{path} does not match the manifest (sha256 {actual[:12]}..., expected {sha256[:12]}...): "
+                             "the file was changed or damaged after export; re-export the bundle")
 
 
 def verify_file(bundle: str | os.PathLike, name: str, sha256: str) -> Path:
     """The path of a bundle file whose content still matches the manifest's hash."""
-    path = bundle_path(bundle, name)
-    if not path.is_file():
-        raise BadBundleError(f"the bundle {bundle} lacks {name}, which its manifest lists")
-    actual = sha256_file(path)
-    if actual != sha256:
-        raise BadBundleError(f"{path} does not match the manifest (sha256 {actual[:12]}..., expected {sha256[:12]}...): "
-                             "the file was changed or damaged after export; re-export the bundle")
+    path = _listed_file(bundle, name)
+    _check_hash(path, sha256_file(path), sha256)
     return path
 
 
 def read_verified(bundle: str | os.PathLike, name: str, sha256: str) -> bytes:
     """The bytes of a bundle file, read once and checked against the manifest's hash: what is checked is what is
     then loaded (no window in which the file could change between the check and the load)."""
-    path = bundle_path(bundle, name)
-    if not path.is_file():
-        raise BadBundleError(f"the bundle {bundle} lacks {name}, which its manifest lists")
+    path = _listed_file(bundle, name)
     data = path.read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise BadBundleError(f"{path} does not match the manifest (sha256 {actual[:12]}..., expected {sha256[:12]}...): "
-                             "the file was changed or damaged after export; re-export the bundle")
+    _check_hash(path, hashlib.sha256(data).hexdigest(), sha256)
     return data
 
 
@@ -438,12 +442,12 @@ def check_files(bundle: str | os.PathLike, manifest: Manifest) -> dict[str, str]
     states = {}
     for entry in [*manifest.graphs.values(), *manifest.engines.values()]:
         try:
-            verify_file(bundle, entry.file, entry.sha256)
-            states[entry.file] = "ok"
-        except BadBundleError as error:
-            message = str(error)
-            states[entry.file] = ("missing" if "lacks" in message else "outside the bundle" if "outside" in message
-                                  else "changed since export")
+            path = bundle_path(bundle, entry.file)
+        except BadBundleError:
+            states[entry.file] = "outside the bundle"
+            continue
+        states[entry.file] = ("missing" if not path.is_file() else
+                              "ok" if sha256_file(path) == entry.sha256 else "changed since export")
     return states
 
 

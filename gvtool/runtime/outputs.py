@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import shutil
 import signal
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
 from gvtool.errors import BadInputError
-from gvtool.fileio import atomic_write, give_umask_mode
+from gvtool.fileio import atomic_write
 from gvtool.imaging import save_gif, save_grid
 
 SUFFIXES = {".png": "a PNG grid", ".npy": "a .npy array", ".gif": "an animated GIF"}
@@ -68,37 +65,18 @@ def stream_npy(chunks: Iterable[np.ndarray], n: int, item_shape: tuple, dtype, p
     if needed > free:
         raise BadInputError(f"--out {path}: {n:,} items need {_human_bytes(needed)}, and its filesystem has "
                             f"{_human_bytes(free)} free")
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "Is a directory (an output file was expected)", str(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:  # a read-only folder: name --out, not the temporary name
-        raise type(error)(error.errno, error.strerror, str(path)) from None
-    try:
-        give_umask_mode(fd)
-        with terminated_as_interrupt(), os.fdopen(fd, "wb") as f:
-            np.lib.format.write_array_header_1_0(f, header)
-            done = 0
-            for chunk in chunks:
-                chunk = np.ascontiguousarray(chunk, dtype=dtype)
-                if chunk.shape[1:] != tuple(item_shape) or done + len(chunk) > n:
-                    raise ValueError(f"stream_npy got a chunk of {chunk.shape} after {done} of {n} items of {item_shape}")
-                f.write(memoryview(chunk).cast("B"))
-                done += len(chunk)
-                progress(done)
-            if done != n:
-                raise ValueError(f"stream_npy got {done} items, expected {n}")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise OSError(error.errno, error.strerror, str(path)) from None  # name --out, not the temporary file
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with terminated_as_interrupt(), atomic_write(path, "wb") as f:  # names --out in its errors, as every output
+        np.lib.format.write_array_header_1_0(f, header)
+        done = 0
+        for chunk in chunks:
+            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+            if chunk.shape[1:] != tuple(item_shape) or done + len(chunk) > n:
+                raise ValueError(f"stream_npy got a chunk of {chunk.shape} after {done} of {n} items of {item_shape}")
+            f.write(memoryview(chunk).cast("B"))
+            done += len(chunk)
+            progress(done)
+        if done != n:
+            raise ValueError(f"stream_npy got {done} items, expected {n}")
 
 
 @contextlib.contextmanager

@@ -146,7 +146,7 @@ def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
 BYTES_PER_PARAMETER = 4 * 5
 
 
-def _check_memory(mcfg, config: TrainConfig, device: torch.device) -> None:
+def _check_memory(mcfg, device: torch.device) -> None:
     """Refuse networks whose weights and optimizer state could not fit in this device's free memory, before any is
     allocated: they are counted on the meta device, which holds shapes and no data (--width 1024, the bound, is
     about 200 M parameters on MNIST, 4 GB to train)."""
@@ -268,7 +268,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     graphed = graphed and config.cuda_graphs != "off"
 
     mcfg = config.model
-    _check_memory(mcfg, config, device)
+    _check_memory(mcfg, device)
     # channels_last: oneDNN (CPU) and cuDNN's tensor-core kernels run these convs ~1.3x faster in NHWC
     memory_format = torch.channels_last if mcfg.data_kind == "image" else torch.contiguous_format
     nets = build_networks(mcfg).to(device, memory_format=memory_format)

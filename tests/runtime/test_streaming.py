@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import gvtool.fileio as fileio
 import gvtool.runtime.outputs as outputs
 from cli_helpers import error_line
 from export_fixtures import tiny_bundle, tiny_run  # noqa: F401
@@ -44,7 +45,7 @@ class TestStreamNpy:
         assert pulled == [] and list(tmp_path.iterdir()) == []
 
     def test_a_full_disk_mid_write_is_one_os_error_naming_out_and_no_leftover(self, tmp_path, monkeypatch):
-        real_fdopen = outputs.os.fdopen
+        real_fdopen = fileio.os.fdopen
 
         class FillsUp:
             def __init__(self, f):
@@ -65,7 +66,7 @@ class TestStreamNpy:
             def __exit__(self, *exc):
                 self.f.close()
 
-        monkeypatch.setattr(outputs.os, "fdopen", lambda fd, mode: FillsUp(real_fdopen(fd, mode)))
+        monkeypatch.setattr(fileio.os, "fdopen", lambda fd, mode, **kw: FillsUp(real_fdopen(fd, mode, **kw)))
         with pytest.raises(OSError) as caught:
             outputs.stream_npy(chunks([2, 2, 2]), 6, ITEM, "float32", tmp_path / "x.npy")
         assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(tmp_path / "x.npy"))

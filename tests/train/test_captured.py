@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from checkpoint_helpers import assert_same_training_state
 from gvtool.errors import BadInputError
 from gvtool.train import captured, rundir
 from gvtool.train.checkpoint import load_checkpoint
@@ -38,16 +39,8 @@ def make_config(labelled_npz, make_train_config):
 
 
 def _same_checkpoints(got_dir, want_dir) -> None:
-    got, want = load_checkpoint(got_dir / rundir.CHECKPOINT_FILE), load_checkpoint(want_dir / rundir.CHECKPOINT_FILE)
-    assert got.meta["step"] == want.meta["step"]
-    assert got.models.keys() == want.models.keys()
-    for name, state in want.models.items():
-        for key, tensor in state.items():
-            assert torch.equal(got.models[name][key], tensor), f"{name}.{key}"
-    for name, opt in want.optimizers.items():
-        for index, param_state in opt["state"].items():
-            for key, tensor in param_state.items():
-                assert torch.equal(got.optimizers[name]["state"][index][key], tensor), f"{name}[{index}].{key}"
+    assert_same_training_state(load_checkpoint(got_dir / rundir.CHECKPOINT_FILE),
+                               load_checkpoint(want_dir / rundir.CHECKPOINT_FILE))
 
 
 def _step_rows(run_dir) -> list[dict]:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from checkpoint_helpers import assert_same_training_state
 from gvtool.errors import BadInputError
 from gvtool.imaging import make_grid
 from gvtool.train import rundir
@@ -206,15 +207,7 @@ class TestResume:
         train(config, tmp_path, stop_after_steps=stop_at)
         train(config, tmp_path, resume=True)
         _, reference = finished(kind, data, conditional)
-        got, want = _checkpoint(tmp_path), _checkpoint(reference.run_dir)
-        assert got.meta["step"] == want.meta["step"]
-        for name, state in want.models.items():
-            for key, tensor in state.items():
-                assert torch.equal(got.models[name][key], tensor), f"{name}.{key}"
-        for name, opt in want.optimizers.items():
-            for index, param_state in opt["state"].items():
-                for key, tensor in param_state.items():
-                    assert torch.equal(got.optimizers[name]["state"][index][key], tensor), f"{name}[{index}].{key}"
+        assert_same_training_state(_checkpoint(tmp_path), _checkpoint(reference.run_dir))
 
     @pytest.mark.parametrize("stop_at", [3, STEPS_PER_EPOCH], ids=["mid-epoch", "epoch-boundary"])
     def test_metrics_after_resume_hold_each_step_and_epoch_once(self, make_config, tmp_path, stop_at):
