@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from gvtool.manifest import MODEL_KINDS
+
 
 @functools.cache
 def _console():
@@ -81,7 +83,12 @@ def main() -> None:
 @click.option("--data", default="mnist", show_default=True,
               help="mnist, stacked-mnist, ring8, grid25, a folder of images (one subfolder per class for labels), "
                    "or an .npz with x (and y).")
-@click.option("--model", "kind", type=click.Choice(["vaegan", "vae", "gan"]), default="vaegan", show_default=True)
+@click.option("--model", "kind", type=click.Choice(MODEL_KINDS), default="vaegan", show_default=True,
+              help="vaegan (Larsen et al. 2016), vae, gan; ali (ALI/BiGAN: a discriminator of (item, latent) pairs); "
+                   "prior (a second VAE over a --base run's latent codes, sampled in place of N(0, I)); hier (a VAE "
+                   "for the coarse structure, a GAN for the detail).")
+@click.option("--base", type=click.Path(path_type=Path),
+              help="--model prior: the vaegan, vae or ali run whose codes it learns [default: the newest run].")
 @click.option("--conditional", is_flag=True, help="Class-conditional model (labels go to the decoder and the discriminator).")
 @click.option("--epochs", type=click.IntRange(min=1),
               help="Passes over the training data [default: 35; stacked-mnist 9; 2-D mixtures 170; "
@@ -114,6 +121,12 @@ def main() -> None:
                                 "(translation, cutout) or none [default: none].")
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True),
               help="Decay of the decoder's weight average, which samples and exports; 0 turns it off [default: 0.999].")
+@click.option("--prior-latent-dim", type=click.IntRange(1, 4096), help="prior: its own latent size [default: the base's].")
+@click.option("--prior-hidden", type=click.IntRange(min=4), help="prior: hidden units of its MLPs [default: 256].")
+@click.option("--prior-layers", type=click.IntRange(1, 16), help="prior: hidden layers of its MLPs [default: 3].")
+@click.option("--detail-dim", type=click.IntRange(1, 4096), help="hier: size of the detail stage's noise [default: 16].")
+@click.option("--structure-weight", type=click.FloatRange(min=0),
+              help="hier: how strongly the detail keeps the coarse structure it is given [default: 1; 2-D mixtures 0].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="auto: fp32 on the CPU, bf16 (fp16 without bf16) autocast on CUDA.")
@@ -131,6 +144,7 @@ def train(ctx: click.Context, data, kind, conditional, out, resume, **options) -
     (--batch-size is the global batch, split over the processes; rank 0 writes the run folder)."""
     import dataclasses
 
+    from gvtool.errors import BadInputError
     from gvtool.train import distributed, rundir
     from gvtool.train.config import ModelConfig, TrainConfig
     from gvtool.train.device import resolve_device
@@ -142,14 +156,20 @@ def train(ctx: click.Context, data, kind, conditional, out, resume, **options) -
     else:
         # The defaults live in the config (images train longer on CUDA); the options given replace them. Each option
         # is named after its config field, so a new hyperparameter is one click option and nothing here.
-        config = TrainConfig.defaults_for(data, resolve_device(options["device"]).type)
         given = {name: value for name, value in options.items() if value is not None}
         if "augment" in given:
             given["augment"] = _augmentations(given["augment"])
+        if kind == "prior":
+            config = _prior_config(ctx, data, conditional, given)
+            data = config.data
+        else:
+            if "base" in given:
+                raise BadInputError(f"--base applies to --model prior, not to --model {kind}")
+            config = TrainConfig.defaults_for(data, resolve_device(options["device"]).type)
+            config = config.replace(model=dataclasses.replace(config.model, kind=kind, conditional=conditional))
         # A name in both (image_size) is the train config's: the size asked for; the model's is filled from the data
         model_only = {f.name for f in dataclasses.fields(ModelConfig)} - {f.name for f in dataclasses.fields(TrainConfig)}
-        model = dataclasses.replace(config.model, kind=kind, conditional=conditional,
-                                    **{k: v for k, v in given.items() if k in model_only})
+        model = dataclasses.replace(config.model, **{k: v for k, v in given.items() if k in model_only})
         config = config.replace(model=model, **{k: v for k, v in given.items() if k not in model_only})
         run_dir = out or rundir.default_run_dir(kind, data)
     from gvtool.ui import TrainProgress
@@ -167,6 +187,36 @@ def train(ctx: click.Context, data, kind, conditional, out, resume, **options) -
         sys.exit(130)
     say("done:", f"{result.epoch} epochs, {result.step} steps, {result.items_per_s:,.0f} items/s -> {result.run_dir}",
         "green")
+
+
+# What a prior run may set of its own: the rest of its model (and its data) is its base run's
+PRIOR_OPTIONS = ("base", "epochs", "batch_size", "lr", "seed", "device", "precision", "cuda_graphs", "prior_latent_dim",
+                 "prior_hidden", "prior_layers")
+
+
+def _prior_config(ctx: click.Context, data: str, conditional: bool, given: dict):
+    """--model prior: the config of a prior over --base's codes (default: the newest run), refusing the options that
+    would describe another model than the base's."""
+    from gvtool.errors import BadInputError
+    from gvtool.train import rundir
+    from gvtool.train.config import PRIOR_BASES, TrainConfig
+
+    base = given.pop("base", None) or rundir.newest_run(kinds=PRIOR_BASES)
+    config = TrainConfig.for_prior(TrainConfig.from_file(Path(base) / rundir.CONFIG_FILE), base)
+    source = ctx.get_parameter_source
+    stray = [f"--{name.replace('_', '-')}" for name in given
+             if name not in PRIOR_OPTIONS and source(name) == click.core.ParameterSource.COMMANDLINE]
+    if source("data") == click.core.ParameterSource.COMMANDLINE and data != config.data:
+        stray.append(f"--data {data} (the base trained on {config.data})")
+    if conditional:
+        stray.append("--conditional (a prior is conditional when its base is)")
+    if stray:
+        raise BadInputError(f"a prior takes its model and data from its base run {base}; these options do not apply: "
+                            f"{', '.join(stray)}")
+    for name in list(given):
+        if name not in PRIOR_OPTIONS:
+            del given[name]
+    return config
 
 
 def _augmentations(text: str | None) -> tuple[str, ...] | None:
@@ -292,11 +342,12 @@ def runtime_options(command):
     return command
 
 
-def _load(bundle, backend, device, precision, graphs):
+def _load(bundle, backend, device, precision, operation):
+    """The bundle (default: the newest) with the graphs `operation` needs (None: all it has)."""
     from gvtool.runtime.bundles import newest_bundle
     from gvtool.runtime.model import load
 
-    model = load(bundle or newest_bundle(), backend=backend, device=device, precision=precision, graphs=graphs)
+    model = load(bundle or newest_bundle(), backend=backend, device=device, precision=precision, operation=operation)
     click.echo(click.style(model.description, dim=True), err=True)
     return model
 
@@ -319,6 +370,23 @@ def _read_images(paths, model) -> "list":
         warnings.warn(f"{converted} image(s) converted to the model's {model.item_shape[1:] + model.item_shape[:1]} "
                       "(centre crop, resize, colour mode)", stacklevel=2)
     return fitted
+
+
+def _read_items(paths, model):
+    """What the model encodes: image files for an image model; for a vector model, .npy files of (N, D) vectors,
+    concatenated."""
+    if model.is_image:
+        return _read_images(paths, model)
+    import numpy as np
+
+    from gvtool.errors import BadInputError
+
+    arrays = [_read_npy(path, f"vectors of shape (N, {model.item_shape[0]})") for path in paths]
+    for path, array in zip(paths, arrays):
+        if array.ndim != 2 or array.shape[1:] != model.item_shape or array.dtype.kind not in "iuf":
+            raise BadInputError(f"{path} holds {array.dtype} {array.shape}; a vector model encodes numbers of shape "
+                                f"(N, {model.item_shape[0]})")
+    return np.concatenate(arrays).astype(np.float32)
 
 
 def _read_npy(path: Path, what: str):
@@ -358,7 +426,7 @@ def sample(bundle, count, seed, label, temperature, out, backend, device, precis
     replaced = out.is_file()  # said after writing: the file is replaced, as asked
     from gvtool.runtime.outputs import check_output, save_items, stream_npy
 
-    model = _load(bundle, backend, device, precision, ("decoder",))
+    model = _load(bundle, backend, device, precision, "sample")
     check_output(out, (".png", ".npy"), model.is_image)
     if out.suffix.lower() == ".png" and count > 4096:
         raise click.BadParameter(f"a PNG grid of {count} items would be unreadable; use --out FILE.npy", param_hint="--n")
@@ -388,8 +456,8 @@ def encode(bundle, images, out, logvar, backend, device, precision) -> None:
     from gvtool.runtime.outputs import check_output, save_npy
 
     check_output(out, (".npy",), True)
-    model = _load(bundle, backend, device, precision, ("encoder",))
-    mean, log_var = model.encode(_read_images(images, model), return_logvar=True)
+    model = _load(bundle, backend, device, precision, "encode")
+    mean, log_var = model.encode(_read_items(images, model), return_logvar=True)
     save_npy(mean, out)
     if logvar:
         save_npy(log_var, out.with_name(out.stem + "-logvar.npy"))
@@ -408,7 +476,7 @@ def decode(bundle, latents, label, out, backend, device, precision) -> None:
     replaced = out.is_file()  # said after writing: the file is replaced, as asked
     from gvtool.runtime.outputs import check_output, save_items
 
-    model = _load(bundle, backend, device, precision, ("decoder",))
+    model = _load(bundle, backend, device, precision, "decode")
     check_output(out, (".png", ".npy"), model.is_image)
     z = _read_npy(latents, "latents")
     items = model.decode(z, label)  # one label for every item; decode broadcasts it
@@ -430,15 +498,14 @@ def reconstruct(bundle, images, out, backend, device, precision) -> None:
 
     from gvtool.runtime.outputs import check_output, save_items
 
-    check_output(out, (".png", ".npy"), True)
-    from gvtool.manifest import GRAPHS
-
-    model = _load(bundle, backend, device, precision, GRAPHS)
+    model = _load(bundle, backend, device, precision, "reconstruct")
+    check_output(out, (".png", ".npy"), model.is_image)
     if model.conditional:
         from gvtool.errors import BadInputError
 
         raise BadInputError("reconstruct needs each image's label for a conditional model; encode, then decode --label")
-    fitted = model.fit_images(_read_images(images, model))
+    items = _read_items(images, model)
+    fitted = model.fit_images(items) if model.is_image else items
     rebuilt = model.reconstruct(fitted)
     if out.suffix.lower() == ".npy":
         save_items(rebuilt, out)
@@ -541,7 +608,9 @@ def _csv(value: str) -> list[str]:
 
 @bench.command("run")
 @click.argument("bundle", required=False, type=click.Path(path_type=Path))
-@click.option("--graph", "graphs", default="decoder,encoder", show_default=True)
+@click.option("--graph", "graphs", default=None,
+              help="Comma-separated graphs (encoder, decoder, prior, coarse, detail) [default: every graph the bundle "
+                   "has, each stage of its sampling chain timed on its own].")
 @click.option("--batch-sizes", default="1,8,64,256", show_default=True)
 @click.option("--backend", "backends", default="onnxruntime,tensorrt,torch", show_default=True,
               help="onnxruntime, tensorrt, onnxruntime-tensorrt, torch (the run's checkpoint in PyTorch eager).")
@@ -569,7 +638,7 @@ def bench_run(bundle, graphs, batch_sizes, backends, precisions, devices, warmup
         raise BadInputError(f"--batch-sizes must be comma-separated integers, got {batch_sizes!r}") from None
     if not sizes or min(sizes) < 1:
         raise BadInputError(f"--batch-sizes must be positive, got {batch_sizes!r}")
-    report = bench_bundle(bundle, graphs=_csv(graphs), batch_sizes=sizes, backends=_csv(backends),
+    report = bench_bundle(bundle, graphs=_csv(graphs) if graphs is not None else None, batch_sizes=sizes, backends=_csv(backends),
                           precisions=_csv(precisions), devices=_csv(devices), warmup_s=warmup_ms / 1000,
                           duration_s=duration_s, iterations=iterations, with_compile=with_compile,
                           cuda_graphs=cuda_graphs,

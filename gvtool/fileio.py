@@ -80,11 +80,12 @@ def load_json_bounded(path: Path, what: str, error=BadInputError, max_bytes: int
         raise error(f"{path} is not valid JSON: {failure}") from None
 
 
-def newest_holding(root: Path, name: str) -> Path | None:
-    """The folder directly under `root` whose file `name` was modified last; None when no folder holds one.
-    Hidden folders (a writer's `.NAME.*.tmp`, a replaced bundle's `.NAME.*.old`) are never picked."""
+def newest_holding(root: Path, name: str, accept=lambda folder: True) -> Path | None:
+    """The folder directly under `root` whose file `name` was modified last (among those `accept` takes); None when
+    no folder holds one. Hidden folders (a writer's `.NAME.*.tmp`, a replaced bundle's `.NAME.*.old`) are never
+    picked."""
     found = [p for p in root.iterdir() if not p.name.startswith(".") and (p / name).is_file()] if root.is_dir() else []
-    return max(found, key=lambda p: (p / name).stat().st_mtime, default=None)
+    return max((p for p in found if accept(p)), key=lambda p: (p / name).stat().st_mtime, default=None)
 
 
 def lock_path(target: Path) -> Path:

@@ -20,9 +20,42 @@ from gvtool.fileio import atomic_write_text, load_json_bounded
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1  # bump on any change a reader of the old format would misread
 PRECISIONS = ("fp32", "fp16", "int8")
-GRAPHS = ("encoder", "decoder")
+GRAPHS = ("encoder", "decoder", "prior", "coarse", "detail")
 BATCH_AXIS = "batch"  # the name of every graph's dynamic first axis
-MODEL_KINDS = ("vaegan", "vae", "gan")
+
+
+@dataclass(frozen=True)
+class Chains:
+    """What graphs a model kind exports and how they chain, declared once here and recorded in the manifest.
+
+    Graphs are wired by their tensors' names: a graph takes what the graphs before it in a chain returned
+    ("latents", "coarse"), the caller's "labels", and draws every other input as N(0, I) noise ("noise",
+    "detail_noise"). The runtime derives what a bundle can do from these chains alone."""
+
+    graphs: tuple[str, ...]         # every graph the kind exports
+    latent_prior: tuple[str, ...]   # noise -> "latents" (empty: the latents are N(0, I) themselves)
+    decoding: tuple[str, ...]       # "latents" -> items
+
+    @property
+    def sampling(self) -> tuple[str, ...]:
+        return self.latent_prior + self.decoding
+
+    @property
+    def has_encoder(self) -> bool:
+        return "encoder" in self.graphs
+
+
+CHAINS = {
+    "vaegan": Chains(("encoder", "decoder"), (), ("decoder",)),
+    "vae": Chains(("encoder", "decoder"), (), ("decoder",)),
+    "gan": Chains(("decoder",), (), ("decoder",)),
+    "ali": Chains(("encoder", "decoder"), (), ("decoder",)),
+    # a second, small VAE over the first model's latent codes samples the latents in place of N(0, I)
+    "prior": Chains(("encoder", "prior", "decoder"), ("prior",), ("decoder",)),
+    # a VAE's coarse item (1/4 resolution for images), then a GAN's detail conditioned on it
+    "hier": Chains(("encoder", "coarse", "detail"), (), ("coarse", "detail")),
+}
+MODEL_KINDS = tuple(CHAINS)
 DATA_KINDS = ("image", "vector")
 TENSOR_DTYPES = ("float32", "float16", "int64", "int32", "uint8")
 MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is a few KB; this bounds what a hostile one makes us parse
@@ -131,13 +164,27 @@ class ModelInfo:
     item_shape: tuple[int, ...]     # (C, H, W) for images, (D,) for vectors
     latent_dim: int
     class_names: tuple[str, ...] = ()  # a conditional model's class names, where the data named them
+    latent_prior: tuple[str, ...] | None = None  # the kind's chains (CHAINS) as export recorded them; None (a bundle
+    decoding: tuple[str, ...] | None = None      # from before they were recorded): the kind's declaration
+
+    def __post_init__(self) -> None:
+        declared = CHAINS.get(self.kind, CHAINS["vaegan"])
+        for name in ("latent_prior", "decoding"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, getattr(declared, name) if value is None else tuple(value))
 
     @property
     def is_image(self) -> bool:
         return self.data_kind == "image"
 
+    @property
+    def sampling(self) -> tuple[str, ...]:
+        """The graphs that turn noise into items, in order."""
+        return self.latent_prior + self.decoding
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"item_shape": list(self.item_shape), "class_names": list(self.class_names)}
+        return dataclasses.asdict(self) | {"item_shape": list(self.item_shape), "class_names": list(self.class_names),
+                                           "latent_prior": list(self.latent_prior), "decoding": list(self.decoding)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelInfo":
@@ -334,6 +381,14 @@ def check_manifest(raw: object) -> None:
     unknown = set(model) - {f.name for f in dataclasses.fields(ModelInfo)}
     if unknown:
         raise SchemaError(f"model has unknown keys {sorted(unknown)}")
+    chains = {}
+    for name in ("latent_prior", "decoding"):
+        chain = _get(model, name, "model", (list,), required=False)
+        if chain is not None and (not all(isinstance(g, str) and g in GRAPHS for g in chain) or len(chain) > len(GRAPHS)
+                                  or (name == "decoding" and not chain)):
+            raise SchemaError(f"model.{name} must be a list of graph names ({', '.join(GRAPHS)}), "
+                              f"{'not empty, ' if name == 'decoding' else ''}got {json.dumps(chain)[:60]}")
+        chains[name] = chain if chain is not None else list(getattr(CHAINS[model["kind"]], name))
     pixels = _get(raw, "pixels", "manifest", (dict, type(None)), required=False)
     if image:
         if pixels is None:
@@ -354,7 +409,7 @@ def check_manifest(raw: object) -> None:
         at = f"graphs[{key!r}]"
         if not isinstance(entry, dict):
             raise SchemaError(f"{at} must be an object")
-        graph = _choice(entry, "graph", at, GRAPHS)
+        _choice(entry, "graph", at, GRAPHS)
         _choice(entry, "precision", at, PRECISIONS)
         _get(entry, "file", at, (str,))
         _sha256(entry, "sha256", at)
@@ -381,12 +436,16 @@ def check_manifest(raw: object) -> None:
             raise SchemaError(f"{check} has unknown keys {sorted(unknown)}")
         if entry.get("flops_per_item") is not None:  # None: not counted
             _int(entry, "flops_per_item", at)
-        latents = [s for s in (inputs if graph == "decoder" else outputs) if s["name"] in ("latents", "mean")]
-        if latents and latents[0]["shape"][1:] != [latent]:
-            raise SchemaError(f"{at} takes latents of {latents[0]['shape'][1:]}, but model.latent_dim is {latent}")
-        items = [s for s in (outputs if graph == "decoder" else inputs) if s["name"] in ("images", "vectors")]
-        if items and items[0]["shape"][1:] != shape:
-            raise SchemaError(f"{at} has items of {items[0]['shape'][1:]}, but model.item_shape is {shape}")
+        for spec in inputs + outputs:  # the tensors that chain graphs together must agree with the model block
+            if spec["name"] in ("latents", "mean", "logvar") and spec["shape"][1:] != [latent]:
+                raise SchemaError(f"{at} has {spec['name']} of {spec['shape'][1:]}, but model.latent_dim is {latent}")
+            if spec["name"] in ("images", "vectors") and spec["shape"][1:] != shape:
+                raise SchemaError(f"{at} has items of {spec['shape'][1:]}, but model.item_shape is {shape}")
+    present = {entry.get("graph") for entry in graphs.values()}
+    for name, chain in chains.items():
+        missing = [g for g in chain if g not in present]
+        if graphs and missing:
+            raise SchemaError(f"model.{name} chains {', '.join(missing)}, which the bundle's graphs lack")
     engines = _get(raw, "engines", "manifest", (dict,), required=False) or {}
     for key, entry in engines.items():
         at = f"engines[{key!r}]"

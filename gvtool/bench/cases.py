@@ -32,6 +32,7 @@ class Case:
     skip_reason: str = ""
     flops_per_item: float | None = None
     note: str = ""
+    inputs: tuple = ()                       # the graph's input TensorSpecs (empty: the encoder's or decoder's own)
 
 
 def run_cases(model: ModelInfo, cases: list[Case], batch_sizes: list[int], *, warmup_s: float, duration_s: float,
@@ -52,7 +53,7 @@ def run_cases(model: ModelInfo, cases: list[Case], batch_sizes: list[int], *, wa
         groups.setdefault((case.graph, case.precision, case.device), []).append(i)
     for (graph, precision, device), members in groups.items():
         for batch in batch_sizes:
-            feeds = feeds_for(model, graph, batch, rng)
+            feeds = feeds_for(model, graph, batch, rng, cases[members[0]].inputs or None)
             timed: dict[int, list[float]] = {}
             gpu: dict[int, list] = {}   # per timed call, the runner's last_timings (GPU seconds by segment)
             for i in members:

@@ -50,6 +50,9 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
                  with_compile, cuda_graphs=False, log: Callable[[str], None]) -> BenchReport:
     bundle = Path(bundle) if bundle else newest_bundle()
     manifest = read_manifest(bundle)
+    if graphs is None:  # every graph the bundle has, in the order its chains run them
+        present = {g.graph for g in manifest.graphs.values()}
+        graphs = [g for g in ("encoder", *manifest.model.sampling) if g in present]
     for name, values, allowed in (("--backend", backends, BACKENDS), ("--precision", precisions, PRECISIONS),
                                   ("--graph", graphs, GRAPHS)):
         unknown = [v for v in values if v not in allowed]
@@ -87,7 +90,9 @@ def _cases(bundle, manifest, graph, backend, precision, device, with_compile, cu
     key = f"{graph}.{precision}"
     entry = manifest.graphs.get(key)
     flops = getattr(entry, "flops_per_item", None) or getattr(manifest.graphs.get(f"{graph}.fp32"), "flops_per_item", None)
-    common = dict(graph=graph, precision=precision, device=device, flops_per_item=flops)
+    any_entry = entry or next((g for g in manifest.graphs.values() if g.graph == graph), None)
+    common = dict(graph=graph, precision=precision, device=device, flops_per_item=flops,
+                  inputs=any_entry.inputs if any_entry is not None else ())
     # The name results carry: onnxruntime is reported by the provider it ran on.
     label = {"onnxruntime": "onnxruntime-cpu" if device == "cpu" else "onnxruntime-cuda"}.get(backend, backend)
     if not any(g.graph == graph for g in manifest.graphs.values()):

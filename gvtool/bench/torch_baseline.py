@@ -14,7 +14,7 @@ import torch
 
 from gvtool.errors import BackendUnavailableError
 from gvtool.train.trained import load_run
-from gvtool.export.onnx_export import DecoderGraph, EncoderGraph
+from gvtool.train.graphs import graph_modules
 
 
 class TorchRunner:
@@ -22,10 +22,10 @@ class TorchRunner:
 
     def __init__(self, run_dir: str | Path, graph: str, device: str = "cpu", compile: bool = False):
         run = load_run(run_dir)
-        if graph not in run.nets:
+        graphs = graph_modules(run.config.model, run.nets)
+        if graph not in graphs:
             raise BackendUnavailableError(f"the run has no {graph}")
-        module = (EncoderGraph(run.nets["encoder"]) if graph == "encoder"
-                  else DecoderGraph(run.nets["decoder"], run.config.model.conditional))
+        module = graphs[graph]
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError(f"torch {torch.__version__} sees no CUDA device")
         self.device = torch.device(device)

@@ -20,7 +20,7 @@ from gvtool.errors import BadInputError
 from gvtool.eval import metrics
 from gvtool.eval.copies import copy_check
 from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
-from gvtool.manifest import cycled_labels, is_bundle, read_manifest
+from gvtool.manifest import CHAINS, cycled_labels, is_bundle, item_name, read_manifest
 from gvtool.train import rundir
 from gvtool.train.config import TrainConfig
 from gvtool.train.data import (MIXTURES, PIXEL_SCALE, STACKED_MNIST, load_dataset, mixture_centres, split, to_model,
@@ -29,12 +29,13 @@ from gvtool.train.data import (MIXTURES, PIXEL_SCALE, STACKED_MNIST, load_datase
 EVALUATORS = Path("evaluators")  # trained evaluator classifiers, cached by data source and image size
 DEFAULT_N = {"vector": 2_500, "image": 2_000}  # 2,500: the VEEGAN/PacGAN protocol; 2,000 images > 128 features for FD
 STACKED_SAMPLES = 10_000  # samples for Stacked MNIST's 1,000 modes: a uniform generator covers all but ~0.05 of them
+RECONSTRUCTION_SEED = 0  # the noise a model's decoding draws of its own (hier's detail) when it reconstructs
 PRDC_MAX = 2_000    # precision/recall/density/coverage on at most this many samples: its k-NN is quadratic in memory
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """What is evaluated: a decoder to sample from and, for vae/vaegan, an encoder to reconstruct with."""
+    """What is evaluated: a sampling chain and, for the models with an encoder, reconstruction through it."""
 
     name: str
     kind: str                      # "run" or "bundle"
@@ -57,31 +58,36 @@ def open_target(target: Path, precision: str = "fp32") -> Target:
 
 
 def _run_target(run_dir: Path) -> Target:
+    from gvtool.runtime.model import Noise
+    from gvtool.train.graphs import graph_modules, run_chain
     from gvtool.train.trained import load_run
-    from gvtool.runtime.model import prior_latents
 
     run = load_run(run_dir)
     cfg = run.config.model
-    decoder, encoder = run.nets["decoder"], run.nets["encoder"] if "encoder" in run.nets else None
+    graphs, chains, item = graph_modules(cfg, run.nets), CHAINS[cfg.kind], item_name(cfg.data_kind)
+
+    def drawn(noise: Noise):
+        # The runtime's noise: a run and its bundle are fed the same, so their difference is the export's and the
+        # precision's alone.
+        return lambda name, n, shape: torch.from_numpy(noise(name, n, shape))
+
+    def finished(out: torch.Tensor) -> np.ndarray:
+        return to_uint8(out).numpy() if cfg.data_kind == "image" else out.numpy()
 
     @torch.no_grad()
     def sample(n: int, seed: int) -> np.ndarray:
-        # The runtime's latents: a run and its bundle are fed the same noise, so their difference is the
-        # export's and the precision's alone.
-        z = torch.from_numpy(prior_latents(n, cfg.latent_dim, seed))
-        labels = torch.tensor(cycled_labels(n, cfg.num_classes)) if cfg.conditional else None
-        out = decoder(z, labels)
-        return to_uint8(out).numpy() if cfg.data_kind == "image" else out.numpy()
+        labels = {"labels": torch.tensor(cycled_labels(n, cfg.num_classes))} if cfg.conditional else {}
+        return finished(run_chain(graphs, chains.sampling, labels, n, drawn(Noise(seed)))[item])
 
     @torch.no_grad()
     def reconstruct(items: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         x = torch.from_numpy(items)
         x = to_model(x) if cfg.data_kind == "image" else x
-        mean, _ = encoder(x)
-        out = decoder(mean, None if labels is None else torch.from_numpy(labels))
-        return to_uint8(out).numpy() if cfg.data_kind == "image" else out.numpy()
+        mean, _ = run.nets["encoder"](x)
+        values = {"latents": mean} | ({} if labels is None else {"labels": torch.from_numpy(labels)})
+        return finished(run_chain(graphs, chains.decoding, values, len(x), drawn(Noise(RECONSTRUCTION_SEED)))[item])
 
-    return Target(str(run_dir), "run", "fp32", run.config, sample, reconstruct if encoder is not None else None)
+    return Target(str(run_dir), "run", "fp32", run.config, sample, reconstruct if chains.has_encoder else None)
 
 
 def _bundle_target(bundle: Path, precision: str) -> Target:
@@ -102,7 +108,7 @@ def _bundle_target(bundle: Path, precision: str) -> Target:
 
     def reconstruct(items: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         inputs = items.transpose(0, 2, 3, 1) if image else items
-        out = model.decode(model.encode(inputs), labels)
+        out = model.decode(model.encode(inputs), labels, seed=RECONSTRUCTION_SEED)
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if image else out
 
     has_encoder = any(g.graph == "encoder" for g in manifest.graphs.values())

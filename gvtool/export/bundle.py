@@ -20,17 +20,17 @@ import torch
 from gvtool import __version__
 from gvtool.errors import BadInputError, ExportValidationError, GvtoolError
 from gvtool.fileio import folder_lock, give_umask_mode, remove_leftovers
-from gvtool.export.contract import CONTRACTS
+from gvtool.export.contract import contract
 from gvtool.export.flops import flops_per_item
 from gvtool.train.trained import RunModel, load_run
 from gvtool.export.subpixel import inference_decoder
-from gvtool.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, DecoderGraph, EncoderGraph, export_onnx
+from gvtool.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, export_onnx
 from gvtool.export.validate import validate_graph
 from gvtool.export.variants import to_fp16, to_int8
-from gvtool.runtime.feeds import feeds_for
 from gvtool.runtime.bundles import BUNDLES_ROOT
-from gvtool.manifest import (GRAPHS, PRECISIONS, GraphEntry, Manifest, ModelInfo, cycled_labels, is_bundle, item_name,
+from gvtool.manifest import (CHAINS, PRECISIONS, GraphEntry, Manifest, ModelInfo, cycled_labels, is_bundle, item_name,
                              read_manifest, sha256_file, write_manifest)
+from gvtool.train.graphs import Graph, graph_modules, run_chain
 from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE, load_dataset, split, to_model
 
 VALIDATION_BATCHES = (1, 16)   # batch 1 and a larger one: a wrong dynamic axis shows at one of them
@@ -83,10 +83,9 @@ def _export_locked(run: RunModel, out: Path, precisions, opset: int, allow_misma
         manifest = Manifest(gvtool_version=__version__, model=inputs.model_info(), pixels=_pixels(run),
                             source={"run_dir": str(run.run_dir.resolve()), "checkpoint_sha256": run.checkpoint_sha256,
                                     "step": run.step, "complete": run.complete, "data": run.config.data})
-        for graph in GRAPHS:
-            if graph in run.nets:
-                for entry in _export_graph(graph, run, inputs, tmp, precisions, opset, allow_mismatch, log):
-                    manifest.graphs[entry.key] = entry
+        for graph in CHAINS[run.config.model.kind].graphs:
+            for entry in _export_graph(graph, run, inputs, tmp, precisions, opset, allow_mismatch, log):
+                manifest.graphs[entry.key] = entry
         write_manifest(tmp, manifest)  # last: a folder with a manifest is complete
         _move_into_place(tmp, out)
     except BaseException:
@@ -138,11 +137,14 @@ def _pixels(run: RunModel) -> dict | None:
 
 
 class _Inputs:
-    """Seeded latents and real held-out items: what validation and int8 calibration feed the graphs."""
+    """Real held-out items for the encoder, and for every other graph what sampling feeds it: seeded noise run
+    through the graphs before it in the sampling chain (a prior's decoder gets the prior's latents, hier's detail
+    stage the coarse stage's items). What validation and int8 calibration feed the graphs."""
 
     def __init__(self, run: RunModel, log: Callable[[str], None]):
         self.run, self.cfg = run, run.config.model
         self.rng = np.random.default_rng(0)
+        self.trained = graph_modules(self.cfg, run.nets)
         self.items, self.class_names, self.note = self._held_out(log)
 
     def _held_out(self, log) -> tuple[np.ndarray, tuple[str, ...], str]:
@@ -154,10 +156,7 @@ class _Inputs:
         except BadInputError as error:
             # The training data may not travel with the run: validate on the decoder's own samples.
             log(f"data {config.data} unavailable or unusable ({error}); validating the encoder on generated items")
-            latents = self.rng.standard_normal((CALIBRATION_ITEMS, self.cfg.latent_dim)).astype(np.float32)
-            labels = torch.tensor(cycled_labels(CALIBRATION_ITEMS, self.cfg.num_classes)) if self.cfg.conditional else None
-            with torch.no_grad():
-                items = self.run.nets["decoder"](torch.from_numpy(latents), labels).numpy()
+            items = self._sampled("encoder", CALIBRATION_ITEMS)[item_name(self.cfg.data_kind)]
             return items, (), "generated items (training data unavailable)"
         _, held_out = split(data, config.val_fraction, config.split_seed)
         source = held_out if len(held_out) >= CALIBRATION_ITEMS else data
@@ -167,18 +166,37 @@ class _Inputs:
         return x.numpy().astype(np.float32), names, f"held-out items of {config.data}"
 
     def model_info(self) -> ModelInfo:
-        c = self.cfg
+        c, chains = self.cfg, CHAINS[self.cfg.kind]
         return ModelInfo(kind=c.kind, conditional=c.conditional, num_classes=c.num_classes, data_kind=c.data_kind,
-                         item_shape=tuple(c.item_shape), latent_dim=c.latent_dim, class_names=tuple(self.class_names))
+                         item_shape=tuple(c.item_shape), latent_dim=c.latent_dim, class_names=tuple(self.class_names),
+                         latent_prior=chains.latent_prior, decoding=chains.decoding)
+
+    def _draw(self, name: str, n: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.from_numpy(self.rng.standard_normal((n, *shape)).astype(np.float32))
+
+    @torch.no_grad()
+    def _sampled(self, graph: str, n: int) -> dict[str, np.ndarray]:
+        """The values sampling computes on the way to `graph` (all of the sampling chain for the encoder, whose
+        items are then generated), with the graph's own noise drawn."""
+        chain = CHAINS[self.cfg.kind].sampling
+        before = chain[:chain.index(graph)] if graph in chain else chain
+        labels = {"labels": torch.tensor(cycled_labels(n, self.cfg.num_classes))} if self.cfg.conditional else {}
+        values = run_chain(self.trained, before, labels, n, self._draw)
+        for name, _, shape in self.trained[graph].inputs:
+            if name not in values and name != item_name(self.cfg.data_kind):
+                values[name] = self._draw(name, n, shape)
+        return {k: v.numpy() for k, v in values.items()}
 
     def feeds(self, graph: str, sizes) -> list[dict[str, np.ndarray]]:
         feeds, start = [], 0
+        names = [name for name, _, _ in self.trained[graph].inputs]
         for n in sizes:
             if graph == "encoder":
-                feeds.append({item_name(self.cfg.data_kind): self.items[start:start + n]})
+                feeds.append({names[0]: self.items[start:start + n]})
                 start += n
             else:
-                feeds.append(feeds_for(self.model_info(), "decoder", n, self.rng))
+                values = self._sampled(graph, n)
+                feeds.append({name: values[name] for name in names})
         return feeds
 
 
@@ -193,23 +211,26 @@ def _torch_reference(module: torch.nn.Module):
 def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, precisions, opset: int,
                   allow_mismatch: bool, log) -> list[GraphEntry]:
     cfg = run.config.model
-    if graph == "encoder":
-        module = trained = EncoderGraph(run.nets["encoder"]).eval()
-    else:
+    trained: Graph = inputs.trained[graph]
+    module = trained
+    if graph == "decoder":
         # The exported decoder is the exact sub-pixel rewrite (faster on every backend); it is validated
         # against the decoder as trained.
-        module = DecoderGraph(inference_decoder(run.nets["decoder"]), cfg.conditional).eval()
-        trained = DecoderGraph(run.nets["decoder"], cfg.conditional).eval()
-    specs_in, specs_out = CONTRACTS[graph](inputs.model_info())
+        module = graph_modules(cfg, run.nets, {"decoder": inference_decoder(run.nets["decoder"])})["decoder"]
+    specs_in, specs_out = contract(trained)
     reference = _torch_reference(trained)
     fp32_path = folder / f"{graph}.onnx"
     started = time.perf_counter()
     model = export_onnx(module, specs_in, specs_out, fp32_path, opset)
     flops = _count_flops(graph, model, log)
     check_feeds = inputs.feeds(graph, VALIDATION_BATCHES)
-    note = inputs.note if graph == "encoder" else "seeded N(0, I) latents"
-    # A vector decoder's outputs are in data units: judged per data std, like images on their [-1, 1] scale
-    scale = tuple(cfg.vector_std) if graph == "decoder" and cfg.data_kind == "vector" else ()
+    chain = CHAINS[cfg.kind].sampling
+    note = (inputs.note if graph == "encoder" else "seeded N(0, I) latents" if graph == chain[0] else
+            f"seeded N(0, I) noise through {' -> '.join(chain[:chain.index(graph)])}")
+    # Vector items (a decoder's, hier's coarse and detail stages') are in data units: judged per data std, like
+    # images on their [-1, 1] scale
+    in_data_units = cfg.data_kind == "vector" and specs_out[0].name in ("vectors", "coarse")
+    scale = tuple(cfg.vector_std) if in_data_units else ()
     entries = []
     for precision in PRECISIONS:
         if precision not in precisions:

@@ -1,32 +1,19 @@
-"""Each graph's input/output contract, declared once and copied into the manifest.
+"""Each graph's input/output contract, as the manifest records it: the named tensors of train/graphs.py's modules
+with the dynamic batch axis in front.
 
-The batch axis is dynamic ("batch"); every other dimension is fixed by the model. Inputs and
-outputs are float32 in the model's range (images in [-1, 1]; the manifest's `pixels` says how to
-map uint8 pixels); labels are int64.
+The batch axis is dynamic ("batch"); every other dimension is fixed by the model. Inputs and outputs are float32 in
+the model's range (images in [-1, 1]; the manifest's `pixels` says how to map uint8 pixels); labels are int64.
 """
 
 from __future__ import annotations
 
 from gvtool.manifest import BATCH_AXIS as BATCH
-from gvtool.manifest import ModelInfo, TensorSpec, item_name
+from gvtool.manifest import TensorSpec
+from gvtool.train.graphs import Graph
 
 
-
-def encoder_contract(model: ModelInfo) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """images (B, C, H, W) -> mean (B, K), logvar (B, K). The encoder takes no labels."""
-    k = model.latent_dim
-    inputs = (TensorSpec(item_name(model.data_kind), "float32", (BATCH, *model.item_shape)),)
-    outputs = (TensorSpec("mean", "float32", (BATCH, k)), TensorSpec("logvar", "float32", (BATCH, k)))
-    return inputs, outputs
-
-
-def decoder_contract(model: ModelInfo) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """latents (B, K) [+ labels (B,) int64] -> images (B, C, H, W) or vectors (B, D)."""
-    inputs = (TensorSpec("latents", "float32", (BATCH, model.latent_dim)),)
-    if model.conditional:
-        inputs += (TensorSpec("labels", "int64", (BATCH,)),)
-    outputs = (TensorSpec(item_name(model.data_kind), "float32", (BATCH, *model.item_shape)),)
-    return inputs, outputs
-
-
-CONTRACTS = {"encoder": encoder_contract, "decoder": decoder_contract}
+def contract(graph: Graph) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """(inputs, outputs) of a graph module, in its argument and return order."""
+    def specs(tensors):
+        return tuple(TensorSpec(name, dtype, (BATCH, *shape)) for name, dtype, shape in tensors)
+    return specs(graph.inputs), specs(graph.outputs)

@@ -1,4 +1,4 @@
-"""torch -> ONNX for the encoder and the decoder, with fixed names and a dynamic batch axis."""
+"""torch -> ONNX for a model's graphs (train/graphs.py), with fixed names and a dynamic batch axis."""
 
 from __future__ import annotations
 
@@ -19,28 +19,6 @@ from gvtool.manifest import TensorSpec
 DEFAULT_OPSET = 17
 IR_VERSION = 8
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (int8 variants) needs opset >= 13
-
-
-class EncoderGraph(torch.nn.Module):
-    """images (B, C, H, W) in model range -> mean, logvar (B, K): the posterior, without sampling."""
-
-    def __init__(self, encoder: torch.nn.Module):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(items)
-
-
-class DecoderGraph(torch.nn.Module):
-    """latents (B, K) [+ labels (B,)] -> items in model range."""
-
-    def __init__(self, decoder: torch.nn.Module, conditional: bool):
-        super().__init__()
-        self.decoder, self.conditional = decoder, conditional
-
-    def forward(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decoder(latents, labels if self.conditional else None)
 
 
 def example_inputs(specs: tuple[TensorSpec, ...], batch: int = 2) -> tuple[torch.Tensor, ...]:

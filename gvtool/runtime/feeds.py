@@ -1,18 +1,30 @@
-"""Inputs for a bundle's graphs, made from its model block alone: what export validates and calibrates with, and
-what a benchmark feeds. numpy only."""
+"""Inputs for a bundle's graphs, made from their declared tensors alone: what a benchmark feeds. numpy only."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from gvtool.manifest import ModelInfo, cycled_labels, item_name
+from gvtool.manifest import BATCH_AXIS, ModelInfo, TensorSpec, cycled_labels, item_name
+
+ITEM_LIKE = ("images", "vectors", "coarse")  # fed uniform on [-1, 1], the model range of images
 
 
-def feeds_for(model: ModelInfo, graph: str, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Inputs of one batch: prior latents (and cycling labels) for the decoder, items in model range for the encoder."""
-    if graph == "decoder":
-        feeds = {"latents": rng.standard_normal((batch, model.latent_dim)).astype(np.float32)}
-        if model.conditional:
-            feeds["labels"] = np.array(cycled_labels(batch, model.num_classes), dtype=np.int64)
-        return feeds
-    return {item_name(model.data_kind): rng.uniform(-1, 1, (batch, *model.item_shape)).astype(np.float32)}
+def feeds_for(model: ModelInfo, graph: str, batch: int, rng: np.random.Generator,
+              inputs: tuple[TensorSpec, ...] | None = None) -> dict[str, np.ndarray]:
+    """Inputs of one batch, by the graph's input tensors (`inputs`; None: the encoder's items, or the decoder's
+    latents and labels, from the model block): cycling labels, items on [-1, 1], N(0, I) latents and noise."""
+    if inputs is None:
+        k, item = model.latent_dim, item_name(model.data_kind)
+        inputs = ((TensorSpec(item, "float32", (BATCH_AXIS, *model.item_shape)),) if graph == "encoder" else
+                  (TensorSpec("latents", "float32", (BATCH_AXIS, k)),)
+                  + ((TensorSpec("labels", "int64", (BATCH_AXIS,)),) if model.conditional else ()))
+    feeds = {}
+    for spec in inputs:
+        shape = (batch, *spec.shape[1:])
+        if spec.name == "labels":
+            feeds[spec.name] = np.array(cycled_labels(batch, model.num_classes), dtype=np.int64)
+        elif spec.name in ITEM_LIKE:
+            feeds[spec.name] = rng.uniform(-1, 1, shape).astype(np.float32)
+        else:
+            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds

@@ -12,29 +12,82 @@ from typing import Iterator
 
 import numpy as np
 
-from gvtool.errors import BadInputError
+from gvtool.errors import BadBundleError, BadInputError
 from gvtool.imaging import convert_channels, fit_square
-from gvtool.manifest import cycled_labels, item_name, read_manifest
+from gvtool.manifest import ModelInfo, cycled_labels, item_name, read_manifest
 from gvtool.runtime.backends import Choice, open_backend
 
 DEFAULT_CHUNK = 256  # items per call when the backend sets no limit: activations of 256 items stay ~100 MB
 
 
 def load(bundle: str | Path, backend: str = "auto", device: str = "cpu", precision: str = "fp32",
-         graphs: tuple[str, ...] | None = None) -> "GenerativeModel":
+         graphs: tuple[str, ...] | None = None, operation: str | None = None) -> "GenerativeModel":
     """Read and check the bundle, then create the backend's sessions or engines once.
 
-    `graphs` limits what is loaded (e.g. ("decoder",) for sampling); None loads every graph the bundle has.
+    `operation` loads what one operation needs (OPERATIONS: "sample" the sampling chain, "encode" the encoder...),
+    refusing a bundle that cannot do it with one line naming what it lacks; `graphs` names graphs instead; with
+    neither, every graph the bundle has is loaded.
     """
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     available = sorted({g.graph for g in manifest.graphs.values()})
-    wanted = list(graphs) if graphs is not None else available
+    if operation is not None:
+        wanted = graphs_for(manifest.model, operation)
+        missing = [g for g in wanted if g not in available]
+        if missing:
+            raise BadInputError(f"{bundle} holds a {manifest.model.kind} model, which has no {' or '.join(missing)} "
+                                f"graph: it cannot {operation}")
+    else:
+        wanted = list(graphs) if graphs is not None else available
     missing = [g for g in wanted if g not in available]
     if missing:
         raise BadInputError(f"{bundle} has no {' or '.join(missing)} graph (a {manifest.model.kind} model has "
                             f"{', '.join(available)})")
-    return GenerativeModel(bundle, manifest, open_backend(bundle, manifest, wanted, backend, device, precision))
+    choice = open_backend(bundle, manifest, wanted, backend, device, precision)
+    return GenerativeModel(bundle, manifest, choice, precision)
+
+
+OPERATIONS = ("sample", "decode", "encode", "reconstruct", "interpolate")
+
+
+def graphs_for(model: ModelInfo, operation: str) -> list[str]:
+    """The graphs an operation runs on a model, from its declared chains."""
+    needs = {"sample": model.sampling, "decode": model.decoding, "encode": ("encoder",),
+             "reconstruct": ("encoder", *model.decoding), "interpolate": ("encoder", *model.sampling)}
+    if operation not in needs:
+        raise BadInputError(f"unknown operation {operation!r}; expected one of {', '.join(OPERATIONS)}")
+    return list(dict.fromkeys(needs[operation]))
+
+
+class Noise:
+    """The seeded noise a chain draws: one stream per input name, so that drawing in chunks gives the values drawn
+    at once, and a model's latents are the same whatever other noise its chain draws. "latents" come from
+    default_rng(seed), the stream every bundle has sampled its latents from; another name from
+    default_rng([seed, i]), i its place in NOISE_INPUTS. `shared` draws one row per name and repeats it (an
+    interpolation keeps one detail along its path)."""
+
+    NOISE_INPUTS = ("latents", "noise", "detail_noise")
+
+    def __init__(self, seed: int | None, temperature: float = 1.0, shared: bool = False):
+        self.seed = seed if seed is not None else np.random.SeedSequence().entropy
+        self.temperature, self.shared = temperature, shared
+        self.streams: dict[str, np.random.Generator] = {}
+        self.rows: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str, n: int, shape: tuple[int, ...]) -> np.ndarray:
+        if name not in self.NOISE_INPUTS:
+            raise BadBundleError(f"a graph takes {name!r}, which no graph before it gives and which is not noise")
+        if name not in self.streams:
+            index = self.NOISE_INPUTS.index(name)
+            self.streams[name] = np.random.default_rng(self.seed if index == 0 else [self.seed, index])
+        if self.shared:
+            if name not in self.rows:
+                self.rows[name] = self._draw(name, 1, shape)
+            return np.repeat(self.rows[name], n, axis=0)
+        return self._draw(name, n, shape)
+
+    def _draw(self, name: str, n: int, shape: tuple[int, ...]) -> np.ndarray:
+        return (self.streams[name].standard_normal((n, *shape)) * self.temperature).astype(np.float32)
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -54,18 +107,24 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def prior_latents(n: int, latent_dim: int, seed: int | None, temperature: float = 1.0) -> np.ndarray:
-    """The seeded latent stream: float32 (n, latent_dim) from N(0, temperature^2 I). Eval feeds a run the same
-    stream, so a run and its bundle are compared on the same noise."""
-    return (np.random.default_rng(seed).standard_normal((n, latent_dim)) * temperature).astype(np.float32)
+    """The seeded latent stream: float32 (n, latent_dim) from N(0, temperature^2 I), as Noise draws "latents"."""
+    return Noise(seed, temperature)("latents", n, (latent_dim,))
 
 
 class GenerativeModel:
-    def __init__(self, bundle: Path, manifest, choice: Choice):
+    """A loaded bundle. Sampling runs the model's declared chains (manifest.CHAINS): the latent prior's graphs (a
+    prior model's "prior"; none: N(0, I) latents), then the decoding graphs (the decoder; hier's coarse and detail
+    stages); the graphs are wired by their tensors' names, and every input no graph gives is drawn as noise."""
+
+    def __init__(self, bundle: Path, manifest, choice: Choice, precision: str = "fp32"):
         self.bundle, self.manifest, self.choice = bundle, manifest, choice
         m = manifest.model
         self.kind, self.conditional, self.num_classes = m.kind, m.conditional, m.num_classes
         self.latent_dim, self.item_shape, self.is_image = m.latent_dim, m.item_shape, m.is_image
+        self.latent_prior, self.decoding = m.latent_prior, m.decoding
         self._pixels = manifest.pixels
+        self._entries = {graph: manifest.graph(graph, precision) for graph in choice.runners}
+        self._item = item_name(m.data_kind)
 
     @property
     def description(self) -> str:
@@ -84,16 +143,20 @@ class GenerativeModel:
 
     # --- sampling ------------------------------------------------------------------------------
 
-    def sample_latents(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
-        """n latents from N(0, temperature^2 I), float32 (n, K); the same seed gives the same latents."""
+    def sample_latents(self, n: int, seed: int | None = None, temperature: float = 1.0, labels=None) -> np.ndarray:
+        """n latents as the model samples them, float32 (n, K): N(0, temperature^2 I), or through the model's latent
+        prior (a prior model's second VAE) from noise of that temperature. The same seed gives the same latents."""
         _check_count(n)
         _check_temperature(temperature)
-        return prior_latents(n, self.latent_dim, seed, temperature)
+        noise = Noise(seed, temperature)
+        if not self.latent_prior:
+            return noise("latents", n, (self.latent_dim,))
+        return self._chain(self.latent_prior, self._with_labels({}, self._labels(labels, n)), n, noise)["latents"]
 
     def sample(self, n: int, seed: int | None = None, labels=None, temperature: float = 1.0) -> np.ndarray:
-        """n items decoded from prior latents. Conditional models: `labels` is one class for all, or (n,)
-        classes; None cycles through the classes."""
-        return self.decode(self.sample_latents(n, seed, temperature), self._labels(labels, n))
+        """n items from the sampling chain. Conditional models: `labels` is one class for all, or (n,) classes;
+        None cycles through the classes. `temperature` scales every noise the chain draws."""
+        return next(self.sample_chunks(n, seed, labels, temperature, chunk=n))
 
     def sample_chunks(self, n: int, seed: int | None = None, labels=None, temperature: float = 1.0,
                       chunk: int | None = None) -> Iterator[np.ndarray]:
@@ -104,18 +167,22 @@ class GenerativeModel:
         chunk = DEFAULT_CHUNK if chunk is None else chunk
         if chunk < 1:
             raise BadInputError(f"chunk must be >= 1, got {chunk}")
+        self._need(self.latent_prior + self.decoding, "sample")
         labels = self._labels(labels, n)
-        rng = np.random.default_rng(seed)
+        noise = Noise(seed, temperature)  # one stream per noise input: chunks draw what one call would
         for start in range(0, n, chunk):
             size = min(chunk, n - start)
-            # Generator.standard_normal draws the same stream whether taken at once or in pieces.
-            z = (rng.standard_normal((size, self.latent_dim)) * temperature).astype(np.float32)
-            yield self.decode(z, None if labels is None else labels[start:start + size])
+            values = self._with_labels({}, None if labels is None else labels[start:start + size])
+            yield self._to_items(self._chain(self.latent_prior + self.decoding, values, size, noise)[self._item])
 
     # --- decoding and encoding -----------------------------------------------------------------
 
-    def decode(self, latents, labels=None) -> np.ndarray:
-        """latents (N, K) [+ labels] -> items: uint8 images (N, H, W, C) or float32 vectors (N, D)."""
+    def decode(self, latents, labels=None, seed: int | None = None) -> np.ndarray:
+        """latents (N, K) [+ labels] -> items: uint8 images (N, H, W, C) or float32 vectors (N, D). A model whose
+        decoding draws noise of its own (hier's detail stage) draws it with `seed`."""
+        return self._decode(latents, labels, Noise(seed))
+
+    def _decode(self, latents, labels, noise: Noise) -> np.ndarray:
         z = np.asarray(latents)
         if z.dtype.kind not in "biuf":
             raise BadInputError(f"latents must be numbers, got an array of {z.dtype}")
@@ -126,12 +193,9 @@ class GenerativeModel:
             raise BadInputError(f"latents have shape {z.shape}, expected (N, {self.latent_dim}) with N >= 1")
         if not np.isfinite(z).all():
             raise BadInputError(f"latents hold {int((~np.isfinite(z)).sum())} NaN or infinite values")
-        feeds = {"latents": z}
-        labels = self._labels(labels, len(z))
-        if labels is not None:
-            feeds["labels"] = labels
-        (out,) = self._run("decoder", feeds)
-        return self._to_items(out)
+        self._need(self.decoding, "decode")
+        values = self._with_labels({"latents": z}, self._labels(labels, len(z)))
+        return self._to_items(self._chain(self.decoding, values, len(z), noise)[self._item])
 
     def encode(self, items, return_logvar: bool = False):
         """items -> posterior means (N, K) float32, and log-variances with return_logvar."""
@@ -139,9 +203,9 @@ class GenerativeModel:
         mean, logvar = self._run("encoder", {item_name(self.manifest.model.data_kind): x})
         return (mean, logvar) if return_logvar else mean
 
-    def reconstruct(self, items, labels=None) -> np.ndarray:
-        """Decode the posterior means of items: what the model keeps of them."""
-        return self.decode(self.encode(items), labels)
+    def reconstruct(self, items, labels=None, seed: int | None = 0) -> np.ndarray:
+        """Decode the posterior means of items: what the model keeps of them (noise its decoding draws: `seed`)."""
+        return self.decode(self.encode(items), labels, seed)
 
     def interpolate(self, a, b, steps: int = 8, method: str = "slerp", label=None) -> np.ndarray:
         """steps items from a to b (both included). a and b are latents (K,), integer seeds, or items
@@ -153,7 +217,8 @@ class GenerativeModel:
         za, zb = self._endpoint(a), self._endpoint(b)
         t = np.linspace(0.0, 1.0, steps)
         path = slerp(za, zb, t) if method == "slerp" else ((1 - t[:, None]) * za + t[:, None] * zb).astype(np.float32)
-        return self.decode(path, None if label is None else np.full(steps, label))
+        # One draw of any noise the decoding takes, repeated along the path: the path alone changes
+        return self._decode(path, None if label is None else np.full(steps, label), Noise(0, shared=True))
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -193,6 +258,29 @@ class GenerativeModel:
         if bad.size:
             raise BadInputError(f"label {int(bad[0])} is out of range: this model has classes 0 to {self.num_classes - 1}")
         return np.ascontiguousarray(array)
+
+    @staticmethod
+    def _with_labels(values: dict, labels: np.ndarray | None) -> dict:
+        return values if labels is None else values | {"labels": labels}
+
+    def _need(self, chain: tuple[str, ...], operation: str) -> None:
+        missing = [g for g in chain if g not in self.choice.runners]
+        if missing:
+            raise BadInputError(f"{operation} runs {' -> '.join(chain)}, and the {' and '.join(missing)} graph was not "
+                                f"loaded (load(operation={operation!r}) loads what it needs)")
+
+    def _chain(self, chain: tuple[str, ...], values: dict[str, np.ndarray], n: int, noise: Noise) -> dict:
+        """Run the graphs of `chain` in order on `values` (by tensor name), drawing what no graph gives as noise."""
+        values = dict(values)
+        for graph in chain:
+            entry = self._entries[graph]
+            feeds = {}
+            for spec in entry.inputs:
+                if spec.name not in values:
+                    values[spec.name] = noise(spec.name, n, tuple(spec.shape[1:]))
+                feeds[spec.name] = values[spec.name]
+            values.update(zip((spec.name for spec in entry.outputs), self._run(graph, feeds)))
+        return values
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run a graph over any batch, in chunks of at most the runner's max batch."""

@@ -10,8 +10,20 @@ from dataclasses import dataclass, field
 
 from gvtool.errors import BadInputError
 from gvtool.fileio import load_json_bounded
+from gvtool.manifest import MODEL_KINDS
 
-MODEL_KINDS = ("vaegan", "vae", "gan")
+# The networks each model kind trains, by name (models.build_networks builds them). A prior run also holds its base
+# run's encoder and decoder, frozen: FROZEN names them.
+NETWORKS = {
+    "vaegan": ("encoder", "decoder", "discriminator"),
+    "vae": ("encoder", "decoder"),
+    "gan": ("decoder", "discriminator"),
+    "ali": ("encoder", "decoder", "discriminator"),    # discriminator on (item, latent) pairs
+    "prior": ("encoder", "decoder", "prior_encoder", "prior_decoder"),
+    "hier": ("encoder", "coarse", "detail", "discriminator"),
+}
+FROZEN = {"prior": ("encoder", "decoder")}
+PRIOR_BASES = ("vaegan", "vae", "ali")  # the kinds a prior can learn the codes of: an encoder, and a decoder of latents
 GAN_LOSSES = ("hinge", "bce")
 AUGMENTATIONS = ("translation", "cutout")  # DiffAugment's policies that suit digits (colour would not)
 # What a config written before a field existed meant by it: old runs load and resume as they trained.
@@ -28,6 +40,7 @@ MAX_WIDTH = 1024        # conv channels of the first stage (the default is 32)
 MAX_HIDDEN = 16384      # MLP units (the default is 128)
 MAX_BATCH = 1 << 16
 MAX_EPOCHS = 1_000_000
+COARSE_FACTOR = 4       # hier: the coarse stage's images are average-pooled by this factor per side (28 -> 7)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -55,6 +68,7 @@ _TYPE_CHECKS = {  # the annotations the configs use -> (test, what it expects)
     "str": (lambda v: isinstance(v, str), "a string"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "int | None": (lambda v: v is None or isinstance(v, int) and not isinstance(v, bool), "an integer or null"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "tuple[float, ...]": (lambda v: isinstance(v, (list, tuple)) and all(map(_is_number, v)), "a list of finite numbers"),
     "tuple[str, ...]": (lambda v: isinstance(v, (str, list, tuple)) and all(isinstance(a, str) for a in
                                                                            ([v] if isinstance(v, str) else v)),
@@ -119,6 +133,15 @@ class ModelConfig:
     augment: tuple[str, ...] = ()   # images: DiffAugment policies (Zhao et al. 2020) applied alike to every item D
                                     # sees, real and generated, so D cannot memorise the training set. Off: in the
                                     # 3,500 steps of the MNIST default it slows learning (seed 0: FD 24.9 -> 40.7)
+    prior_latent_dim: int = 0       # prior: the second VAE's latent size (0: the base's latent_dim, as Dai & Wipf 2019)
+    prior_hidden: int = 256         # prior: hidden units of the second VAE's MLPs
+    prior_layers: int = 3           # prior: hidden layers of each of its MLPs
+    base_kind: str = ""             # prior: the kind of the run whose codes it learns (vaegan, vae or ali)
+    detail_dim: int = 16            # hier: size of the detail stage's own noise
+    structure_weight: float = 1.0   # hier: weight of the Gaussian likelihood (recon_sigma) of the coarse input given
+                                    # the detail stage's output, pooled back to the coarse size: keeps the detail true
+                                    # to the structure it was given (0 for vector data: there the coarse item is a
+                                    # whole, blurred item, which the detail must move, not keep)
     ema_decay: float = 0.999        # decoder weights averaged over ~1/(1-decay) steps (Karras et al. 2018; Yazici et
                                     # al. 2019); the average samples, exports and evaluates; 0 turns it off. MNIST
                                     # seed 0: FD 31.7 -> 24.9 at no measurable cost
@@ -166,14 +189,47 @@ class ModelConfig:
                f"augmentations {list(self.augment)} apply to images only, not to {self.data_kind} data")
         _check(isinstance(self.spectral_norm, bool), f"spectral_norm must be true or false, got {self.spectral_norm!r}")
         _check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        _check(0 <= self.prior_latent_dim <= 4096 and 4 <= self.prior_hidden <= MAX_HIDDEN
+               and 1 <= self.prior_layers <= 16,
+               f"the prior's sizes must be latent 0 to 4096, hidden 4 to {MAX_HIDDEN} and layers 1 to 16, got "
+               f"{self.prior_latent_dim}, {self.prior_hidden}, {self.prior_layers}")
+        _check(self.kind != "prior" or self.base_kind in PRIOR_BASES,
+               f"a prior learns the codes of a {' or '.join(PRIOR_BASES)} run, not of {self.base_kind or 'nothing'!r}")
+        _check(1 <= self.detail_dim <= 4096, f"--detail-dim must be from 1 to 4096, got {self.detail_dim}")
+        _check(self.structure_weight >= 0, f"structure_weight must be >= 0, got {self.structure_weight}")
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """Every network of the model, by name."""
+        return NETWORKS[self.kind]
+
+    @property
+    def trained(self) -> tuple[str, ...]:
+        """The networks training updates (a prior's base encoder and decoder stay as the base run left them)."""
+        return tuple(n for n in self.networks if n not in FROZEN.get(self.kind, ()))
 
     @property
     def has_encoder(self) -> bool:
-        return self.kind in ("vae", "vaegan")
+        return "encoder" in self.networks
 
     @property
-    def has_discriminator(self) -> bool:
-        return self.kind in ("gan", "vaegan")
+    def averaged(self) -> str | None:
+        """The network whose weight average samples and exports (ema_decay > 0): the generator of items."""
+        if self.ema_decay <= 0 or self.kind == "prior":
+            return None
+        return "detail" if self.kind == "hier" else "decoder"
+
+    @property
+    def noise_dim(self) -> int:
+        """The size of the noise sampling starts from: the prior's own latent, else the latent."""
+        return (self.prior_latent_dim or self.latent_dim) if self.kind == "prior" else self.latent_dim
+
+    @property
+    def coarse_shape(self) -> tuple[int, ...]:
+        """hier: the coarse item: images at 1/4 of the side (COARSE_FACTOR), vectors whole."""
+        if self.data_kind == "image":
+            return (self.channels, self.image_size // COARSE_FACTOR, self.image_size // COARSE_FACTOR)
+        return (self.vector_dim,)
 
     @property
     def item_shape(self) -> tuple[int, ...]:
@@ -213,6 +269,7 @@ class TrainConfig:
     n_vectors: int = 20_000         # items drawn for the 2-D mixtures
     log_every: int = 25             # steps per metrics flush: per-step rows without a host sync per step
     n_fixed: int = 64               # fixed latents for the per-epoch sample grid
+    base: str | None = None         # prior: the run folder whose encoder's codes it learns (copied in at the start)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
@@ -260,12 +317,27 @@ class TrainConfig:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"defaults_for takes a device type, 'cpu' or 'cuda', not {device!r}")
         if data in ("ring8", "grid25"):
-            model = ModelConfig(latent_dim=8, feature_weight=0.03, kl_weight=1.0, gan_loss="bce", spectral_norm=False)
+            model = ModelConfig(latent_dim=8, feature_weight=0.03, kl_weight=1.0, gan_loss="bce", spectral_norm=False,
+                                structure_weight=0.0)
             return cls(data=data, model=model, epochs=170, batch_size=128, lr=1e-3, beta1=0.5, beta2=0.999)
         factor = CUDA_EPOCH_FACTOR if device == "cuda" else 1
         if data == "stacked-mnist":  # 18,000 training stacks: 9 epochs are about the steps of the MNIST default
             return cls(data=data, epochs=9 * factor)
         return cls(data=data, epochs=cls.epochs * factor)
+
+    @classmethod
+    def for_prior(cls, base: "TrainConfig", base_dir: str | Path) -> "TrainConfig":
+        """A prior over the codes of the run `base_dir` (config `base`): the base's model and data, and the second
+        VAE's own training: Adam (0.9, 0.999) at lr 1e-3, batches of 128, about 5,000 steps (150 epochs of the 4,500
+        MNIST digits; 40 of a 2-D mixture's 18,000 points or Stacked MNIST's 18,000 stacks). The base's decoder is
+        taken as it samples (its weight average), so the prior run keeps no average of its own."""
+        _check(base.model.kind in PRIOR_BASES, f"--base {base_dir} is a {base.model.kind} run; a prior learns the codes "
+                                               f"of a {', '.join(PRIOR_BASES)} run (one with an encoder)")
+        model = dataclasses.replace(base.model, kind="prior", base_kind=base.model.kind, ema_decay=0.0)
+        epochs = 40 if base.data in ("ring8", "grid25", "stacked-mnist") else 150
+        return cls(model=model, data=base.data, image_size=base.image_size, epochs=epochs, batch_size=128, lr=1e-3,
+                   beta1=0.9, beta2=0.999, seed=base.seed, val_fraction=base.val_fraction, split_seed=base.split_seed,
+                   n_vectors=base.n_vectors, base=str(Path(base_dir).resolve()))
 
     def resume_differences(self, stored: "TrainConfig") -> list[str]:
         """The fields (model fields as model.NAME) that differ from `stored` beyond RESUME_OVERRIDES."""

@@ -17,7 +17,12 @@ from torch import nn
 # Early in a run the weights move fast and an average over ~1/(1-decay) steps would hold on to the random
 # start: the effective decay ramps up as (1 + step) / (WARMUP + step), as in TensorFlow's ExponentialMovingAverage.
 WARMUP = 10
-EMA_NAME = "decoder_ema"  # the average's name among a checkpoint's networks
+EMA_NAME = "decoder_ema"  # the decoder's average's name among a checkpoint's networks
+
+
+def average_name(network: str) -> str:
+    """The name a network's weight average has among a checkpoint's networks: decoder -> decoder_ema."""
+    return f"{network}_ema"
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 

@@ -25,10 +25,10 @@ from gvtool.errors import BadInputError
 from gvtool.fileio import atomic_write_text, folder_lock, remove_leftovers
 from gvtool.train import captured, distributed, rundir
 from gvtool.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from gvtool.train.config import RESUME_OVERRIDES, TrainConfig
+from gvtool.train.config import FROZEN, RESUME_OVERRIDES, TrainConfig
 from gvtool.train.data import Dataset, load_dataset, split, to_model
 from gvtool.train.device import AUTOCAST_DTYPES, resolve_device, resolve_precision
-from gvtool.train.ema import EMA_NAME, WeightAverage
+from gvtool.train.ema import WeightAverage, average_name
 from gvtool.train.metrics_log import MetricsLog
 from gvtool.train.models import build_networks, count_parameters
 from gvtool.train.objectives import compute_losses
@@ -104,8 +104,8 @@ class _StopFlag:
                 signal.signal(s, handler)
 
 
-def _restore(path: Path, device: torch.device, nets, optimizers, ema: WeightAverage | None, scaler,
-             data_rng: torch.Generator, world: distributed.World) -> tuple[int, int, int]:
+def _restore(path: Path, device: torch.device, nets, optimizers, ema: WeightAverage | None, ema_of: str | None,
+             scaler, data_rng: torch.Generator, world: distributed.World) -> tuple[int, int, int]:
     """Load a checkpoint into the networks, optimizers, weight average, scaler and RNGs; return (step, epoch,
     batch in epoch). The checkpoint holds rank 0's noise generator; other ranks of a torchrun world reseed theirs
     from the step, so the data order resumes exactly at any world size and the noise at a world of one."""
@@ -113,10 +113,11 @@ def _restore(path: Path, device: torch.device, nets, optimizers, ema: WeightAver
     try:
         for name, net in nets.items():
             net.load_state_dict(ckpt.models[name])
-            optimizers[name].load_state_dict(ckpt.optimizers[name])
-            _match_layouts(optimizers[name])
+            if name in optimizers:  # a prior's frozen base networks have none
+                optimizers[name].load_state_dict(ckpt.optimizers[name])
+                _match_layouts(optimizers[name])
         if ema is not None:
-            ema.net.load_state_dict(ckpt.models[EMA_NAME])
+            ema.net.load_state_dict(ckpt.models[average_name(ema_of)])
     except (KeyError, RuntimeError, ValueError) as error:
         raise BadInputError(f"{path} does not fit the model its config describes (has the data changed?): "
                             f"{str(error).splitlines()[0]}") from None
@@ -198,15 +199,42 @@ RECALIBRATION_BATCHES = 16  # x 128 prior samples: the average's batch-norm stat
 RECALIBRATION_BATCH = 128
 
 
-def _prior_batches(cfg, device: torch.device, seed: int, epoch: int):
-    """The decoder's inputs for recalibrating its average: prior latents (and uniform labels), from a generator of
-    their own, so the training stream (and an exact resume) is untouched."""
+def _prior_batches(cfg, nets, device: torch.device, seed: int, epoch: int):
+    """The averaged network's inputs for recalibrating its average, as sampling feeds it: prior latents (and uniform
+    labels) for a decoder; for hier's detail stage, the coarse stage's items from those latents and detail noise.
+    From a generator of their own, so the training stream (and an exact resume) is untouched."""
     gen = torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)
     for _ in range(RECALIBRATION_BATCHES):
         z = torch.randn(RECALIBRATION_BATCH, cfg.latent_dim, generator=gen, device=device)
         labels = (torch.randint(cfg.num_classes, (RECALIBRATION_BATCH,), generator=gen, device=device)
                   if cfg.conditional else None)
-        yield z, labels
+        if cfg.averaged == "detail":
+            with torch.no_grad():
+                coarse = nets["coarse"](z, labels)
+            yield coarse, torch.randn(RECALIBRATION_BATCH, cfg.detail_dim, generator=gen, device=device), labels
+        else:
+            yield z, labels
+
+
+def _start_from_base(config: TrainConfig, nets) -> None:
+    """A prior run starts from its base run's encoder and decoder (the decoder as it samples: its average), frozen."""
+    from gvtool.train.trained import load_run
+
+    base = load_run(config.base)
+    for name in FROZEN[config.model.kind]:
+        try:
+            nets[name].load_state_dict(base.nets[name].state_dict())
+        except (KeyError, RuntimeError) as error:
+            raise BadInputError(f"--base {config.base}: its {name} does not fit this prior's config (was the base run "
+                                f"trained again since?): {str(error).splitlines()[0]}") from None
+
+
+def _train_mode(nets, cfg) -> None:
+    """Training mode for the networks that train; a prior's frozen base networks stay in eval (batch norm keeps
+    the base's statistics)."""
+    nets.train()
+    for name in FROZEN.get(cfg.kind, ()):
+        nets[name].eval().requires_grad_(False)
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, reporter: Reporter | None = None,
@@ -272,14 +300,19 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     # channels_last: oneDNN (CPU) and cuDNN's tensor-core kernels run these convs ~1.3x faster in NHWC
     memory_format = torch.channels_last if mcfg.data_kind == "image" else torch.contiguous_format
     nets = build_networks(mcfg).to(device, memory_format=memory_format)
-    optimizers = {name: _adam(list(net.parameters()), config, capturable=graphed) for name, net in nets.items()}
+    if mcfg.kind in FROZEN and not resume:
+        _start_from_base(config, nets)
+    _train_mode(nets, mcfg)
+    optimizers = {name: _adam(list(nets[name].parameters()), config, capturable=graphed) for name in mcfg.trained}
     # Only rank 0 samples and saves, so only it keeps the average
-    ema = WeightAverage(nets["decoder"], mcfg.ema_decay) if mcfg.ema_decay > 0 and world.is_main else None
+    averaged = mcfg.averaged
+    ema = WeightAverage(nets[averaged], mcfg.ema_decay) if averaged and world.is_main else None
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     data_rng = torch.Generator().manual_seed(config.seed)
     step, epoch, batch_in_epoch = 0, 0, 0
     if resume:
-        step, epoch, batch_in_epoch = _restore(checkpoint_path, device, nets, optimizers, ema, scaler, data_rng, world)
+        step, epoch, batch_in_epoch = _restore(checkpoint_path, device, nets, optimizers, ema, averaged, scaler, data_rng,
+                                               world)
         if epoch >= config.epochs:
             raise BadInputError(f"{run_dir} already finished its {config.epochs} epochs; pass a larger --epochs to train on")
     elif not world.is_main:
@@ -288,7 +321,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     # average each network's gradients over the ranks as its own backward pass produces them
     stepped = dict(nets.items()) if not world.is_distributed else {
         name: DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-        for name, net in nets.items()}
+        if name in mcfg.trained else net for name, net in nets.items()}
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         # Written again on resume: --epochs, --device or --precision may have changed.
@@ -309,7 +342,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     x_all = train_set.x.to(device, memory_format=memory_format)  # (N, C, H, W) uint8 or (N, D) float32
     y_all = train_set.y.to(device) if train_set.y is not None else None
     autocast_dtype = AUTOCAST_DTYPES[precision]
-    params = {name: list(net.parameters()) for name, net in nets.items()}
+    params = {name: list(nets[name].parameters()) for name in mcfg.trained}
 
     def body(index: torch.Tensor) -> dict[str, torch.Tensor]:
         """One update of every network on the items at `index`; its losses and metrics, left on the device."""
@@ -327,7 +360,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     runner = None
     if graphed:
         kind = captured.CapturedStep if device.type == "cuda" else captured.StaticStep
-        runner = kind(body, config.batch_size, device, ema, nets["decoder"], config.log_every)
+        runner = kind(body, config.batch_size, device, ema, nets[averaged] if averaged else None, config.log_every)
 
     def save(epoch_rng_state: torch.Tensor) -> None:
         if not world.is_main:
@@ -338,7 +371,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
         meta = {"config": config.to_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None, "gvtool_version": __version__,
                 "precision": precision, "complete": epoch >= config.epochs}
-        models = dict(nets.items()) | ({EMA_NAME: ema.net} if ema is not None else {})
+        models = dict(nets.items()) | ({average_name(averaged): ema.net} if ema is not None else {})
         save_checkpoint(checkpoint_path, meta=meta, models=models, optimizers=optimizers, rng=rng)
 
     def flushed() -> dict[str, float]:
@@ -350,7 +383,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
         while epoch < config.epochs and not interrupted:
             epoch_rng_state = data_rng.get_state()
             order = torch.randperm(len(train_set), generator=data_rng).to(device)
-            nets.train()
+            _train_mode(nets, mcfg)
             t0 = time.perf_counter()
             while batch_in_epoch < steps_per_epoch:
                 index = order[batch_in_epoch * config.batch_size:(batch_in_epoch + 1) * config.batch_size]
@@ -361,7 +394,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
                 else:
                     values = body(index)
                     if ema is not None:
-                        ema.update(nets["decoder"], step)
+                        ema.update(nets[averaged], step)
                 batch_in_epoch += 1
                 log.record(step, epoch + 1, values)
                 flush_now = step % config.log_every == 0 or batch_in_epoch == steps_per_epoch
@@ -385,8 +418,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
             if not world.is_main:
                 continue
             if ema is not None:
-                ema.recalibrate(_prior_batches(mcfg, device, config.seed, epoch))
-            shown = nn.ModuleDict(dict(nets.items()) | ({"decoder": ema.net} if ema is not None else {}))
+                ema.recalibrate(_prior_batches(mcfg, nets, device, config.seed, epoch))
+            shown = nn.ModuleDict(dict(nets.items()) | ({averaged: ema.net} if ema is not None else {}))
             row = {"epoch": epoch, "step": step} | snaps.epoch_end(shown, epoch, writes_samples(epoch, config.epochs))
             log.write_epoch(row)
             reporter.epoch_done(row)

@@ -1,12 +1,15 @@
-"""The three networks, built from one ModelConfig: encoder, decoder (generator), discriminator.
+"""The networks of every model kind, built from one ModelConfig (config.NETWORKS names them per kind).
 
-Images use small conv nets; vectors (the 2-D mixtures) use MLPs. The same blocks serve vaegan, vae
-and gan, so the three models differ only in their losses.
+Images use small conv nets; vectors (the 2-D mixtures) use MLPs. vaegan, vae and gan share one encoder, decoder
+and discriminator and differ only in their losses; ali swaps in a discriminator of (item, latent) pairs; prior adds
+a second, small VAE over the latents; hier builds a coarse VAE and a detail generator from the same blocks.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -14,7 +17,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gvtool.errors import BadInputError
-from gvtool.train.config import ModelConfig
+from gvtool.train.config import COARSE_FACTOR, ModelConfig
 
 
 def conv_stages(image_size: int) -> int:
@@ -29,14 +32,14 @@ def conv_stages(image_size: int) -> int:
     return stages
 
 
-def _downsampling(cfg: ModelConfig, batch_norm: bool) -> list[nn.Module]:
+def _downsampling(cfg: ModelConfig, batch_norm: bool, in_channels: int | None = None) -> list[nn.Module]:
     """Stride-2 4x4 convs straight from the pixels (DCGAN): channels width, 2*width, ... then cfg.extra_convs 3x3
     convs at the last resolution, then flatten.
 
     No full-resolution stem: at 28x28 it would cost more than every other layer together.
     """
     layers: list[nn.Module] = []
-    c_in = cfg.channels
+    c_in = in_channels or cfg.channels
     for i in range(conv_stages(cfg.image_size)):
         c_out = cfg.width << i
         norm = batch_norm and i > 0  # DCGAN: no batch norm on the layer that sees the pixels
@@ -173,11 +176,11 @@ class Discriminator(nn.Module):
     by its largest singular value, as in SNGAN's projection discriminator.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, in_channels: int | None = None):
         super().__init__()
         self.cfg = cfg
         if cfg.data_kind == "image":
-            layers: list[nn.Module] = _downsampling(cfg, batch_norm=False)
+            layers: list[nn.Module] = _downsampling(cfg, batch_norm=False, in_channels=in_channels)
             n_features = _flat_features(cfg)
         else:
             layers = _mlp(cfg.vector_dim, cfg, nn.LeakyReLU(0.2))
@@ -199,18 +202,195 @@ class Discriminator(nn.Module):
         return logit, f
 
 
+class JointDiscriminator(nn.Module):
+    """ALI / BiGAN: (x (B, *item), z (B, K)) [+ labels] -> (logit (B,), joint features (B, hidden)).
+
+    The item goes through the Discriminator's own feature layers, the latent through an MLP of `hidden` units, and
+    the two meet in one more layer (Dumoulin et al. 2016's D(x, z) = D_xz(D_x(x), D_z(z))). A pair it calls real is
+    an item with its encoder's code; a fake one, a decoded prior latent with that latent."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.items = Discriminator(dataclasses.replace(cfg, conditional=False, num_classes=0, spectral_norm=False))
+        n_features = self.items.head.in_features
+        del self.items.head, self.items.embed  # only its feature layers are used
+        self.latents = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.hidden), nn.LeakyReLU(0.2),
+                                     nn.Linear(cfg.hidden, cfg.hidden), nn.LeakyReLU(0.2))
+        self.joint = nn.Sequential(nn.Linear(n_features + cfg.hidden, cfg.hidden), nn.LeakyReLU(0.2))
+        self.head = nn.Linear(cfg.hidden, 1)
+        self.embed = nn.Embedding(cfg.num_classes, cfg.hidden) if cfg.conditional else None
+        if cfg.spectral_norm:
+            for module in self.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                    spectral_norm(module)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor,
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.items.features(self.items.standardize(x))  # (B, F)
+        h = self.joint(torch.cat([f, self.latents(z.to(f.dtype))], dim=1))  # (B, hidden)
+        logit = self.head(h).squeeze(1)
+        if self.embed is not None:
+            logit = logit + (self.embed(labels) * h).sum(dim=1)
+        return logit, h
+
+
+def _labelled(x: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    onehot = _one_hot(labels, num_classes, x)
+    return x if onehot is None else torch.cat([x, onehot], dim=1)
+
+
+class PriorEncoder(nn.Module):
+    """prior: a latent of the base model z (B, K) [+ labels] -> (mean, logvar) of the prior's own latent u, (B, P)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        sizes = [cfg.latent_dim + cfg.num_classes] + [cfg.prior_hidden] * cfg.prior_layers
+        layers = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+        self.net = nn.Sequential(*layers, nn.Linear(cfg.prior_hidden, 2 * cfg.noise_dim))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.net(_labelled(z, labels, self.cfg.num_classes)).chunk(2, dim=1)
+        return mean, logvar
+
+
+class PriorDecoder(nn.Module):
+    """prior: u (B, P) [+ labels] -> the base model's latent z (B, K): the mean of p(z | u).
+
+    Its likelihood's variance gamma is learnt (`log_gamma`, one scalar), as in Dai & Wipf's second stage: as the
+    fit tightens gamma shrinks, and the KL term's pull can no longer blur the codes' distribution."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        sizes = [cfg.noise_dim + cfg.num_classes] + [cfg.prior_hidden] * cfg.prior_layers
+        layers = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+        self.net = nn.Sequential(*layers, nn.Linear(cfg.prior_hidden, cfg.latent_dim))
+        self.log_gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, u: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(_labelled(u, labels, self.cfg.num_classes))
+
+
+def coarsen(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
+    """hier: the coarse item of x: images average-pooled by COARSE_FACTOR per side (B, C, H/4, W/4); vectors whole."""
+    return F.avg_pool2d(x, COARSE_FACTOR) if cfg.data_kind == "image" else x
+
+
+def _coarse_vectors(cfg: ModelConfig) -> ModelConfig:
+    """hier on images: the coarse images as vectors of C*H/4*W/4 values, for the MLPs of the coarse VAE."""
+    return dataclasses.replace(cfg, data_kind="vector", vector_dim=math.prod(cfg.coarse_shape), vector_mean=(),
+                               vector_std=(), augment=())
+
+
+class CoarseEncoder(nn.Module):
+    """hier: x (B, *item) -> (mean, logvar) (B, K) of the coarse item's latent: images are pooled to 1/4 of their side
+    first (inside, so the exported encoder takes full-size images like any other)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.net = Encoder(_coarse_vectors(cfg) if cfg.data_kind == "image" else cfg)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(coarsen(self.cfg, x).flatten(1) if self.cfg.data_kind == "image" else x)
+
+
+class CoarseDecoder(nn.Module):
+    """hier: z (B, K) [+ labels] -> the coarse item: images (B, C, H/4, W/4) in [-1, 1], vectors (B, D) in data units.
+    An MLP either way: a 7x7 image is 49 values."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.net = Decoder(_coarse_vectors(cfg) if cfg.data_kind == "image" else cfg)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.net(z, labels)
+        if self.cfg.data_kind == "image":
+            return torch.tanh(out).view(-1, *self.cfg.coarse_shape)
+        return out
+
+
+class DetailGenerator(nn.Module):
+    """hier: (coarse (B, *coarse), noise (B, N)) [+ labels] -> the full item, its detail drawn by the noise.
+
+    Images: the coarse image and the noise (projected to a map) meet at the coarse resolution, then two x2
+    upsampling stages (nearest + 3x3 conv, as the decoder) reach the full size. Vectors: an MLP gives a correction
+    to the coarse item, in units of the data's std per feature."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        labelled_noise = cfg.detail_dim + cfg.num_classes
+        if cfg.data_kind == "image":
+            c, h, w = cfg.coarse_shape
+            top = cfg.width * 2
+            self.noise = nn.Sequential(nn.Linear(labelled_noise, top * h * w, bias=False), nn.BatchNorm1d(top * h * w),
+                                       nn.ReLU())
+            self.stem = nn.Sequential(nn.Conv2d(c, top, 3, padding=1, bias=False), nn.BatchNorm2d(top), nn.ReLU())
+            layers: list[nn.Module] = [nn.Conv2d(2 * top, top, 3, padding=1, bias=False), nn.BatchNorm2d(top), nn.ReLU()]
+            for c_in, c_out in ((top, cfg.width), (cfg.width, cfg.channels)):
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1,
+                                                                                  bias=c_out == cfg.channels)]
+                layers += [nn.BatchNorm2d(c_out), nn.ReLU()] if c_out != cfg.channels else [nn.Tanh()]
+            self.net = nn.Sequential(*layers)
+        else:
+            self.standardize = _standardize(cfg)
+            self.net = nn.Sequential(*_mlp(cfg.vector_dim + labelled_noise, cfg, nn.ReLU()),
+                                     nn.Linear(cfg.hidden, cfg.vector_dim))
+            self.register_buffer("std", torch.tensor(cfg.vector_std or [1.0] * cfg.vector_dim), persistent=False)
+
+    def forward(self, coarse: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        noise = _labelled(noise, labels, self.cfg.num_classes)
+        if self.cfg.data_kind == "image":
+            _, h, w = self.cfg.coarse_shape
+            n = self.noise(noise).view(-1, 2 * self.cfg.width, h, w)  # (B, top, h, w)
+            return self.net(torch.cat([self.stem(coarse), n], dim=1))
+        delta = self.net(torch.cat([self.standardize(coarse), noise], dim=1))
+        return coarse + delta * self.std
+
+
+class PairDiscriminator(nn.Module):
+    """hier: (x (B, *item), coarse (B, *coarse)) [+ labels] -> (logit, features): the Discriminator on the item beside
+    its coarse item (images: upsampled to full size as extra channels; vectors: concatenated), so it judges both the
+    detail's realism and its agreement with the structure it was given."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.data_kind == "image":
+            self.net = Discriminator(cfg, in_channels=2 * cfg.channels)
+        else:
+            self.net = Discriminator(dataclasses.replace(cfg, vector_dim=2 * cfg.vector_dim,
+                                                         vector_mean=cfg.vector_mean * 2, vector_std=cfg.vector_std * 2))
+
+    def forward(self, x: torch.Tensor, coarse: torch.Tensor,
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.data_kind == "image":
+            coarse = F.interpolate(coarse, scale_factor=COARSE_FACTOR, mode="nearest")
+        return self.net(torch.cat([x, coarse.to(x.dtype)], dim=1), labels)
+
+
+_BUILDERS = {
+    "encoder": lambda cfg: CoarseEncoder(cfg) if cfg.kind == "hier" else Encoder(cfg),
+    "decoder": Decoder,
+    "discriminator": lambda cfg: (JointDiscriminator(cfg) if cfg.kind == "ali" else
+                                  PairDiscriminator(cfg) if cfg.kind == "hier" else Discriminator(cfg)),
+    "prior_encoder": PriorEncoder,
+    "prior_decoder": PriorDecoder,
+    "coarse": CoarseDecoder,
+    "detail": DetailGenerator,
+}
+
+
 def build_networks(cfg: ModelConfig) -> nn.ModuleDict:
-    """The networks a model kind needs, by name: encoder (vae, vaegan), decoder, discriminator (gan, vaegan)."""
+    """The networks of the model kind, by name (config.NETWORKS)."""
     if cfg.conditional and cfg.num_classes < 2:
         raise BadInputError(f"a conditional model needs the number of classes (>= 2) before its networks are built, "
                             f"got {cfg.num_classes}")
-    nets: dict[str, nn.Module] = {}
-    if cfg.has_encoder:
-        nets["encoder"] = Encoder(cfg)
-    nets["decoder"] = Decoder(cfg)
-    if cfg.has_discriminator:
-        nets["discriminator"] = Discriminator(cfg)
-    return nn.ModuleDict(nets)
+    return nn.ModuleDict({name: _BUILDERS[name](cfg) for name in cfg.networks})
 
 
 def count_parameters(module: nn.Module) -> int:

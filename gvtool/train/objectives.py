@@ -1,6 +1,6 @@
-"""The losses of vaegan, vae and gan: each returns one named loss per network, plus metrics.
+"""The losses of every model kind: each returns one named loss per trained network, plus metrics.
 
-All three share the networks of models.py. Losses are per-item sums (nats), averaged over the batch,
+The networks are models.py's. Losses are per-item sums (nats), averaged over the batch,
 so the weights in ModelConfig keep their meaning across image sizes.
 """
 
@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from gvtool.train.augment import diff_augment
 from gvtool.train.config import ModelConfig
+from gvtool.train.models import coarsen
 
 
 @dataclass
@@ -148,7 +149,94 @@ def _gan(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> Ste
     )
 
 
-OBJECTIVES: dict[str, Callable[..., StepLosses]] = {"vaegan": _vaegan, "vae": _vae, "gan": _gan}
+def e_loss(cfg: ModelConfig, logits: torch.Tensor) -> torch.Tensor:
+    """ALI's encoder side of the game: it wants its (item, code) pairs called fake. Hinge +D, or BCE towards fake."""
+    logits = logits.float()
+    return logits.mean() if cfg.gan_loss == "hinge" else _bce(logits, False)
+
+
+def _ali(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:
+    """Dumoulin et al. 2016 (ALI) / Donahue et al. 2016 (BiGAN): one discriminator of (item, latent) pairs tells the
+    encoder's (x, E(x)) from the decoder's (G(z), z); encoder and decoder play one game against it and are trained
+    by one loss (each only reaches its own half). No reconstruction term: that the decoder inverts the encoder is
+    what the game's equilibrium means, not what a loss asks."""
+    b = x.shape[0]
+    mean, logvar = nets["encoder"](x)
+    z_enc = reparameterize(mean, logvar)
+    z_prior = torch.randn_like(z_enc)
+    fakes = nets["decoder"](z_prior, y)
+    x_d = _real_for_d(cfg, x)
+    seen = diff_augment(torch.cat([x_d, fakes]), cfg.augment)
+    logits, _ = nets["discriminator"](seen, torch.cat([z_enc, z_prior]), None if y is None else torch.cat([y, y]))
+    l_real, l_fake = logits[:b], logits[b:]
+    game = cfg.adv_weight * (g_loss(cfg, l_fake) + e_loss(cfg, l_real))
+    return StepLosses(
+        {"encoder": game, "decoder": game,
+         "discriminator": d_loss_real(cfg, l_real) + d_loss_fake(cfg, l_fake) + _r1(cfg, l_real, x_d)},
+        {"d_real_acc": _accuracy(l_real, True), "d_fake_acc": _accuracy(l_fake, False),
+         "latent_std": z_enc.detach().float().std()},
+    )
+
+
+PRIOR_KL_WEIGHT = 1.0  # the second stage is a plain VAE (Dai & Wipf 2019): its learnt gamma, not beta, sets the fit
+
+
+def _prior(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:
+    """Dai & Wipf 2019's second stage: a VAE over the base model's codes z ~ q(z | x) (its aggregate posterior), with
+    a learnt decoder variance gamma. The base encoder is frozen and runs without gradients; sampling then draws
+    u ~ N(0, I) and decodes z = prior_decoder(u) in place of z ~ N(0, I)."""
+    with torch.no_grad():
+        mean, logvar = nets["encoder"](x)
+        z = reparameterize(mean, logvar).float()
+    u_mean, u_logvar = nets["prior_encoder"](z, y)
+    z_rec = nets["prior_decoder"](reparameterize(u_mean, u_logvar), y).float()
+    log_gamma = nets["prior_decoder"].log_gamma
+    k = z.shape[1]
+    # -log N(z; z_rec, gamma I) = ||z - z_rec||^2 / (2 gamma) + (K/2) log gamma + const, per item
+    nll = (z - z_rec).pow(2).sum(dim=1).mean() / (2 * log_gamma.exp()) + 0.5 * k * log_gamma
+    kl = kl_to_prior(u_mean, u_logvar)
+    loss = nll + PRIOR_KL_WEIGHT * kl
+    return StepLosses({"prior_encoder": loss, "prior_decoder": loss},
+                      {"kl": kl.detach(), "recon": F.mse_loss(z_rec.detach(), z), "gamma": log_gamma.detach().exp()})
+
+
+def _hier(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:
+    """The paper's hierarchical hybrid: a VAE models the coarse item (images pooled to 1/4 of their side; vectors
+    whole), and a conditional GAN draws the detail on top of it.
+
+    Encoder, coarse: the ELBO of the coarse item (Gaussian, recon_sigma; beta = kl_weight)
+    Detail:          the adversarial loss on items drawn from the coarse stage's reconstructions and prior samples,
+                     + structure_weight * the likelihood of that coarse input given the item pooled back down
+    Discriminator:   real (x, the reconstruction of its coarse item) against (detail item, its coarse input)
+    The detail stage never sees a real coarse item, only what the coarse stage makes of one, so at sampling time
+    it gets what it trained on."""
+    b = x.shape[0]
+    target = coarsen(cfg, x)
+    mean, logvar = nets["encoder"](x)
+    c_rec = nets["coarse"](reparameterize(mean, logvar), y)
+    kl = kl_to_prior(mean, logvar)
+    elbo = gaussian_nll(c_rec, target, cfg.recon_sigma) + cfg.kl_weight * kl
+    c_prior = nets["coarse"](torch.randn_like(mean), y)
+    given = torch.cat([c_rec, c_prior]).detach()  # the detail stage does not train the coarse one
+    labels = None if y is None else torch.cat([y, y])
+    noise = torch.randn(2 * b, cfg.detail_dim, device=x.device, dtype=mean.dtype)
+    fakes = nets["detail"](given, noise, labels)
+    x_d = _real_for_d(cfg, x)
+    seen = diff_augment(torch.cat([x_d, fakes]), cfg.augment)
+    logits, _ = nets["discriminator"](seen, torch.cat([given[:b], given]), None if y is None else torch.cat([y, labels]))
+    l_real, l_fake = logits[:b], logits[b:]
+    structure = gaussian_nll(coarsen(cfg, fakes), given, cfg.recon_sigma)
+    detail = cfg.adv_weight * g_loss(cfg, l_fake) + cfg.structure_weight * structure
+    return StepLosses(
+        {"encoder": elbo, "coarse": elbo, "detail": detail,
+         "discriminator": d_loss_real(cfg, l_real) + d_loss_fake(cfg, l_fake) + _r1(cfg, l_real, x_d)},
+        {"kl": kl.detach(), "recon": F.mse_loss(c_rec.detach(), target), "structure": structure.detach(),
+         "d_real_acc": _accuracy(l_real, True), "d_fake_acc": _accuracy(l_fake, False)},
+    )
+
+
+OBJECTIVES: dict[str, Callable[..., StepLosses]] = {"vaegan": _vaegan, "vae": _vae, "gan": _gan, "ali": _ali,
+                                                    "prior": _prior, "hier": _hier}
 
 
 def compute_losses(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -30,9 +31,17 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / CHECKPOINT_FILE).is_file()
 
 
-def newest_run(root: Path = RUNS_ROOT) -> Path:
-    """The run under `root` whose checkpoint was written last."""
-    run = newest_holding(root, CHECKPOINT_FILE)
+def newest_run(root: Path = RUNS_ROOT, kinds: tuple[str, ...] | None = None) -> Path:
+    """The run under `root` whose checkpoint was written last; with `kinds`, the newest of a model of those kinds."""
+    run = newest_holding(root, CHECKPOINT_FILE, accept=lambda folder: kinds is None or _kind(folder) in kinds)
     if run is None:
-        raise BadInputError(f"no run with a checkpoint under {root}/; train one first with `gvtool train`")
+        which = f"a {' or '.join(kinds)} run" if kinds else "run"
+        raise BadInputError(f"no {which} with a checkpoint under {root}/; train one first with `gvtool train`")
     return run
+
+
+def _kind(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / CONFIG_FILE).read_text())["model"]["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -9,8 +9,9 @@ import torch
 from torch.nn import functional as F
 
 from gvtool.imaging import save_grid
-from gvtool.manifest import cycled_labels
+from gvtool.manifest import CHAINS, cycled_labels, item_name
 from gvtool.train.config import ModelConfig
+from gvtool.train.graphs import graph_modules, run_chain, torch_draw
 from gvtool.train.data import MIXTURES, Dataset, mixture_centres, to_model, to_uint8
 from gvtool.train.metrics_log import read_rows
 from gvtool.train.plots import plot_losses, plot_points
@@ -35,8 +36,8 @@ class Snapshots:
         self.ncols = cfg.num_classes if cfg.conditional and cfg.num_classes <= 16 else None
         if self.ncols:
             n = math.ceil(n / self.ncols) * self.ncols
-        gen = torch.Generator().manual_seed(seed + 1)  # apart from the training stream, same for every epoch
-        self.z = torch.randn(n, cfg.latent_dim, generator=gen).to(device)
+        self.n = n
+        self.seed = seed + 1  # apart from the training stream; the same noise every epoch
         self.labels = torch.tensor(cycled_labels(n, cfg.num_classes), device=device) if cfg.conditional else None
         self.centres = mixture_centres(data.source)[0] if data.source in MIXTURES else None
         self.reference = held_out.x[:N_POINTS].numpy() if cfg.data_kind == "vector" else None
@@ -44,16 +45,22 @@ class Snapshots:
     @torch.no_grad()
     def epoch_end(self, nets, epoch: int, write_samples: bool = True) -> dict:
         """Write samples/epoch_NNNN.png (when write_samples); return the epoch's held-out figures."""
+        modes = [(m, m.training) for m in nets.modules()]  # as they were: a prior's frozen networks stay in eval
         nets.eval()
         try:
             if write_samples:
                 self._write_samples(nets, epoch)
             return {"val_recon": self._held_out_recon(nets)} if "encoder" in nets and len(self.held_out) else {}
         finally:
-            nets.train()
+            for module, training in modes:
+                module.train(training)
 
     def _write_samples(self, nets, epoch: int) -> None:
-        out = nets["decoder"](self.z, self.labels).float()
+        graphs = graph_modules(self.cfg, nets)
+        values = {} if self.labels is None else {"labels": self.labels}
+        chain = CHAINS[self.cfg.kind].sampling
+        draw = torch_draw(torch.Generator().manual_seed(self.seed), self.device)
+        out = run_chain(graphs, chain, values, self.n, draw)[item_name(self.cfg.data_kind)].float()
         path = self.folder / f"epoch_{epoch:04d}.png"
         if self.cfg.data_kind == "image":
             save_grid(to_uint8(out).permute(0, 2, 3, 1).cpu().numpy(), path, ncols=self.ncols)
@@ -64,12 +71,16 @@ class Snapshots:
     def _held_out_recon(self, nets) -> float:
         """Mean squared error per value (model range) of reconstructions from the posterior mean."""
         total, count = torch.zeros((), device=self.device), 0
+        graphs, decoding = graph_modules(self.cfg, nets), CHAINS[self.cfg.kind].decoding
+        draw = torch_draw(torch.Generator().manual_seed(self.seed), self.device)
         for start in range(0, len(self.held_out), EVAL_BATCH):
             x = self.held_out.x[start:start + EVAL_BATCH].to(self.device)
             x = to_model(x) if self.cfg.data_kind == "image" else x
             labels = None if not self.cfg.conditional else self.held_out.y[start:start + EVAL_BATCH].to(self.device)
             mean, _ = nets["encoder"](x)
-            total += F.mse_loss(nets["decoder"](mean, labels).float(), x, reduction="sum")
+            values = {"latents": mean} | ({} if labels is None else {"labels": labels})
+            out = run_chain(graphs, decoding, values, len(x), draw)[item_name(self.cfg.data_kind)]
+            total += F.mse_loss(out.float(), x, reduction="sum")
             count += x.numel()
         return round(total.item() / count, 6)
 

@@ -13,7 +13,7 @@ from gvtool.manifest import sha256_file
 from gvtool.train import rundir
 from gvtool.train.checkpoint import load_weights, read_meta
 from gvtool.train.config import TrainConfig
-from gvtool.train.ema import EMA_NAME
+from gvtool.train.ema import average_name
 from gvtool.train.models import build_networks
 
 
@@ -28,8 +28,8 @@ class RunModel:
 
 
 def load_run(run_dir: str | Path) -> RunModel:
-    """The networks of a run in eval mode, from its checkpoint alone (never unpickled); the decoder is the
-    weight average where the run keeps one."""
+    """The networks of a run in eval mode, from its checkpoint alone (never unpickled); the generator (the decoder,
+    hier's detail stage) is the weight average where the run keeps one."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BadInputError(f"no run folder at {run_dir}")
@@ -47,7 +47,7 @@ def load_run(run_dir: str | Path) -> RunModel:
     nets = build_networks(config.model)
     for name, net in nets.items():
         # A run that keeps a weight average samples with it: the average is the decoder that exports.
-        stored = EMA_NAME if name == "decoder" and config.model.ema_decay > 0 else name
+        stored = average_name(name) if name == config.model.averaged else name
         try:
             net.load_state_dict(load_weights(path, stored))
         except RuntimeError as error:

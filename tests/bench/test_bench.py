@@ -346,7 +346,8 @@ class TestEnvironment:
         model = {"kind": "vae", "conditional": False, "num_classes": 0, "data_kind": "vector", "item_shape": [2],
                  "latent_dim": 4}
         write_manifest(tmp_path, Manifest(gvtool_version="0.1.0", model=model, pixels=None, source={}))
-        assert bundle_info(tmp_path) == {"path": str(tmp_path), "model": model | {"class_names": []},
+        assert bundle_info(tmp_path) == {"path": str(tmp_path), "model": model | {"class_names": [], "latent_prior": [],
+                                                                                  "decoding": ["decoder"]},
                                          "manifest_sha256": sha256_file(tmp_path / "manifest.json")}
 
     def test_the_date_is_iso_8601_utc(self):

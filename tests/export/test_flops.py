@@ -159,20 +159,16 @@ class TestBatchAxis:
 @pytest.fixture(scope="module")
 def default_graphs(tmp_path_factory, one_torch_thread):
     """The default ModelConfig (MNIST 1x28x28, latent 16, width 32) exported to ONNX: {graph: model}."""
-    from gvtool.export.contract import CONTRACTS
-    from gvtool.export.onnx_export import DecoderGraph, EncoderGraph, export_onnx
-    from gvtool.manifest import ModelInfo
+    from gvtool.export.contract import contract
+    from gvtool.export.onnx_export import export_onnx
     from gvtool.train.config import ModelConfig
+    from gvtool.train.graphs import graph_modules
     from gvtool.train.models import build_networks
 
     cfg = ModelConfig()
-    nets = build_networks(cfg)
-    info = ModelInfo(kind=cfg.kind, conditional=cfg.conditional, num_classes=cfg.num_classes, data_kind=cfg.data_kind,
-                     item_shape=cfg.item_shape, latent_dim=cfg.latent_dim)
     folder = tmp_path_factory.mktemp("default-graphs")
-    modules = {"encoder": EncoderGraph(nets["encoder"]), "decoder": DecoderGraph(nets["decoder"], cfg.conditional)}
-    return {graph: export_onnx(module, *CONTRACTS[graph](info), folder / f"{graph}.onnx")
-            for graph, module in modules.items()}
+    return {graph: export_onnx(module, *contract(module), folder / f"{graph}.onnx")
+            for graph, module in graph_modules(cfg, build_networks(cfg)).items()}
 
 
 def _ops(model: onnx.ModelProto) -> list[str]:

@@ -375,7 +375,7 @@ class TestCommandErrors:
 
     def test_encode_with_a_gan_bundle(self, bundle, pngs, tmp_path):
         line = error_line(invoke("encode", bundle("gan"), pngs[0][0], "--out", tmp_path / "z.npy", *CPU))
-        assert "no encoder graph (a gan model has decoder)" in line
+        assert "holds a gan model, which has no encoder graph: it cannot encode" in line
 
     @pytest.mark.parametrize("out", ["x.png", "x.npy"])
     def test_n_0(self, bundle, tmp_path, out):

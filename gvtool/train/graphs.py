@@ -1,0 +1,148 @@
+"""The graphs a model kind exports, as torch modules with named tensors, and the chains that run them.
+
+One declaration serves every user of a trained model: export traces these modules (their tensor names and shapes
+become the manifest's contract), the PyTorch baseline of `gvtool bench` times them, and a run samples and
+reconstructs through them (snapshots, `gvtool eval` of a run), chained as manifest.CHAINS declares, so a run and
+its bundle compute the same thing by the same wiring. Tensors are wired by name: a graph takes what earlier graphs
+of its chain returned, the caller's labels, and draws any other input as noise.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from gvtool.manifest import CHAINS, item_name
+from gvtool.train.config import ModelConfig
+
+Tensor = tuple[str, str, tuple[int, ...]]  # name, dtype, shape after the batch axis
+LABELS: Tensor = ("labels", "int64", ())
+NOISE_INPUTS = ("latents", "noise", "detail_noise")  # the inputs a chain draws as N(0, I) when nothing gives them
+
+
+class Graph(nn.Module):
+    """A module whose forward takes `inputs` positionally and returns `outputs`, named as in the manifest."""
+
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.conditional = cfg.conditional
+
+    def _labelled(self, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return inputs + ((LABELS,) if self.conditional else ())
+
+
+class EncoderGraph(Graph):
+    """items (B, *item) -> mean, logvar (B, K): the posterior, without sampling. The encoder takes no labels."""
+
+    def __init__(self, cfg: ModelConfig, encoder: nn.Module):
+        super().__init__(cfg)
+        self.encoder = encoder
+        self.inputs = ((item_name(cfg.data_kind), "float32", cfg.item_shape),)
+        self.outputs = (("mean", "float32", (cfg.latent_dim,)), ("logvar", "float32", (cfg.latent_dim,)))
+
+    def forward(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(items)
+
+
+class DecoderGraph(Graph):
+    """latents (B, K) [+ labels (B,)] -> items in model range."""
+
+    def __init__(self, cfg: ModelConfig, decoder: nn.Module):
+        super().__init__(cfg)
+        self.decoder = decoder
+        self.inputs = self._labelled((("latents", "float32", (cfg.latent_dim,)),))
+        self.outputs = ((item_name(cfg.data_kind), "float32", cfg.item_shape),)
+
+    def forward(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(latents, labels if self.conditional else None)
+
+
+class PriorGraph(Graph):
+    """prior: noise (B, P) [+ labels] -> latents (B, K), drawn from the learnt distribution of the base's codes."""
+
+    def __init__(self, cfg: ModelConfig, prior_decoder: nn.Module):
+        super().__init__(cfg)
+        self.prior_decoder = prior_decoder
+        self.inputs = self._labelled((("noise", "float32", (cfg.noise_dim,)),))
+        self.outputs = (("latents", "float32", (cfg.latent_dim,)),)
+
+    def forward(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.prior_decoder(noise, labels if self.conditional else None)
+
+
+class CoarseGraph(Graph):
+    """hier: latents (B, K) [+ labels] -> coarse (B, *coarse): the structure."""
+
+    def __init__(self, cfg: ModelConfig, coarse: nn.Module):
+        super().__init__(cfg)
+        self.coarse = coarse
+        self.inputs = self._labelled((("latents", "float32", (cfg.latent_dim,)),))
+        self.outputs = (("coarse", "float32", cfg.coarse_shape),)
+
+    def forward(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.coarse(latents, labels if self.conditional else None)
+
+
+class DetailGraph(Graph):
+    """hier: coarse (B, *coarse), detail_noise (B, N) [+ labels] -> items: the detail on the structure."""
+
+    def __init__(self, cfg: ModelConfig, detail: nn.Module):
+        super().__init__(cfg)
+        self.detail = detail
+        self.inputs = self._labelled((("coarse", "float32", cfg.coarse_shape),
+                                      ("detail_noise", "float32", (cfg.detail_dim,))))
+        self.outputs = ((item_name(cfg.data_kind), "float32", cfg.item_shape),)
+
+    def forward(self, coarse: torch.Tensor, detail_noise: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.detail(coarse, detail_noise, labels if self.conditional else None)
+
+
+_GRAPHS = {  # graph -> (its module, the network it runs)
+    "encoder": (EncoderGraph, "encoder"),
+    "decoder": (DecoderGraph, "decoder"),
+    "prior": (PriorGraph, "prior_decoder"),
+    "coarse": (CoarseGraph, "coarse"),
+    "detail": (DetailGraph, "detail"),
+}
+
+
+def graph_modules(cfg: ModelConfig, nets, replace: dict[str, nn.Module] | None = None) -> dict[str, Graph]:
+    """The kind's graphs (manifest.CHAINS) over `nets`, in eval mode. `replace` swaps a network for another of the
+    same function (export's faster inference decoder)."""
+    nets = dict(nets.items()) | (replace or {})
+    return {graph: _GRAPHS[graph][0](cfg, nets[_GRAPHS[graph][1]]).eval() for graph in CHAINS[cfg.kind].graphs}
+
+
+Draw = Callable[[str, int, tuple[int, ...]], torch.Tensor]  # (input name, batch, shape) -> noise
+
+
+def run_chain(graphs: dict[str, Graph], chain: tuple[str, ...], values: dict[str, torch.Tensor], n: int,
+              draw: Draw) -> dict[str, torch.Tensor]:
+    """Run `chain` on `values` (by name: "latents", "labels", ...) for n items; inputs nothing gives are drawn with
+    `draw`. Returns every value, given and computed."""
+    values = dict(values)
+    for name in chain:
+        graph = graphs[name]
+        args = []
+        for tensor, _, shape in graph.inputs:
+            if tensor not in values:
+                if tensor not in NOISE_INPUTS:
+                    raise ValueError(f"the {name} graph needs {tensor}, which nothing before it in the chain gives")
+                values[tensor] = draw(tensor, n, shape)
+            args.append(values[tensor])
+        out = graph(*args)
+        values.update(zip((t for t, _, _ in graph.outputs), out if isinstance(out, tuple) else (out,)))
+    return values
+
+
+def torch_draw(generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Draw:
+    """Noise from a torch generator (a run's own snapshots)."""
+    def draw(name: str, n: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn((n, *shape), generator=generator).to(device)
+    return draw
