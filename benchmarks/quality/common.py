@@ -4,6 +4,7 @@ run of the same config is already there, and measuring a run through its exporte
 from __future__ import annotations
 
 import json
+import statistics
 import shutil
 import time
 from pathlib import Path
@@ -65,7 +66,24 @@ def through_bundle(run_dir: Path, bundle_dir: Path) -> list[dict]:
     if not is_bundle(bundle_dir):
         export_bundle(run_dir, bundle_dir)
     precisions = sorted({g.precision for g in read_manifest(bundle_dir).graphs.values()}, key=PRECISIONS.index)
-    return [json_ready(evaluate(bundle_dir, precision=p)) for p in precisions]
+    results = [json_ready(evaluate(bundle_dir, precision=p)) for p in precisions]
+    results[0]["sample_latency_ms"] = sample_latency_ms(bundle_dir)
+    return results
+
+
+LATENCY_BATCHES = (1, 64)
+
+
+def sample_latency_ms(bundle_dir: Path, seconds: float = 1.0) -> dict[str, float]:
+    """Median milliseconds of the bundle's whole sampling chain (onnxruntime on the CPU, fp32), per batch size: the
+    latency a user of `gvtool sample` sees, the copies between stages included."""
+    from gvtool.bench.core import time_calls
+    from gvtool.runtime.model import load
+
+    with load(bundle_dir, backend="onnxruntime", device="cpu", operation="sample") as model:
+        return {str(n): 1e3 * statistics.median(time_calls(lambda: model.sample(n, seed=0), warmup_s=0.2,
+                                                           duration_s=seconds))
+                for n in LATENCY_BATCHES}
 
 
 def measured(config: TrainConfig, out: Path, name: str) -> list[dict]:

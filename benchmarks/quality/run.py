@@ -1,18 +1,20 @@
-"""gan vs vae vs vaegan with the same networks and budget, over several seeds, through the exported bundle: the
-paper's claim, measured.
+"""The six models of the tool (gan, vae, vaegan, ali, prior, hier) with the same networks and budget, over several
+seeds, through the exported bundle: the paper's claims, measured.
 
-    python benchmarks/quality/run.py [--data ring8,grid25,mnist,stacked-mnist] [--models gan,vae,vaegan] [--seeds 0,1,2]
-                                     [--epochs N] [--out benchmarks/quality/results]
+    python benchmarks/quality/run.py [--data ring8,grid25,mnist,stacked-mnist] [--models gan,vae,vaegan,ali,prior,hier]
+                                     [--seeds 0,1,2] [--epochs N] [--out benchmarks/quality/results]
 
-Each (data, model, seed) is trained with `gvtool train`'s defaults (or --epochs), exported as `gvtool export`
-does (fp32, fp16 and int8), and each precision measured with `gvtool eval`'s evaluate() (eval seed 0, the
-command's default). Finished runs and bundles are reused when their config and checkpoint match, so the script
-can be stopped and run again. Runs are named by their thread count too: under OMP_NUM_THREADS=1 the same seeds
-are other runs.
+Each (data, model, seed) is trained with `gvtool train`'s defaults (or --epochs): every model the same epochs of the
+same data. A prior is a second stage: it trains `gvtool train --model prior`'s defaults over the vaegan run of the
+same data and seed (trained first when missing), and its time is both stages'. Each run is exported as
+`gvtool export` does (fp32, fp16 and int8 for images; fp32 and fp16 for vectors), and each precision measured with
+`gvtool eval`'s evaluate() (eval seed 0, the command's default), with the latency of the bundle's whole sampling
+chain (onnxruntime on the CPU, fp32; median of timed calls after a warm-up) at batch 1 and 64. Finished runs and
+bundles are reused when their config and checkpoint match, so the script can be stopped and run again. Runs are
+named by their thread count too: under OMP_NUM_THREADS=1 the same seeds are other runs.
 Writes, per data set, DATA.json (every run and precision), DATA.md (mean and spread per model and precision,
 with the training time) and DATA-samples.png (the first seed's samples of the models side by side). On this
-project's 2-core CPU a 2-D run takes under two minutes, an MNIST or Stacked MNIST run up to 5 minutes
-(the vaegan; gan and vae less).
+project's 2-core CPU a 2-D run takes under two minutes, an MNIST or Stacked MNIST run up to 5 minutes.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from common import get, measured  # benchmarks/quality/common.py, beside this script
+from common import get, measured, trained  # benchmarks/quality/common.py, beside this script
 from PIL import Image, ImageDraw
 
 from gvtool.eval.evaluate import json_ready
@@ -42,6 +44,7 @@ FIGURES = {
               ("precision", ("prdc", "precision")), ("recall", ("prdc", "recall")),
               ("coverage", ("prdc", "coverage")), ("held-out recon MSE", ("held_out_recon_mse",))],
 }
+LATENCY = [("sample ms b1", ("sample_latency_ms", "1")), ("sample ms b64", ("sample_latency_ms", "64"))]
 
 
 def run_one(data: str, model: str, seed: int, epochs: int | None, out: Path) -> list[dict]:
@@ -50,16 +53,25 @@ def run_one(data: str, model: str, seed: int, epochs: int | None, out: Path) -> 
     # trajectory elsewhere (ring8 seed 2 at the defaults of the time: 95.2% high quality on one thread, 20.2% on two).
     name = f"{data}-{model}-s{seed}-t{torch.get_num_threads()}"
     config = TrainConfig.defaults_for(data)
-    config = config.replace(model=dataclasses.replace(config.model, kind=model), seed=seed,
-                            **({"epochs": epochs} if epochs else {}))
-    return [r | {"run_dir": str(out / "runs" / name)} for r in measured(config, out, name)]
+    config = config.replace(seed=seed, **({"epochs": epochs} if epochs else {}))
+    before = 0.0
+    if model == "prior":  # the second stage, over the vaegan of this data and seed
+        base_name = f"{data}-vaegan-s{seed}-t{torch.get_num_threads()}"
+        before = trained(config.replace(model=dataclasses.replace(config.model, kind="vaegan")),
+                         out / "runs" / base_name)
+        config = TrainConfig.for_prior(TrainConfig.from_file(out / "runs" / base_name / rundir.CONFIG_FILE),
+                                       out / "runs" / base_name).replace(seed=seed)
+    else:
+        config = config.replace(model=dataclasses.replace(config.model, kind=model))
+    return [r | {"run_dir": str(out / "runs" / name), "train_seconds": r["train_seconds"] + before}
+            for r in measured(config, out, name)]
 
 
 def table(results: list[dict]) -> str:
     lines = []
     for data in dict.fromkeys(r["data"] for r in results):
         rows = [r for r in results if r["data"] == data]
-        figures = FIGURES["vector" if "mode_coverage" in rows[0] else "image"]
+        figures = FIGURES["vector" if "mode_coverage" in rows[0] else "image"] + LATENCY
         n_seeds = len({r["seed"] for r in rows})
         lines += [f"### {data} ({n_seeds} seed{'s' if n_seeds > 1 else ''}, mean ± std)", "",
                   "| model | precision | " + " | ".join(label for label, _ in figures) + " | train s |",
@@ -102,7 +114,7 @@ def side_by_side(results: list[dict], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="ring8,grid25,mnist", help="also stacked-mnist (1,000 modes; longer)")
-    parser.add_argument("--models", default="gan,vae,vaegan")
+    parser.add_argument("--models", default="gan,vae,vaegan,ali,prior,hier")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results"))

@@ -24,7 +24,8 @@ from gvtool.export.contract import contract
 from gvtool.train.trained import load_run
 from gvtool.export.onnx_export import DEFAULT_OPSET, IR_VERSION
 from gvtool.export.validate import TOLERANCES, cpu_session
-from gvtool.manifest import MANIFEST_FILE, read_manifest, sha256_file
+from gvtool.train.graphs import graph_modules
+from gvtool.manifest import CHAINS, MANIFEST_FILE, read_manifest, sha256_file
 from gvtool.train import rundir
 from gvtool.train.checkpoint import read_meta
 from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE
@@ -32,7 +33,7 @@ from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NAMES = tuple(RUNS)
-GRAPHS_OF = {name: ("decoder",) if RUNS[name][1] == "gan" else ("encoder", "decoder") for name in NAMES}
+GRAPHS_OF = {name: CHAINS[RUNS[name][1]].graphs for name in NAMES}
 # Every (bundle, graph key) the shared bundles hold, e.g. ("vaegan", "encoder.fp16").
 KEYS = [(name, f"{graph}.{precision}") for name in NAMES for graph in GRAPHS_OF[name]
         for precision in BUNDLE_PRECISIONS[name]]
@@ -192,8 +193,8 @@ class TestContract:
     @pytest.mark.parametrize("name", NAMES)
     def test_image_items_are_channels_first_and_vectors_flat(self, tiny_bundle, name):
         _, manifest, _ = tiny_bundle(name)
-        item = manifest.graphs["decoder.fp32"].outputs[0]
-        expected = ("vectors", ("batch", 2)) if name == "ring8" else ("images", ("batch", 1, 16, 16))
+        item = manifest.graphs[f"{manifest.model.decoding[-1]}.fp32"].outputs[0]
+        expected = ("vectors", ("batch", 2)) if RUNS[name][0] == "ring8" else ("images", ("batch", 1, 16, 16))
         assert (item.name, item.shape) == expected
 
 
@@ -213,10 +214,10 @@ class TestRunsUnderOnnxruntime:
         folder, manifest, entry = _entry(tiny_bundle, name, key)
         feed = _feed(entry, manifest.model, batch, seed=batch)
         got = cpu_session(folder / entry.file).run(None, feed)
-        net = load_run(tiny_run(name)).nets[entry.graph]
+        run = load_run(tiny_run(name))
+        net = graph_modules(run.config.model, run.nets)[entry.graph]
         with torch.no_grad():
-            tensors = [torch.from_numpy(a) for a in feed.values()]
-            want = net(*tensors) if entry.graph == "encoder" else net(tensors[0], tensors[1] if len(tensors) > 1 else None)
+            want = net(*(torch.from_numpy(a) for a in feed.values()))
         want = want if isinstance(want, tuple) else (want,)
         worst = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
         assert worst <= entry.validation.tolerance == TOLERANCES["fp32"][1]
@@ -291,9 +292,9 @@ class TestValidationRecord:
         _, manifest, _ = tiny_bundle(name)
         std = load_run(tiny_run(name)).config.model.vector_std
         for entry in manifest.graphs.values():
-            vector_decoder = entry.graph == "decoder" and manifest.model.data_kind == "vector"
-            assert entry.validation.scale == (std if vector_decoder else ())
-        assert (len(std) == 2) == (name == "ring8")
+            vector_items = entry.graph in ("decoder", "coarse", "detail") and manifest.model.data_kind == "vector"
+            assert entry.validation.scale == (std if vector_items else ())
+        assert (len(std) == 2) == (RUNS[name][0] == "ring8")
 
     def test_scale_divides_the_differences_per_feature(self, tiny_bundle):
         folder, manifest, entry = _entry(tiny_bundle, "ring8", "decoder.fp32")
@@ -317,9 +318,13 @@ class TestValidationRecord:
         assert manifest.graphs["encoder.fp32"].validation.inputs.startswith("held-out items of ")
 
     @pytest.mark.parametrize("name", NAMES)
-    def test_decoder_validated_on_seeded_latents(self, tiny_bundle, name):
+    def test_sampling_graphs_validated_on_seeded_noise_through_the_chain(self, tiny_bundle, name):
         _, manifest, _ = tiny_bundle(name)
-        assert manifest.graphs["decoder.fp32"].validation.inputs == "seeded N(0, I) latents"
+        first, *rest = manifest.model.sampling
+        assert manifest.graphs[f"{first}.fp32"].validation.inputs == "seeded N(0, I) latents"
+        for i, graph in enumerate(rest, start=1):
+            through = " -> ".join(manifest.model.sampling[:i])
+            assert manifest.graphs[f"{graph}.fp32"].validation.inputs == f"seeded N(0, I) noise through {through}"
 
     @pytest.mark.parametrize("name", NAMES)
     def test_log_has_one_line_per_graph_and_precision(self, tiny_bundle, name):

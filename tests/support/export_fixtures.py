@@ -8,17 +8,24 @@ Tests read these folders and never change them; a test that needs to change one 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 
 RUNS = {
-    # name: (data fixture, model kind, conditional)
+    # name: (data fixture, model kind, conditional); a prior's "data" is the run it learns the codes of
     "vaegan": ("unlabelled_npz", "vaegan", False),
     "conditional": ("labelled_npz", "vaegan", True),
     "gan": ("unlabelled_npz", "gan", False),
     "ring8": ("ring8", "vaegan", False),
+    "ali": ("labelled_npz", "ali", True),
+    "prior": ("vaegan", "prior", False),
+    "prior-conditional": ("conditional", "prior", True),
+    "hier": ("unlabelled_npz", "hier", False),
+    "hier-conditional": ("labelled_npz", "hier", True),
+    "hier-ring8": ("ring8", "hier", False),
 }
 ALL_PRECISIONS = ("fp32", "fp16", "int8")
 BUNDLE_PRECISIONS = {name: ALL_PRECISIONS for name in RUNS}
@@ -38,7 +45,16 @@ def tiny_run(tmp_path_factory, labelled_npz, unlabelled_npz, make_train_config, 
             data, kind, conditional = RUNS[name]
             data = {"labelled_npz": labelled_npz, "unlabelled_npz": unlabelled_npz}.get(data, data)
             run_dir = tmp_path_factory.mktemp(f"run-{name}") / name
-            train(make_train_config(data, kind=kind, conditional=conditional), run_dir)
+            if kind == "prior":
+                from gvtool.train.config import TrainConfig
+
+                base = get(data)
+                config = TrainConfig.for_prior(TrainConfig.from_file(base / "config.json"), base)
+                config = config.replace(epochs=1, batch_size=8, device="cpu", n_fixed=16,
+                                        model=dataclasses.replace(config.model, prior_hidden=16, prior_layers=1))
+            else:
+                config = make_train_config(data, kind=kind, conditional=conditional)
+            train(config, run_dir)
             _runs[name] = run_dir
         return _runs[name]
 
