@@ -11,7 +11,8 @@ from rich.table import Table
 
 # Short names for the progress line; the full names are in metrics.jsonl.
 _SHORT = {"loss_encoder": "enc", "loss_decoder": "dec", "loss_discriminator": "dis", "kl": "kl", "recon": "rec",
-          "d_real_acc": "D(real)", "d_fake_acc": "D(fake)"}
+          "d_real_acc": "D(real)", "d_fake_acc": "D(fake)", "loss_coarse": "coarse", "loss_detail": "detail",
+          "loss_prior_decoder": "prior", "gamma": "gamma"}
 
 
 class TrainProgress:

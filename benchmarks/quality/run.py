@@ -120,18 +120,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for data in args.data.split(","):
+    for data in args.data.split(","):  # one set of files per data set, written as soon as its runs are done
+        rows = []
         for seed in (int(s) for s in args.seeds.split(",")):
             for model in args.models.split(","):
-                results += run_one(data, model, seed, args.epochs, args.out)
+                rows += run_one(data, model, seed, args.epochs, args.out)
                 print(f"{data} {model} seed {seed}: done", flush=True)
-    for data in dict.fromkeys(r["data"] for r in results):  # one file per data set: runs of one data set can be redone alone
-        rows = [r for r in results if r["data"] == data]
         (args.out / f"{data}.json").write_text(json.dumps(json_ready(rows), indent=2) + "\n")
         (args.out / f"{data}.md").write_text(table(rows) + "\n")
-    side_by_side(results, args.out)
-    print(table(results))
+        side_by_side(rows, args.out)
+        print(table(rows), flush=True)
 
 
 if __name__ == "__main__":

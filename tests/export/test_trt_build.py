@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
+from export_fixtures import tiny_bundle, tiny_run  # noqa: F401
 from fake_tensorrt import make_fake_cudart, make_fake_trt
 from gvtool.errors import BackendUnavailableError, BadBundleError, BadInputError, ExportValidationError
 from gvtool.export.trt_build import TIMING_CACHE, build_engines, engine_file_name, gpu_properties
@@ -418,3 +420,17 @@ class TestRealTensorRT:
             assert set(names) == {t.name for t in graph.inputs + graph.outputs}
         again = build_engines(bundle, min_batch=1, opt_batch=2, max_batch=4, workspace_mb=256)  # reuses the timing cache
         assert again.engines.keys() == manifest.engines.keys()
+
+
+class TestHybridBundles:
+    def test_every_stage_of_a_hier_bundle_gets_an_engine_with_its_own_inputs_profiled(self, tiny_bundle, tmp_path):
+        import shutil
+
+        folder = Path(shutil.copytree(tiny_bundle("hier")[0], tmp_path / "hier"))
+        trt = make_fake_trt()
+        manifest = build(folder, trt, precisions=["fp16"], min_batch=1, opt_batch=2, max_batch=4)
+        assert sorted(e.graph_key for e in manifest.engines.values()) == ["coarse.fp16", "detail.fp16", "encoder.fp16"]
+        profiles = [config.profiles[0] for config in configs(trt)]
+        detail = next(p for p in profiles if "detail_noise" in p)
+        assert detail == {"coarse": ((1, 1, 4, 4), (2, 1, 4, 4), (4, 1, 4, 4)),
+                          "detail_noise": ((1, 16), (2, 16), (4, 16))}

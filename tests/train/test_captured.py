@@ -20,7 +20,8 @@ from gvtool.train.metrics_log import read_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-CASES = [("vaegan", "npz", False), ("vae", "npz", False), ("gan", "npz", True), ("vaegan", "ring8", False)]
+CASES = [("vaegan", "npz", False), ("vae", "npz", False), ("gan", "npz", True), ("vaegan", "ring8", False),
+         ("ali", "npz", True), ("hier", "npz", False), ("hier", "ring8", False)]
 
 
 @pytest.fixture

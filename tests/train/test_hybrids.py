@@ -289,6 +289,17 @@ class TestTraining:
         assert_same_training_state(load_checkpoint(tmp_path / "split" / rundir.CHECKPOINT_FILE),
                                    load_checkpoint(tmp_path / "whole" / rundir.CHECKPOINT_FILE))
 
+    def test_a_prior_trains_in_the_captured_step_exactly_like_the_eager_loop(self, base_run, tmp_path, monkeypatch):
+        """The CPU stand-in of the CUDA-graph step (no weight average to keep, frozen networks inside)."""
+        from gvtool.train import captured
+
+        config = _prior_config(base_run())
+        train(config.replace(cuda_graphs="off"), tmp_path / "eager")
+        monkeypatch.setattr(captured, "can_capture", lambda device, precision, distributed: (True, ""))
+        train(config, tmp_path / "static")
+        assert_same_training_state(load_checkpoint(tmp_path / "static" / rundir.CHECKPOINT_FILE),
+                                   load_checkpoint(tmp_path / "eager" / rundir.CHECKPOINT_FILE))
+
     def test_a_prior_of_a_run_without_an_encoder_is_refused(self, make_train_config, labelled_npz, tmp_path):
         gan = train(make_train_config(labelled_npz, kind="gan"), tmp_path / "gan").run_dir
         with pytest.raises(BadInputError, match="is a gan run; a prior learns the codes of a vaegan, vae, ali run"):
