@@ -190,7 +190,9 @@ def _prior(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> S
         z = reparameterize(mean, logvar).float()
     u_mean, u_logvar = nets["prior_encoder"](z, y)
     z_rec = nets["prior_decoder"](reparameterize(u_mean, u_logvar), y).float()
-    log_gamma = nets["prior_decoder"].log_gamma
+    # The variance is a parameter of its own, read outside forward (through DistributedDataParallel's module in a
+    # torchrun world, where its gradient is averaged like every other parameter's)
+    log_gamma = getattr(nets["prior_decoder"], "module", nets["prior_decoder"]).log_gamma
     k = z.shape[1]
     # -log N(z; z_rec, gamma I) = ||z - z_rec||^2 / (2 gamma) + (K/2) log gamma + const, per item
     nll = (z - z_rec).pow(2).sum(dim=1).mean() / (2 * log_gamma.exp()) + 0.5 * k * log_gamma

@@ -1,8 +1,9 @@
 """One rank of a tiny torchrun world, for test_distributed.py (not a test itself).
 
-    torchrun --standalone --nproc-per-node N tests/train/distributed_worker.py NPZ OUT STOP_AFTER_STEPS
+    torchrun --standalone --nproc-per-node N tests/train/distributed_worker.py NPZ OUT STOP_AFTER_STEPS [KIND [BASE]]
 
-Trains a tiny image VAE-GAN (convolutions, batch norm, spectral norm) on NPZ into OUT/run through train.loop.train,
+Trains a tiny image VAE-GAN (convolutions, batch norm, spectral norm; or another KIND, a prior over the run BASE)
+on NPZ into OUT/run through train.loop.train,
 as `gvtool train` does under torchrun, then writes OUT/rank<R>.json: the rank's world, the step it stopped at,
 and a hash of each network's parameters as this rank ended with them.
 """
@@ -42,8 +43,13 @@ def main() -> None:
     npz, out, stop = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     torch.set_num_threads(1)
     loop.build_networks = _recording(loop.build_networks)
-    config = TrainConfig(model=ModelConfig(width=4, latent_dim=4, hidden=16), data=npz, epochs=2, batch_size=8,
-                         device="cpu", n_fixed=16, log_every=2)
+    kind = sys.argv[4] if len(sys.argv) > 4 else "vaegan"
+    if kind == "prior":
+        config = TrainConfig.for_prior(TrainConfig.from_file(Path(sys.argv[5]) / "config.json"), sys.argv[5])
+        config = config.replace(epochs=2, batch_size=8, device="cpu", n_fixed=16, log_every=2)
+    else:
+        config = TrainConfig(model=ModelConfig(kind=kind, width=4, latent_dim=4, hidden=16), data=npz, epochs=2,
+                             batch_size=8, device="cpu", n_fixed=16, log_every=2)
     with distributed.launched(config.device):
         world = distributed.current()
         result = loop.train(config, out / "run", stop_after_steps=stop or None)

@@ -37,9 +37,9 @@ def torchrun(nproc: int, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
 
-def worker_world(tmp_path_factory, npz: str, nproc: int, stop: int = 0) -> Path:
+def worker_world(tmp_path_factory, npz: str, nproc: int, stop: int = 0, *kind_and_base: str) -> Path:
     out = tmp_path_factory.mktemp(f"world-{nproc}-stop-{stop}")
-    done = torchrun(nproc, str(WORKER), npz, str(out), str(stop), cwd=out)
+    done = torchrun(nproc, str(WORKER), npz, str(out), str(stop), *kind_and_base, cwd=out)
     assert done.returncode == 0, done.stderr[-4000:]
     return out
 
@@ -74,6 +74,16 @@ class TestTwoGlooRanks:
         steps = [r["step"] for r in read_rows(run / rundir.METRICS_FILE) if r["type"] == "step"]
         assert steps == list(range(1, STEPS + 1))  # one writer: every step once
         assert sorted(p.name for p in two_ranks.iterdir()) == ["rank0.json", "rank1.json", "run"]
+
+    @pytest.mark.parametrize("kind", ["ali", "hier", "prior"])
+    def test_the_hybrids_train_in_a_world_of_two(self, tmp_path_factory, labelled_npz, two_ranks, kind):
+        """A prior's frozen base networks are not wrapped for gradient averaging (they have no gradients)."""
+        base = (str(two_ranks / "run"),) if kind == "prior" else ()
+        out = worker_world(tmp_path_factory, labelled_npz, 2, 0, kind, *base)
+        first, second = ranks(out, 2)
+        assert first["step"] == second["step"] == STEPS
+        assert first["params"] == second["params"]
+        assert read_meta(out / "run" / rundir.CHECKPOINT_FILE)["config"]["model"]["kind"] == kind
 
     def test_the_checkpoint_resumes_in_one_process(self, two_ranks, tmp_path):
         run = tmp_path / "run"
