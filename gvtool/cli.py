@@ -124,6 +124,8 @@ def main() -> None:
 @click.option("--prior-latent-dim", type=click.IntRange(1, 4096), help="prior: its own latent size [default: the base's].")
 @click.option("--prior-hidden", type=click.IntRange(min=4), help="prior: hidden units of its MLPs [default: 256].")
 @click.option("--prior-layers", type=click.IntRange(1, 16), help="prior: hidden layers of its MLPs [default: 3].")
+@click.option("--prior-free-bits", type=click.FloatRange(0, 100),
+              help="prior: nats per latent dimension its KL term leaves free, against collapse [default: 0.5].")
 @click.option("--detail-dim", type=click.IntRange(1, 4096), help="hier: size of the detail stage's noise [default: 16].")
 @click.option("--structure-weight", type=click.FloatRange(min=0),
               help="hier: how strongly the detail keeps the coarse structure it is given [default: 1; 2-D mixtures 0].")
@@ -191,7 +193,7 @@ def train(ctx: click.Context, data, kind, conditional, out, resume, **options) -
 
 # What a prior run may set of its own: the rest of its model (and its data) is its base run's
 PRIOR_OPTIONS = ("base", "epochs", "batch_size", "lr", "seed", "device", "precision", "cuda_graphs", "prior_latent_dim",
-                 "prior_hidden", "prior_layers")
+                 "prior_hidden", "prior_layers", "prior_free_bits")
 
 
 def _prior_config(ctx: click.Context, data: str, conditional: bool, given: dict):

@@ -56,6 +56,9 @@ CHAINS = {
     "hier": Chains(("encoder", "coarse", "detail"), (), ("coarse", "detail")),
 }
 MODEL_KINDS = tuple(CHAINS)
+# The graph inputs a chain draws as N(0, I) when no graph before gives them (the runtime seeds one stream per name,
+# in this order); every other input must come from an earlier graph or the caller (labels).
+NOISE_INPUTS = ("latents", "noise", "detail_noise", "latent_noise")
 DATA_KINDS = ("image", "vector")
 TENSOR_DTYPES = ("float32", "float16", "int64", "int32", "uint8")
 MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is a few KB; this bounds what a hostile one makes us parse

@@ -14,7 +14,7 @@ import numpy as np
 
 from gvtool.errors import BadBundleError, BadInputError
 from gvtool.imaging import convert_channels, fit_square
-from gvtool.manifest import ModelInfo, cycled_labels, item_name, read_manifest
+from gvtool.manifest import NOISE_INPUTS, ModelInfo, cycled_labels, item_name, read_manifest
 from gvtool.runtime.backends import Choice, open_backend
 
 DEFAULT_CHUNK = 256  # items per call when the backend sets no limit: activations of 256 items stay ~100 MB
@@ -66,8 +66,6 @@ class Noise:
     default_rng([seed, i]), i its place in NOISE_INPUTS. `shared` draws one row per name and repeats it (an
     interpolation keeps one detail along its path)."""
 
-    NOISE_INPUTS = ("latents", "noise", "detail_noise")
-
     def __init__(self, seed: int | None, temperature: float = 1.0, shared: bool = False):
         self.seed = seed if seed is not None else np.random.SeedSequence().entropy
         self.temperature, self.shared = temperature, shared
@@ -75,10 +73,10 @@ class Noise:
         self.rows: dict[str, np.ndarray] = {}
 
     def __call__(self, name: str, n: int, shape: tuple[int, ...]) -> np.ndarray:
-        if name not in self.NOISE_INPUTS:
+        if name not in NOISE_INPUTS:
             raise BadBundleError(f"a graph takes {name!r}, which no graph before it gives and which is not noise")
         if name not in self.streams:
-            index = self.NOISE_INPUTS.index(name)
+            index = NOISE_INPUTS.index(name)
             self.streams[name] = np.random.default_rng(self.seed if index == 0 else [self.seed, index])
         if self.shared:
             if name not in self.rows:

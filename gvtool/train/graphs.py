@@ -14,12 +14,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from gvtool.manifest import CHAINS, item_name
+from gvtool.manifest import CHAINS, NOISE_INPUTS, item_name
 from gvtool.train.config import ModelConfig
 
 Tensor = tuple[str, str, tuple[int, ...]]  # name, dtype, shape after the batch axis
 LABELS: Tensor = ("labels", "int64", ())
-NOISE_INPUTS = ("latents", "noise", "detail_noise")  # the inputs a chain draws as N(0, I) when nothing gives them
 
 
 class Graph(nn.Module):
@@ -63,16 +62,20 @@ class DecoderGraph(Graph):
 
 
 class PriorGraph(Graph):
-    """prior: noise (B, P) [+ labels] -> latents (B, K), drawn from the learnt distribution of the base's codes."""
+    """prior: noise (B, P), latent_noise (B, K) [+ labels] -> latents (B, K), drawn from the learnt distribution of
+    the base's codes: z = mean(u) + sqrt(gamma) * e, with u the noise and e the latent noise."""
 
     def __init__(self, cfg: ModelConfig, prior_decoder: nn.Module):
         super().__init__(cfg)
         self.prior_decoder = prior_decoder
-        self.inputs = self._labelled((("noise", "float32", (cfg.noise_dim,)),))
+        self.inputs = self._labelled((("noise", "float32", (cfg.noise_dim,)),
+                                      ("latent_noise", "float32", (cfg.latent_dim,))))
         self.outputs = (("latents", "float32", (cfg.latent_dim,)),)
 
-    def forward(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.prior_decoder(noise, labels if self.conditional else None)
+    def forward(self, noise: torch.Tensor, latent_noise: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        mean = self.prior_decoder(noise, labels if self.conditional else None)
+        return mean + (0.5 * self.prior_decoder.log_gamma).exp() * latent_noise
 
 
 class CoarseGraph(Graph):

@@ -256,10 +256,14 @@ class PriorEncoder(nn.Module):
 
 
 class PriorDecoder(nn.Module):
-    """prior: u (B, P) [+ labels] -> the base model's latent z (B, K): the mean of p(z | u).
+    """prior: u (B, P) [+ labels] -> the mean of p(z | u) = N(mean, diag(gamma)) over the base model's latent z (B, K).
 
-    Its likelihood's variance gamma is learnt (`log_gamma`, one scalar), as in Dai & Wipf's second stage: as the
-    fit tightens gamma shrinks, and the KL term's pull can no longer blur the codes' distribution."""
+    The likelihood's variance gamma is learnt, as in Dai & Wipf's second stage: as the fit tightens it shrinks, and
+    the KL term's pull can no longer blur the codes' distribution. It is learnt per latent dimension (`log_gamma`,
+    (K,)): a base model leaves some dimensions unused, and there its codes are N(0, 1) noise that no mean can
+    fit. One shared gamma then stayed near 1 (ring8's vaegan: the prior's KL fell to 0.2 nats, its samples to one
+    point); per dimension, the unused ones keep gamma ~1 and the used ones can fit tightly. Sampling adds that noise
+    back (train/graphs.PriorGraph), so the prior samples p(z | u) itself."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -267,7 +271,7 @@ class PriorDecoder(nn.Module):
         sizes = [cfg.noise_dim + cfg.num_classes] + [cfg.prior_hidden] * cfg.prior_layers
         layers = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
         self.net = nn.Sequential(*layers, nn.Linear(cfg.prior_hidden, cfg.latent_dim))
-        self.log_gamma = nn.Parameter(torch.zeros(()))
+        self.log_gamma = nn.Parameter(torch.zeros(cfg.latent_dim))
 
     def forward(self, u: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(_labelled(u, labels, self.cfg.num_classes))

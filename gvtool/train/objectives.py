@@ -193,13 +193,16 @@ def _prior(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> S
     # The variance is a parameter of its own, read outside forward (through DistributedDataParallel's module in a
     # torchrun world, where its gradient is averaged like every other parameter's)
     log_gamma = getattr(nets["prior_decoder"], "module", nets["prior_decoder"]).log_gamma
-    k = z.shape[1]
-    # -log N(z; z_rec, gamma I) = ||z - z_rec||^2 / (2 gamma) + (K/2) log gamma + const, per item
-    nll = (z - z_rec).pow(2).sum(dim=1).mean() / (2 * log_gamma.exp()) + 0.5 * k * log_gamma
-    kl = kl_to_prior(u_mean, u_logvar)
-    loss = nll + PRIOR_KL_WEIGHT * kl
+    # -log N(z; z_rec, diag(gamma)) = sum_k (z_k - z_rec_k)^2 / (2 gamma_k) + log(gamma_k) / 2 + const, per item
+    nll = ((z - z_rec).pow(2) / (2 * log_gamma.exp())).sum(dim=1).mean() + 0.5 * log_gamma.sum()
+    kl_per_dim = 0.5 * (u_mean.float().pow(2) + u_logvar.float().exp() - 1.0 - u_logvar.float()).mean(dim=0)
+    kl = kl_per_dim.sum()
+    # Free bits: a dimension's KL costs nothing below cfg.prior_free_bits nats, so the codes' structure is worth
+    # encoding from the first step (without them the second stage collapsed to one Gaussian)
+    loss = nll + PRIOR_KL_WEIGHT * kl_per_dim.clamp_min(cfg.prior_free_bits).sum()
     return StepLosses({"prior_encoder": loss, "prior_decoder": loss},
-                      {"kl": kl.detach(), "recon": F.mse_loss(z_rec.detach(), z), "gamma": log_gamma.detach().exp()})
+                      {"kl": kl.detach(), "recon": F.mse_loss(z_rec.detach(), z),
+                       "gamma": log_gamma.detach().mean().exp()})  # the geometric mean over the latent dimensions
 
 
 def _hier(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:

@@ -59,7 +59,8 @@ class TestChainsInTheManifest:
         assert [s.name for s in detail.inputs] == ["coarse", "detail_noise"]
         assert detail.inputs[0].shape == coarse.outputs[0].shape == ("batch", 1, 4, 4)
         prior = tiny_bundle("prior")[1].graphs["prior.fp32"]
-        assert [s.name for s in prior.inputs] == ["noise"] and [s.name for s in prior.outputs] == ["latents"]
+        assert [s.name for s in prior.inputs] == ["noise", "latent_noise"]
+        assert [s.name for s in prior.outputs] == ["latents"]
 
     def _raw(self, tiny_bundle, name="hier") -> dict:
         return json.loads((tiny_bundle(name)[0] / MANIFEST_FILE).read_text())
@@ -102,8 +103,9 @@ class TestSampling:
 
     def test_a_prior_model_samples_its_latents_through_the_prior_graph(self, model, tiny_bundle):
         m = model("prior")
-        noise = Noise(5)("noise", 6, (m.latent_dim,))
-        prior = m.choice.runners["prior"].run({"noise": noise})[0]
+        noise = Noise(5)
+        feeds = {"noise": noise("noise", 6, (m.latent_dim,)), "latent_noise": noise("latent_noise", 6, (m.latent_dim,))}
+        prior = m.choice.runners["prior"].run(feeds)[0]
         np.testing.assert_array_equal(m.sample_latents(6, seed=5), prior)
         np.testing.assert_array_equal(m.sample(6, seed=5), m.decode(prior))
 

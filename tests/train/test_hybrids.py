@@ -113,9 +113,10 @@ class TestAliLoss:
 class TestPriorLoss:
     def test_the_likelihood_has_a_learnt_variance(self):
         cfg = ModelConfig(kind="prior", base_kind="vae", data_kind="vector", vector_dim=2, latent_dim=3,
-                          prior_hidden=8, prior_layers=1)
+                          prior_hidden=8, prior_layers=1, prior_free_bits=0.2)
         nets = build_networks(cfg)
-        nets["prior_decoder"].log_gamma.data.fill_(math.log(0.25))
+        gamma = torch.tensor([0.25, 1.0, 4.0])
+        nets["prior_decoder"].log_gamma.data.copy_(gamma.log())
         torch.manual_seed(0)
         out = compute_losses(cfg, nets, torch.randn(5, 2), None)
         # recompute from the same draws
@@ -125,22 +126,27 @@ class TestPriorLoss:
             z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
             u_mean, u_logvar = nets["prior_encoder"](z)
             z_rec = nets["prior_decoder"](u_mean + torch.randn_like(u_mean) * (0.5 * u_logvar).exp())
-            kl = 0.5 * (u_mean.pow(2) + u_logvar.exp() - 1 - u_logvar).sum(1).mean()
-            want = (z - z_rec).pow(2).sum(1).mean() / (2 * 0.25) + 0.5 * 3 * math.log(0.25) + kl
+            kl_per_dim = 0.5 * (u_mean.pow(2) + u_logvar.exp() - 1 - u_logvar).mean(0)
+            free = kl_per_dim.clamp_min(0.2).sum()  # free bits: no dimension costs less than 0.2 nats
+            want = ((z - z_rec).pow(2) / (2 * gamma)).sum(1).mean() + 0.5 * gamma.log().sum() + free
+        assert (kl_per_dim < 0.2).any() and free > kl_per_dim.sum()  # the free bits are in play here
         torch.testing.assert_close(out.losses["prior_decoder"], want)
         assert set(out.losses) == {"prior_encoder", "prior_decoder"}  # the base networks are not trained
-        torch.testing.assert_close(out.metrics["gamma"], torch.tensor(0.25))
+        torch.testing.assert_close(out.metrics["gamma"], torch.tensor(1.0))  # the geometric mean
+        torch.testing.assert_close(out.metrics["kl"], kl_per_dim.sum())    # reported without the free bits
 
     def test_the_prior_learns_the_codes_distribution_on_a_toy_case(self):
-        """Codes at -3 or +3 (one per item's sign), which N(0, I) would not sample: after training, decoding N(0, I)
-        through the prior gives codes near -3 and near +3, in about equal shares, and few between."""
+        """Codes at -3 or +3 (one per item's sign) in their first dimension, which N(0, I) would not sample, and N(0, 1)
+        noise in the second (a dimension the base left unused): after training, sampling through the prior gives
+        first dimensions near -3 and near +3, in about equal shares and few between, and second ones of spread 1."""
         torch.manual_seed(0)
-        cfg = ModelConfig(kind="prior", base_kind="vae", data_kind="vector", vector_dim=1, latent_dim=1,
-                          prior_hidden=32, prior_layers=2)
+        cfg = ModelConfig(kind="prior", base_kind="vae", data_kind="vector", vector_dim=1, latent_dim=2,
+                          prior_hidden=32, prior_layers=2, prior_free_bits=0.0)
 
         class Codes(nn.Module):
             def forward(self, x):
-                return 3 * torch.sign(x), torch.full_like(x, math.log(0.05 ** 2))
+                mean = torch.cat([3 * torch.sign(x), torch.zeros_like(x)], dim=1)
+                return mean, torch.tensor([math.log(0.05 ** 2), 0.0]).expand_as(mean)
 
         nets = {"encoder": Codes(), "prior_encoder": PriorEncoder(cfg), "prior_decoder": PriorDecoder(cfg)}
         params = [*nets["prior_encoder"].parameters(), *nets["prior_decoder"].parameters()]
@@ -151,10 +157,12 @@ class TestPriorLoss:
             loss.backward()
             opt.step()
         with torch.no_grad():
-            z = nets["prior_decoder"](torch.randn(4000, 1)).squeeze(1)
-        near = (z.abs() - 3).abs() < 0.5
-        assert near.float().mean() > 0.85, near.float().mean()
-        assert 0.35 < (z[near] > 0).float().mean() < 0.65
+            graph = graph_modules(cfg, nets | {"decoder": nn.Identity()})["prior"]
+            z = graph(torch.randn(4000, 2), torch.randn(4000, 2))
+        near = (z[:, 0].abs() - 3).abs() < 0.5
+        assert near.float().mean() > 0.7, near.float().mean()  # with the likelihood noise sampled; N(0, I): 4%
+        assert 0.35 < (z[near, 0] > 0).float().mean() < 0.65
+        assert 0.8 < z[:, 1].std() < 1.2, z[:, 1].std()
         assert (torch.randn(4000).abs() - 3).abs().lt(0.5).float().mean() < 0.05  # what N(0, I) would have given
 
 
@@ -331,5 +339,7 @@ class TestTraining:
         graphs = graph_modules(run.config.model, run.nets)
         values = run_chain(graphs, CHAINS["prior"].sampling, {}, 8, torch_draw(torch.Generator().manual_seed(0)))
         assert values["noise"].shape == (8, run.config.model.noise_dim)
+        prior = run.nets["prior_decoder"]
         with torch.no_grad():
-            torch.testing.assert_close(values["latents"], run.nets["prior_decoder"](values["noise"]))
+            want = prior(values["noise"]) + (0.5 * prior.log_gamma).exp() * values["latent_noise"]
+        torch.testing.assert_close(values["latents"], want)
