@@ -95,7 +95,7 @@ def _cases(bundle, manifest, graph, backend, precision, device, with_compile, cu
                   inputs=any_entry.inputs if any_entry is not None else ())
     # The name results carry: onnxruntime is reported by the provider it ran on.
     label = {"onnxruntime": "onnxruntime-cpu" if device == "cpu" else "onnxruntime-cuda"}.get(backend, backend)
-    if not any(g.graph == graph for g in manifest.graphs.values()):
+    if any_entry is None:
         return [Case(backend=label, make=None, skip_reason=f"a {manifest.model.kind} bundle has no {graph}", **common)]
     if backend == "torch":
         return _torch_cases(manifest, graph, precision, device, with_compile, common)

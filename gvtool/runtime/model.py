@@ -31,15 +31,12 @@ def load(bundle: str | Path, backend: str = "auto", device: str = "cpu", precisi
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     available = sorted({g.graph for g in manifest.graphs.values()})
-    if operation is not None:
-        wanted = graphs_for(manifest.model, operation)
-        missing = [g for g in wanted if g not in available]
-        if missing:
-            raise BadInputError(f"{bundle} holds a {manifest.model.kind} model, which has no {' or '.join(missing)} "
-                                f"graph: it cannot {operation}")
-    else:
-        wanted = list(graphs) if graphs is not None else available
+    wanted = (graphs_for(manifest.model, operation) if operation is not None else
+              list(graphs) if graphs is not None else available)
     missing = [g for g in wanted if g not in available]
+    if missing and operation is not None:
+        raise BadInputError(f"{bundle} holds a {manifest.model.kind} model, which has no {' or '.join(missing)} "
+                            f"graph: it cannot {operation}")
     if missing:
         raise BadInputError(f"{bundle} has no {' or '.join(missing)} graph (a {manifest.model.kind} model has "
                             f"{', '.join(available)})")
@@ -102,11 +99,6 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     if np.sin(omega) < 1e-6:
         return ((1 - t) * a64 + t * b64).astype(np.float32)
     return ((np.sin((1 - t) * omega) * a64 + np.sin(t * omega) * b64) / np.sin(omega)).astype(np.float32)
-
-
-def prior_latents(n: int, latent_dim: int, seed: int | None, temperature: float = 1.0) -> np.ndarray:
-    """The seeded latent stream: float32 (n, latent_dim) from N(0, temperature^2 I), as Noise draws "latents"."""
-    return Noise(seed, temperature)("latents", n, (latent_dim,))
 
 
 class GenerativeModel:
