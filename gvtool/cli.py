@@ -81,12 +81,15 @@ def main() -> None:
 
 @main.command()
 @click.option("--data", default="mnist", show_default=True,
-              help="mnist, stacked-mnist, ring8, grid25, a folder of images (one subfolder per class for labels), "
-                   "or an .npz with x (and y).")
+              help="mnist, digits (scikit-learn's UCI digits), mnist-m (MNIST over photo patches), stacked-mnist, ring8, "
+                   "grid25, a folder of images (one subfolder per class for labels), or an .npz with x (and y).")
+@click.option("--data-b", help="--model cyclevae: domain B, any image source --data takes (e.g. --data mnist "
+                               "--data-b digits); resized to domain A's images.")
 @click.option("--model", "kind", type=click.Choice(MODEL_KINDS), default="vaegan", show_default=True,
               help="vaegan (Larsen et al. 2016), vae, gan; ali (ALI/BiGAN: a discriminator of (item, latent) pairs); "
                    "prior (a second VAE over a --base run's latent codes, sampled in place of N(0, I)); hier (a VAE "
-                   "for the coarse structure, a GAN for the detail).")
+                   "for the coarse structure, a GAN for the detail); cyclevae (UNIT: translation between --data and "
+                   "--data-b through one shared latent).")
 @click.option("--base", type=click.Path(path_type=Path),
               help="--model prior: the vaegan, vae or ali run whose codes it learns [default: the newest run].")
 @click.option("--conditional", is_flag=True, help="Class-conditional model (labels go to the decoder and the discriminator).")
@@ -129,6 +132,8 @@ def main() -> None:
 @click.option("--detail-dim", type=click.IntRange(1, 4096), help="hier: size of the detail stage's noise [default: 16].")
 @click.option("--structure-weight", type=click.FloatRange(min=0),
               help="hier: how strongly the detail keeps the coarse structure it is given [default: 1; 2-D mixtures 0].")
+@click.option("--cycle-weight", type=click.FloatRange(min=0),
+              help="cyclevae: weight of the cycle terms A -> B -> A and B -> A -> B [default: 1].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="auto: fp32 on the CPU, bf16 (fp16 without bf16) autocast on CUDA.")
@@ -167,13 +172,13 @@ def train(ctx: click.Context, data, kind, conditional, out, resume, **options) -
         else:
             if "base" in given:
                 raise BadInputError(f"--base applies to --model prior, not to --model {kind}")
-            config = TrainConfig.defaults_for(data, resolve_device(options["device"]).type)
-            config = config.replace(model=dataclasses.replace(config.model, kind=kind, conditional=conditional))
+            config = TrainConfig.defaults_for(data, resolve_device(options["device"]).type, kind)
+            config = config.replace(model=dataclasses.replace(config.model, conditional=conditional))
         # A name in both (image_size) is the train config's: the size asked for; the model's is filled from the data
         model_only = {f.name for f in dataclasses.fields(ModelConfig)} - {f.name for f in dataclasses.fields(TrainConfig)}
         model = dataclasses.replace(config.model, **{k: v for k, v in given.items() if k in model_only})
         config = config.replace(model=model, **{k: v for k, v in given.items() if k not in model_only})
-        run_dir = out or rundir.default_run_dir(kind, data)
+        run_dir = out or rundir.default_run_dir(kind, data, given.get("data_b"))
     from gvtool.ui import TrainProgress
 
     with distributed.launched(config.device):
@@ -354,14 +359,16 @@ def _load(bundle, backend, device, precision, operation):
     return model
 
 
-def _read_images(paths, model) -> "list":
-    """The image files as the model takes them, read one at a time and fitted at once (centre crop, resize, colour
-    mode), so that only one full-size image is ever held in memory, however many are given."""
+def _read_images(paths, model, shape: tuple[int, ...] | None = None) -> "list":
+    """The image files as the model takes them (or as `shape`, (C, H, W): a translation model's domain B), read one
+    at a time and fitted at once (centre crop, resize, colour mode), so that only one full-size image is ever held in
+    memory, however many are given."""
     import warnings
 
     from gvtool.imaging import convert_channels, fit_square, open_image
 
-    channels, size = model.item_shape[0], model.item_shape[1]
+    shape = shape or model.item_shape
+    channels, size = shape[0], shape[1]
     fitted, converted = [], 0
     for path in paths:
         image = open_image(path, draft_size=size)
@@ -369,7 +376,7 @@ def _read_images(paths, model) -> "list":
         fitted.append(fit_square(convert_channels(image, channels), size))
         del image
     if converted:
-        warnings.warn(f"{converted} image(s) converted to the model's {model.item_shape[1:] + model.item_shape[:1]} "
+        warnings.warn(f"{converted} image(s) converted to the model's {shape[1:] + shape[:1]} "
                       "(centre crop, resize, colour mode)", stacklevel=2)
     return fitted
 
@@ -517,6 +524,37 @@ def reconstruct(bundle, images, out, backend, device, precision) -> None:
     _wrote(f"{len(rebuilt)} reconstructions -> {out}", replaced)
 
 
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--to", "target", required=True,
+              help="The domain to translate into: its name (gvtool info BUNDLE lists them), or a or b.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("translations.png"), show_default=True,
+              help=".png: originals and translations side by side; .npy: the translations.")
+@runtime_options
+@reports_errors
+def translate(bundle, images, target, out, backend, device, precision) -> None:
+    """Translate image files of one domain into the other (a cyclevae bundle)."""
+    replaced = out.is_file()  # said after writing: the file is replaced, as asked
+    import numpy as np
+
+    from gvtool.runtime.outputs import check_output, save_items
+
+    check_output(out, (".png", ".npy"), True)
+    model = _load(bundle, backend, device, precision, "translate")
+    source = 1 - model.domain(target)
+    fitted = np.stack(_read_images(images, model, model.manifest.model.item_shape_of(source)))
+    translated = model.translate(fitted, target)
+    if out.suffix.lower() == ".npy":
+        save_items(translated, out)
+    else:  # side by side, in colour when one domain is
+        channels = max(fitted.shape[3], translated.shape[3])
+        pairs = np.stack([np.repeat(fitted, channels // fitted.shape[3], axis=3),
+                          np.repeat(translated, channels // translated.shape[3], axis=3)], axis=1)
+        save_items(pairs.reshape(-1, *pairs.shape[2:]), out, ncols=2 * min(4, len(translated)))
+    _wrote(f"{len(translated)} translations {model.domains[source]} -> {model.domains[1 - source]} -> {out}", replaced)
+
+
 def _endpoint(value: str, model):
     """An interpolation end from the command line: an integer seed or an image file."""
     from gvtool.errors import BadInputError
@@ -564,16 +602,19 @@ def interpolate(bundle, start, end, steps, method, label, out, backend, device, 
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]),
               help="For a bundle: which graph variant to evaluate.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-b", "data_b_source", default=None,
+              help="A translation model: the real data of domain B [default: the run's own].")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the metrics as JSON.")
 @reports_errors
-def evaluate_command(target, data_source, count, precision, seed, json_out) -> None:
-    """Mode coverage and sample quality of a run (torch) or a bundle (any precision)."""
+def evaluate_command(target, data_source, count, precision, seed, data_b_source, json_out) -> None:
+    """Mode coverage and sample quality of a run (torch) or a bundle (any precision); a translation model's
+    translations both ways (class kept, Fréchet distance, precision/recall, cycle error)."""
     from gvtool.eval.evaluate import evaluate, json_ready
     from gvtool.fileio import atomic_write_text
     from gvtool.ui import eval_table
 
     result = evaluate(target, data_source=data_source, n=count, precision=precision, seed=seed,
-                      log=lambda line: click.echo(line, err=True))
+                      data_b_source=data_b_source, log=lambda line: click.echo(line, err=True))
     _stdout_console().print(eval_table(result))
     if json_out:
         atomic_write_text(json_out, json.dumps(json_ready(result), indent=2, allow_nan=False) + "\n")

@@ -20,7 +20,10 @@ from gvtool.fileio import atomic_write_text, load_json_bounded
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1  # bump on any change a reader of the old format would misread
 PRECISIONS = ("fp32", "fp16", "int8")
-GRAPHS = ("encoder", "decoder", "prior", "coarse", "detail")
+GRAPHS = ("encoder", "decoder", "prior", "coarse", "detail", "encoder_b", "decoder_b")
+# A translation model's domains, by the graphs that encode from and decode to each: "encoder" and "decoder" are
+# domain A's (so that sampling, encoding and reconstruction work on A as on any model), the *_b graphs domain B's.
+DOMAIN_GRAPHS = (("encoder", "decoder"), ("encoder_b", "decoder_b"))
 BATCH_AXIS = "batch"  # the name of every graph's dynamic first axis
 
 
@@ -44,6 +47,11 @@ class Chains:
     def has_encoder(self) -> bool:
         return "encoder" in self.graphs
 
+    @property
+    def translates(self) -> bool:
+        """Whether the kind translates between two domains (it has the graphs of both)."""
+        return all(g in self.graphs for pair in DOMAIN_GRAPHS for g in pair)
+
 
 CHAINS = {
     "vaegan": Chains(("encoder", "decoder"), (), ("decoder",)),
@@ -54,6 +62,8 @@ CHAINS = {
     "prior": Chains(("encoder", "prior", "decoder"), ("prior",), ("decoder",)),
     # a VAE's coarse item (1/4 resolution for images), then a GAN's detail conditioned on it
     "hier": Chains(("encoder", "coarse", "detail"), (), ("coarse", "detail")),
+    # two image domains through one shared latent (UNIT): translating A -> B is encoder -> decoder_b
+    "cyclevae": Chains(("encoder", "decoder", "encoder_b", "decoder_b"), (), ("decoder",)),
 }
 MODEL_KINDS = tuple(CHAINS)
 # The graph inputs a chain draws as N(0, I) when no graph before gives them (the runtime seeds one stream per name,
@@ -169,12 +179,16 @@ class ModelInfo:
     class_names: tuple[str, ...] = ()  # a conditional model's class names, where the data named them
     latent_prior: tuple[str, ...] | None = None  # the kind's chains (CHAINS) as export recorded them; None (a bundle
     decoding: tuple[str, ...] | None = None      # from before they were recorded): the kind's declaration
+    domains: tuple[str, ...] = ()   # a translation model's two domains (their data sources), A first; else none
+    item_shape_b: tuple[int, ...] = ()  # a translation model's domain B items (C, H, W); A's are item_shape
 
     def __post_init__(self) -> None:
         declared = CHAINS.get(self.kind, CHAINS["vaegan"])
         for name in ("latent_prior", "decoding"):
             value = getattr(self, name)
             object.__setattr__(self, name, getattr(declared, name) if value is None else tuple(value))
+        object.__setattr__(self, "domains", tuple(self.domains))
+        object.__setattr__(self, "item_shape_b", tuple(self.item_shape_b))
 
     @property
     def is_image(self) -> bool:
@@ -185,9 +199,14 @@ class ModelInfo:
         """The graphs that turn noise into items, in order."""
         return self.latent_prior + self.decoding
 
+    def item_shape_of(self, domain: int) -> tuple[int, ...]:
+        """The items of domain 0 (A: every model's items) or 1 (B, a translation model's)."""
+        return self.item_shape if domain == 0 else self.item_shape_b
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"item_shape": list(self.item_shape), "class_names": list(self.class_names),
-                                           "latent_prior": list(self.latent_prior), "decoding": list(self.decoding)}
+                                           "latent_prior": list(self.latent_prior), "decoding": list(self.decoding),
+                                           "domains": list(self.domains), "item_shape_b": list(self.item_shape_b)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelInfo":
@@ -238,6 +257,15 @@ def cycled_labels(n: int, num_classes: int) -> list[int]:
 def item_name(data_kind: str) -> str:
     """The name of the graphs' item tensor (the encoder's input, the decoder's output)."""
     return "images" if data_kind == "image" else "vectors"
+
+
+def domain_names(data: str, data_b: str) -> tuple[str, str]:
+    """A translation model's two domains by name: a data source's own ("mnist", "digits"), a folder's or file's
+    name without its path (suffixed "-a" and "-b" when the two are one)."""
+    names = [PurePosixPath(d.replace("\\", "/")).name or d for d in (data, data_b)]
+    if names[0] == names[1]:
+        names = [f"{names[0]}-a", f"{names[1]}-b"]
+    return names[0], names[1]
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -355,6 +383,25 @@ def _tensors(d: dict, key: str, where: str) -> list[dict]:
     return specs
 
 
+def _domains(model: dict, image: bool) -> list:
+    """A translation model's two named domains and domain B's item shape (none for every other kind); returns that
+    shape ([] for none)."""
+    domains = _get(model, "domains", "model", (list,), required=False) or []
+    shape_b = _get(model, "item_shape_b", "model", (list,), required=False) or []
+    if not CHAINS[model["kind"]].translates:
+        if domains or shape_b:
+            raise SchemaError(f"model.domains and model.item_shape_b are for translation models, not {model['kind']}")
+        return []
+    if (len(domains) != 2 or not all(isinstance(d, str) and 0 < len(d) <= 200 for d in domains)
+            or domains[0] == domains[1]):
+        raise SchemaError(f"model.domains must name two different domains, got {json.dumps(domains)[:60]}")
+    if (not image or len(shape_b) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape_b)
+            or shape_b[0] not in (1, 3) or not all(4 <= n <= 1024 for n in shape_b[1:])):
+        raise SchemaError(f"model.item_shape_b must be [channels 1 or 3, height, width] of domain B's images, got "
+                          f"{json.dumps(shape_b)[:60]}")
+    return shape_b
+
+
 def check_manifest(raw: object) -> None:
     """Every field a reader uses, checked for type and range, and the model block against its graphs: the one
     place a manifest's schema is enforced. Raises SchemaError naming the first field that is wrong."""
@@ -381,6 +428,7 @@ def check_manifest(raw: object) -> None:
         raise SchemaError(f"model.item_shape must be [channels 1 or 3, height, width] for images or [size] for "
                           f"vectors, got {json.dumps(shape)[:60]}")
     latent = _int(model, "latent_dim", "model", 1, MAX_LATENT_DIM)
+    shape_b = _domains(model, image)
     unknown = set(model) - {f.name for f in dataclasses.fields(ModelInfo)}
     if unknown:
         raise SchemaError(f"model has unknown keys {sorted(unknown)}")
@@ -442,8 +490,10 @@ def check_manifest(raw: object) -> None:
         for spec in inputs + outputs:  # the tensors that chain graphs together must agree with the model block
             if spec["name"] in ("latents", "mean", "logvar") and spec["shape"][1:] != [latent]:
                 raise SchemaError(f"{at} has {spec['name']} of {spec['shape'][1:]}, but model.latent_dim is {latent}")
-            if spec["name"] in ("images", "vectors") and spec["shape"][1:] != shape:
-                raise SchemaError(f"{at} has items of {spec['shape'][1:]}, but model.item_shape is {shape}")
+            domain_b = entry["graph"] in DOMAIN_GRAPHS[1]
+            if spec["name"] in ("images", "vectors") and spec["shape"][1:] != (shape_b if domain_b else shape):
+                raise SchemaError(f"{at} has items of {spec['shape'][1:]}, but model.item_shape"
+                                  f"{'_b' if domain_b else ''} is {shape_b if domain_b else shape}")
     present = {entry.get("graph") for entry in graphs.values()}
     for name, chain in chains.items():
         missing = [g for g in chain if g not in present]

@@ -201,4 +201,13 @@ def eval_table(result: dict) -> Table:
         table.add_row("median distance to training, samples / held out", f"{c['median_ratio']:.3f}")
     if "held_out_recon_mse" in result:
         table.add_row("held-out reconstruction MSE (model scale)", f"{result['held_out_recon_mse']:.4f}")
+    for r in result.get("translation", {}).values():
+        direction, p, rp = f"{escape(r['source'])} -> {escape(r['target'])}", r["prdc"], r["real_reference"]["prdc"]
+        table.add_row(f"{direction}: class kept (n={r['n']})", f"{r['class_kept']:.1%}",
+                      f"{r['evaluator']['held_out_accuracy']:.1%} accuracy")
+        table.add_row(f"{direction}: Fréchet distance to {escape(r['target'])}'s training split",
+                      f"{r['frechet_distance']:.3f}", f"{r['real_reference']['frechet_distance']:.3f}")
+        table.add_row(f"{direction}: precision / recall", f"{p['precision']:.3f} / {p['recall']:.3f}",
+                      f"{rp['precision']:.3f} / {rp['recall']:.3f}")
+        table.add_row(f"{direction} -> back: cycle MSE (model scale)", f"{r['cycle_mse']:.4f}", "")
     return table

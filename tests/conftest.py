@@ -24,9 +24,9 @@ NUM_CLASSES = 4
 TINY_MODEL = {"width": 4, "latent_dim": 4, "hidden": 16}
 
 
-def _write_npz(path, labelled: bool):
-    rng = np.random.default_rng(0)
-    arrays = {"x": rng.integers(0, 256, size=(N_ITEMS, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)}  # (N, H, W)
+def _write_npz(path, labelled: bool, shape: tuple[int, ...] = (IMAGE_SIDE, IMAGE_SIDE), seed: int = 0):
+    rng = np.random.default_rng(seed)
+    arrays = {"x": rng.integers(0, 256, size=(N_ITEMS, *shape), dtype=np.uint8)}  # (N, H, W[, C])
     if labelled:
         arrays["y"] = np.arange(N_ITEMS) % NUM_CLASSES
     np.savez(path, **arrays)
@@ -56,6 +56,12 @@ def labelled_npz(tmp_path_factory) -> str:
 def unlabelled_npz(tmp_path_factory) -> str:
     """40 grey 16x16 images without a `y` array."""
     return _write_npz(tmp_path_factory.mktemp("data") / "unlabelled.npz", labelled=False)
+
+
+@pytest.fixture(scope="session")
+def colour_npz(tmp_path_factory) -> str:
+    """40 RGB 20x20 images with labels 0..3: a second domain for translation, of another size and colour mode."""
+    return _write_npz(tmp_path_factory.mktemp("data") / "colour.npz", labelled=True, shape=(20, 20, 3), seed=1)
 
 
 @pytest.fixture(scope="session")

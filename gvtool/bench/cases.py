@@ -35,6 +35,27 @@ class Case:
     inputs: tuple = ()                       # the graph's input TensorSpecs (empty: the encoder's or decoder's own)
 
 
+class ChainedRunner:
+    """Two runners as one: the first's first output (an encoder's mean) is the second's "latents" (a decoder's).
+    What a translation path runs, timed from image to image."""
+
+    def __init__(self, first: GraphRunner, second: GraphRunner):
+        self.first, self.second = first, second
+        self.backend = first.backend
+        limits = [r.max_batch for r in (first, second) if r.max_batch is not None]
+        self.max_batch = min(limits) if limits else None
+        syncs = [s for s in (getattr(first, "sync", None), getattr(second, "sync", None)) if s is not None]
+        if syncs:
+            self.sync = lambda: [s() for s in syncs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.second.run({"latents": self.first.run(feeds)[0]})
+
+    def close(self) -> None:
+        for runner in (self.first, self.second):
+            getattr(runner, "close", lambda: None)()
+
+
 def run_cases(model: ModelInfo, cases: list[Case], batch_sizes: list[int], *, warmup_s: float, duration_s: float,
               iterations: int | None, log: Callable[[str], None] = lambda line: None) -> list[BenchResult]:
     runners: dict[int, GraphRunner | str] = {}

@@ -14,17 +14,20 @@ import numpy as np
 
 from gvtool import system
 from gvtool.errors import BadInputError
-from gvtool.manifest import GRAPHS, PRECISIONS, ModelInfo, read_manifest
+from gvtool.manifest import DOMAIN_GRAPHS, GRAPHS, PRECISIONS, ModelInfo, read_manifest
 from gvtool.runtime.backends import BACKENDS as RUNTIME_BACKENDS
 from gvtool.runtime.backends import open_backend
 from gvtool.bench.core import (BenchReport, bundle_info, cuda_devices_info, library_versions, machine_info,
                                   matmul_peak_numpy, utc_now)
 from gvtool.runtime.backends import parse_device
-from gvtool.bench.cases import ROUNDS, Case, run_cases
+from gvtool.bench.cases import ROUNDS, Case, ChainedRunner, run_cases
 from gvtool.runtime.bundles import newest_bundle
 
 # What `bench` measures: the runtime's backends (but "auto", which picks one of them) and the PyTorch baseline
 BACKENDS = (*(b for b in RUNTIME_BACKENDS if b != "auto"), "torch")
+# A translation model's paths, timed whole beside their graphs: A's image -> its code -> B's decoder, and back
+PATHS = {"translate_ab": (DOMAIN_GRAPHS[0][0], DOMAIN_GRAPHS[1][1]),
+         "translate_ba": (DOMAIN_GRAPHS[1][0], DOMAIN_GRAPHS[0][1])}
 
 
 MAX_BATCH = 1 << 16
@@ -50,11 +53,12 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
                  with_compile, cuda_graphs=False, log: Callable[[str], None]) -> BenchReport:
     bundle = Path(bundle) if bundle else newest_bundle()
     manifest = read_manifest(bundle)
-    if graphs is None:  # every graph the bundle has, in the order its chains run them
+    if graphs is None:  # every graph the bundle has, in the order its chains run them, and its translation paths
         present = {g.graph for g in manifest.graphs.values()}
-        graphs = [g for g in ("encoder", *manifest.model.sampling) if g in present]
+        graphs = [g for g in ("encoder", *manifest.model.sampling, *DOMAIN_GRAPHS[1]) if g in present]
+        graphs += [path for path, chain in PATHS.items() if all(g in present for g in chain)]
     for name, values, allowed in (("--backend", backends, BACKENDS), ("--precision", precisions, PRECISIONS),
-                                  ("--graph", graphs, GRAPHS)):
+                                  ("--graph", graphs, GRAPHS + tuple(PATHS))):
         unknown = [v for v in values if v not in allowed]
         if unknown or not values:
             raise BadInputError(f"unknown {name} {','.join(unknown) or '(none)'}; expected some of {','.join(allowed)}")
@@ -87,6 +91,8 @@ def _device_name(device: str) -> str:
 
 
 def _cases(bundle, manifest, graph, backend, precision, device, with_compile, cuda_graphs=False) -> list[Case]:
+    if graph in PATHS:
+        return _path_cases(bundle, manifest, graph, backend, precision, device, with_compile, cuda_graphs)
     key = f"{graph}.{precision}"
     entry = manifest.graphs.get(key)
     flops = getattr(entry, "flops_per_item", None) or getattr(manifest.graphs.get(f"{graph}.fp32"), "flops_per_item", None)
@@ -108,6 +114,23 @@ def _cases(bundle, manifest, graph, backend, precision, device, with_compile, cu
     cases = [Case(backend=label, make=make(), **common)]
     if cuda_graphs and backend == "tensorrt":
         cases.append(Case(backend="tensorrt+graphs", make=make(True), note="CUDA graphs", **common))
+    return cases
+
+
+def _path_cases(bundle, manifest, path, backend, precision, device, with_compile, cuda_graphs) -> list[Case]:
+    """A translation path's cases: each backend's runners of its two graphs, chained (the encoder's mean is the
+    decoder's latents), timed as one call from image to image."""
+    first, second = (_cases(bundle, manifest, graph, backend, precision, device, with_compile, cuda_graphs)
+                     for graph in PATHS[path])
+    cases = []
+    for a, b in zip(first, second):  # the same backend variants, in the same order
+        flops = a.flops_per_item + b.flops_per_item if a.flops_per_item and b.flops_per_item else None
+        common = dict(graph=path, backend=a.backend, precision=precision, device=device, flops_per_item=flops,
+                      note=a.note, inputs=a.inputs)
+        if a.make is None or b.make is None:
+            cases.append(Case(make=None, skip_reason=a.skip_reason or b.skip_reason, **common))
+        else:
+            cases.append(Case(make=lambda a=a, b=b: ChainedRunner(a.make(), b.make()), **common))
     return cases
 
 

@@ -20,11 +20,11 @@ from gvtool.errors import BadInputError
 from gvtool.eval import metrics
 from gvtool.eval.copies import copy_check
 from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
-from gvtool.manifest import CHAINS, cycled_labels, is_bundle, item_name, read_manifest
+from gvtool.manifest import CHAINS, DOMAIN_GRAPHS, cycled_labels, domain_names, is_bundle, item_name, read_manifest
 from gvtool.train import rundir
 from gvtool.train.config import TrainConfig
-from gvtool.train.data import (MIXTURES, PIXEL_SCALE, STACKED_MNIST, load_dataset, mixture_centres, split, to_model,
-                               to_uint8)
+from gvtool.train.data import (BUILTIN_IMAGES, MIXTURES, PIXEL_SCALE, STACKED_MNIST, load_dataset, mixture_centres,
+                               load_domain_b, split, to_model, to_uint8)
 
 EVALUATORS = Path("evaluators")  # trained evaluator classifiers, cached by data source and image size
 DEFAULT_N = {"vector": 2_500, "image": 2_000}  # 2,500: the VEEGAN/PacGAN protocol; 2,000 images > 128 features for FD
@@ -43,6 +43,8 @@ class Target:
     config: TrainConfig            # the run's config (data source, split, image size)
     sample: Callable[[int, int], np.ndarray]            # (n, seed) -> uint8 (N, C, H, W) images or float (N, D)
     reconstruct: Callable[[np.ndarray], np.ndarray] | None  # items -> reconstructions, same layout
+    # a translation model's: uint8 (N, C, H, W) images of one domain -> the other domain's (the int: 0 A, 1 B)
+    translate: Callable[[np.ndarray, int], np.ndarray] | None = None
 
 
 def open_target(target: Path, precision: str = "fp32") -> Target:
@@ -87,7 +89,14 @@ def _run_target(run_dir: Path) -> Target:
         values = {"latents": mean} | ({} if labels is None else {"labels": torch.from_numpy(labels)})
         return finished(run_chain(graphs, chains.decoding, values, len(x), drawn(Noise(RECONSTRUCTION_SEED)))[item])
 
-    return Target(str(run_dir), "run", "fp32", run.config, sample, reconstruct if chains.has_encoder else None)
+    @torch.no_grad()
+    def translate(images: np.ndarray, target: int) -> np.ndarray:
+        (encoder, _), (_, decoder) = DOMAIN_GRAPHS[1 - target], DOMAIN_GRAPHS[target]
+        mean, _ = graphs[encoder](to_model(torch.from_numpy(images)))
+        return finished(graphs[decoder](mean))
+
+    return Target(str(run_dir), "run", "fp32", run.config, sample, reconstruct if chains.has_encoder else None,
+                  translate if chains.translates else None)
 
 
 def _bundle_target(bundle: Path, precision: str) -> Target:
@@ -111,16 +120,24 @@ def _bundle_target(bundle: Path, precision: str) -> Target:
         out = model.decode(model.encode(inputs), labels, seed=RECONSTRUCTION_SEED)
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if image else out
 
+    def translate(images: np.ndarray, target: int) -> np.ndarray:
+        return np.ascontiguousarray(model.translate(images.transpose(0, 2, 3, 1), target).transpose(0, 3, 1, 2))
+
     has_encoder = any(g.graph == "encoder" for g in manifest.graphs.values())
-    return Target(str(bundle), "bundle", precision, config, sample, reconstruct if has_encoder else None)
+    return Target(str(bundle), "bundle", precision, config, sample, reconstruct if has_encoder else None,
+                  translate if manifest.model.domains else None)
 
 
 def evaluate(target: Path, *, data_source: str | None = None, n: int | None = None, precision: str = "fp32",
-             seed: int = 0, log: Callable[[str], None] = lambda line: None) -> dict:
+             seed: int = 0, log: Callable[[str], None] = lambda line: None, data_b_source: str | None = None) -> dict:
     """All metrics that apply to the target's data, as a JSON-ready dict. `data_source` replaces the data
-    the run was trained on (e.g. the same .npz moved elsewhere)."""
+    the run was trained on (e.g. the same .npz moved elsewhere), `data_b_source` a translation model's domain B."""
     t = open_target(target, precision)
     config = t.config if data_source is None else t.config.replace(data=data_source)
+    if data_b_source is not None:
+        if t.translate is None:
+            raise BadInputError(f"--data-b is a translation model's domain B; {t.name} holds a {config.model.kind} model")
+        config = config.replace(data_b=data_b_source)
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
     train_set, held_out = split(data, config.val_fraction, config.split_seed)
     n = n or (STACKED_SAMPLES if config.data == STACKED_MNIST else DEFAULT_N[data.kind])
@@ -144,6 +161,44 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
         real = held_out.x.numpy().astype(np.float64)
         scale = PIXEL_SCALE if data.kind == "image" else 1.0  # report on the model's scale, as training does
         result["held_out_recon_mse"] = float(np.mean(((rebuilt.astype(np.float64) - real) / scale) ** 2))
+    if t.translate is not None:
+        result["translation"] = _translation_metrics(t, config, data, log)
+    return result
+
+
+def _translation_metrics(t: Target, config: TrainConfig, data, log) -> dict:
+    """Both directions of a translation model on each domain's held-out images: the share whose translation the
+    target domain's evaluator classifies as the source image's label ("class kept"), the translations' FD and
+    precision/recall/density/coverage against the target domain's training images (in that evaluator's features),
+    and the cycle error: the mean squared difference (model range) between an image and its translation translated
+    back. Beside them, the target domain's held-out real images in the translations' place (FD, PRDC)."""
+    data_b = load_domain_b(config.data_b, data)
+    domains = [(config.data, *split(data, config.val_fraction, config.split_seed)),
+               (config.data_b, *split(data_b, config.val_fraction, config.split_seed))]
+    if any(held.y is None for _, _, held in domains):
+        raise BadInputError("translation metrics need labelled domains (to check that a digit keeps its class); "
+                            f"{' or '.join(name for name, _, held in domains if held.y is None)} has no labels")
+    result, names = {}, domain_names(config.data, config.data_b)
+    for source in (0, 1):
+        target = 1 - source
+        (_, _, held), (target_source, train_t, held_t) = domains[source], domains[target]
+        evaluator, meta = _evaluator(data if target == 0 else data_b, config.replace(data=target_source), log)
+        translated = t.translate(held.x.numpy(), target)
+        probs, features = predict(evaluator, torch.from_numpy(translated))
+        _, train_features = predict(evaluator, train_t.x)
+        _, real_features = predict(evaluator, held_t.x)
+        back = t.translate(translated, source)
+        cycle = float(np.mean(((back.astype(np.float64) - held.x.numpy()) / PIXEL_SCALE) ** 2))
+        reference = train_features[:PRDC_MAX]
+        result[f"{'ab'[source]}_to_{'ab'[target]}"] = {
+            "source": names[source], "target": names[target], "n": len(held),
+            "class_kept": float((probs.argmax(1) == held.y.numpy()).mean()),
+            "frechet_distance": metrics.frechet_distance(train_features, features),
+            "prdc": dataclasses.asdict(metrics.prdc(reference, features[:PRDC_MAX])),
+            "cycle_mse": cycle,
+            "evaluator": {"held_out_accuracy": meta["held_out_accuracy"], "path": meta["path"]},
+            "real_reference": {"n": len(held_t), "frechet_distance": metrics.frechet_distance(train_features, real_features),
+                               "prdc": dataclasses.asdict(metrics.prdc(reference, real_features[:PRDC_MAX]))}}
     return result
 
 
@@ -208,7 +263,7 @@ def _per_channel(evaluator, images: torch.Tensor) -> tuple[np.ndarray, np.ndarra
 def _evaluator(data, config: TrainConfig, log):
     """The cached evaluator for this data and image size, trained (and saved) on first use."""
     size = data.shape[1]
-    source = config.data if config.data in ("mnist", *MIXTURES) else str(Path(config.data).resolve())
+    source = config.data if config.data in (*BUILTIN_IMAGES, *MIXTURES) else str(Path(config.data).resolve())
     digest = hashlib.sha256(source.encode()).hexdigest()[:8]  # two files of one name get two evaluators
     path = EVALUATORS / f"{Path(config.data).stem or 'data'}-{digest}-{size}px-split{config.split_seed}.safetensors"
     if path.is_file():

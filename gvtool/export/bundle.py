@@ -28,8 +28,8 @@ from gvtool.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, export_onnx
 from gvtool.export.validate import validate_graph
 from gvtool.export.variants import to_fp16, to_int8
 from gvtool.runtime.bundles import BUNDLES_ROOT
-from gvtool.manifest import (CHAINS, PRECISIONS, GraphEntry, Manifest, ModelInfo, cycled_labels, is_bundle, item_name,
-                             read_manifest, sha256_file, write_manifest)
+from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, PRECISIONS, GraphEntry, Manifest, ModelInfo, cycled_labels,
+                             domain_names, is_bundle, item_name, read_manifest, sha256_file, write_manifest)
 from gvtool.train.graphs import Graph, graph_modules, run_chain
 from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE, load_dataset, split, to_model
 
@@ -137,51 +137,68 @@ def _pixels(run: RunModel) -> dict | None:
 
 
 class _Inputs:
-    """Real held-out items for the encoder, and for every other graph what sampling feeds it: seeded noise run
-    through the graphs before it in the sampling chain (a prior's decoder gets the prior's latents, hier's detail
-    stage the coarse stage's items). What validation and int8 calibration feed the graphs."""
+    """Real held-out items for each encoder (a translation model's encoder_b: domain B's), and for every other graph
+    what sampling feeds it: seeded noise run through the graphs before it in the sampling chain (a prior's decoder
+    gets the prior's latents, hier's detail stage the coarse stage's items). What validation and int8 calibration
+    feed the graphs."""
 
     def __init__(self, run: RunModel, log: Callable[[str], None]):
         self.run, self.cfg = run, run.config.model
         self.rng = np.random.default_rng(0)
         self.trained = graph_modules(self.cfg, run.nets)
-        self.items, self.class_names, self.note = self._held_out(log)
+        self.items: dict[str, np.ndarray] = {}  # encoder graph -> the items it is fed
+        self.notes: dict[str, str] = {}         # encoder graph -> what they are
+        self.class_names = self._held_out(log)
 
-    def _held_out(self, log) -> tuple[np.ndarray, tuple[str, ...], str]:
+    def _held_out(self, log) -> tuple[str, ...]:
+        """Fill items and notes per encoder graph; return the class names a conditional model records."""
         config = self.run.config
-        try:
-            data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
-            if data.shape != self.cfg.item_shape:
-                raise BadInputError(f"its items are now {data.shape}, the model takes {self.cfg.item_shape}")
-        except BadInputError as error:
-            # The training data may not travel with the run: validate on the decoder's own samples.
-            log(f"data {config.data} unavailable or unusable ({error}); validating the encoder on generated items")
-            items = self._sampled("encoder", CALIBRATION_ITEMS)[item_name(self.cfg.data_kind)]
-            return items, (), "generated items (training data unavailable)"
-        _, held_out = split(data, config.val_fraction, config.split_seed)
-        source = held_out if len(held_out) >= CALIBRATION_ITEMS else data
-        x = source.x[:CALIBRATION_ITEMS]
-        x = to_model(x) if data.kind == "image" else x
-        names = data.class_names if self.cfg.conditional else ()
-        return x.numpy().astype(np.float32), names, f"held-out items of {config.data}"
+        encoders = [pair[0] for pair in DOMAIN_GRAPHS] if CHAINS[self.cfg.kind].translates else ["encoder"]
+        names: tuple[str, ...] = ()
+        for domain, encoder in enumerate(encoders):
+            source = config.data if domain == 0 else config.data_b
+            try:  # domain B at the model's image size, as training loaded it (load_domain_b)
+                data = (load_dataset(config.data, image_size=config.image_size, seed=config.seed,
+                                     n_vectors=config.n_vectors) if domain == 0 else
+                        load_dataset(config.data_b, image_size=self.cfg.image_size))
+                if data.shape != self.cfg.item_shape_of(domain):
+                    raise BadInputError(f"its items are now {data.shape}, the model takes {self.cfg.item_shape_of(domain)}")
+            except BadInputError as error:
+                # The training data may not travel with the run: validate on the decoder's own samples.
+                log(f"data {source} unavailable or unusable ({error}); validating the {encoder} graph on generated items")
+                decoder = DOMAIN_GRAPHS[domain][1]
+                self.items[encoder] = self._sampled(decoder, CALIBRATION_ITEMS, through=True)[item_name(self.cfg.data_kind)]
+                self.notes[encoder] = "generated items (training data unavailable)"
+                continue
+            _, held_out = split(data, config.val_fraction, config.split_seed)
+            chosen = held_out if len(held_out) >= CALIBRATION_ITEMS else data
+            x = chosen.x[:CALIBRATION_ITEMS]
+            x = to_model(x) if data.kind == "image" else x
+            self.items[encoder] = x.numpy().astype(np.float32)
+            self.notes[encoder] = f"held-out items of {source}"
+            if domain == 0 and self.cfg.conditional:
+                names = data.class_names
+        return names
 
     def model_info(self) -> ModelInfo:
         c, chains = self.cfg, CHAINS[self.cfg.kind]
+        domains = ({"domains": domain_names(self.run.config.data, self.run.config.data_b),
+                    "item_shape_b": tuple(c.item_shape_b)} if chains.translates else {})
         return ModelInfo(kind=c.kind, conditional=c.conditional, num_classes=c.num_classes, data_kind=c.data_kind,
                          item_shape=tuple(c.item_shape), latent_dim=c.latent_dim, class_names=tuple(self.class_names),
-                         latent_prior=chains.latent_prior, decoding=chains.decoding)
+                         latent_prior=chains.latent_prior, decoding=chains.decoding, **domains)
 
     def _draw(self, name: str, n: int, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.from_numpy(self.rng.standard_normal((n, *shape)).astype(np.float32))
 
     @torch.no_grad()
-    def _sampled(self, graph: str, n: int) -> dict[str, np.ndarray]:
-        """The values sampling computes on the way to `graph` (all of the sampling chain for the encoder, whose
-        items are then generated), with the graph's own noise drawn."""
+    def _sampled(self, graph: str, n: int, through: bool = False) -> dict[str, np.ndarray]:
+        """The values sampling computes on the way to `graph` (`through`: and `graph` itself), with the graph's own
+        noise drawn. A graph outside the sampling chain (a translation model's decoder_b) takes N(0, I) latents."""
         chain = CHAINS[self.cfg.kind].sampling
-        before = chain[:chain.index(graph)] if graph in chain else chain
+        before = chain[:chain.index(graph)] if graph in chain else ()
         labels = {"labels": torch.tensor(cycled_labels(n, self.cfg.num_classes))} if self.cfg.conditional else {}
-        values = run_chain(self.trained, before, labels, n, self._draw)
+        values = run_chain(self.trained, before + ((graph,) if through else ()), labels, n, self._draw)
         for name, _, shape in self.trained[graph].inputs:
             if name not in values and name != item_name(self.cfg.data_kind):
                 values[name] = self._draw(name, n, shape)
@@ -191,8 +208,8 @@ class _Inputs:
         feeds, start = [], 0
         names = [name for name, _, _ in self.trained[graph].inputs]
         for n in sizes:
-            if graph == "encoder":
-                feeds.append({names[0]: self.items[start:start + n]})
+            if graph in self.items:
+                feeds.append({names[0]: self.items[graph][start:start + n]})
                 start += n
             else:
                 values = self._sampled(graph, n)
@@ -213,10 +230,10 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
     cfg = run.config.model
     trained: Graph = inputs.trained[graph]
     module = trained
-    if graph == "decoder":
+    if graph in ("decoder", "decoder_b"):
         # The exported decoder is the exact sub-pixel rewrite (faster on every backend); it is validated
         # against the decoder as trained.
-        module = graph_modules(cfg, run.nets, {"decoder": inference_decoder(run.nets["decoder"])})["decoder"]
+        module = graph_modules(cfg, run.nets, {"decoder": inference_decoder(run.nets["decoder"])})[graph]
     specs_in, specs_out = contract(trained)
     reference = _torch_reference(trained)
     fp32_path = folder / f"{graph}.onnx"
@@ -225,8 +242,12 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
     flops = _count_flops(graph, model, log)
     check_feeds = inputs.feeds(graph, VALIDATION_BATCHES)
     chain = CHAINS[cfg.kind].sampling
-    note = (inputs.note if graph == "encoder" else "seeded N(0, I) latents" if graph == chain[0] else
-            f"seeded N(0, I) noise through {' -> '.join(chain[:chain.index(graph)])}")
+    if graph in inputs.notes:  # an encoder's items
+        note = inputs.notes[graph]
+    elif graph in chain[1:]:
+        note = f"seeded N(0, I) noise through {' -> '.join(chain[:chain.index(graph)])}"
+    else:
+        note = "seeded N(0, I) latents"
     # Vector items (a decoder's, hier's coarse and detail stages') are in data units: judged per data std, like
     # images on their [-1, 1] scale
     in_data_units = cfg.data_kind == "vector" and specs_out[0].name in ("vectors", "coarse")

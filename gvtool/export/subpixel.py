@@ -12,10 +12,12 @@ decoder up to float rounding, which export validation measures like any other gr
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
-from gvtool.train.models import Decoder
+from gvtool.train.models import Decoder, DomainDecoder
 
 # Rewrite only convs this narrow: a wide conv at full resolution already runs near peak, and its
 # sub-pixel form (4x channels at a quarter of the positions, then a large DepthToSpace) measured slower
@@ -57,12 +59,20 @@ def subpixel_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> nn.Sequential
     return nn.Sequential(fused, nn.PixelShuffle(2))
 
 
-def inference_decoder(decoder: Decoder) -> nn.Module:
+def inference_decoder(decoder: nn.Module) -> nn.Module:
     """A copy of an image decoder whose narrow (Upsample, Conv2d[, BatchNorm2d]) runs (the one making the
-    output channels) are rewritten as sub-pixel convs."""
+    output channels) are rewritten as sub-pixel convs; a translation model's decoder has each domain's rewritten."""
+    if isinstance(decoder, DomainDecoder):
+        fast = copy.deepcopy(decoder)
+        fast.fronts = nn.ModuleList(_rewritten(list(front)) for front in decoder.fronts)
+        return fast.eval()
     if decoder.cfg.data_kind != "image":
         return decoder
-    layers, modules, i = [], list(decoder.net), 0
+    return _InferenceDecoder(decoder, _rewritten(list(decoder.net))).eval()
+
+
+def _rewritten(modules: list[nn.Module]) -> nn.Sequential:
+    layers, i = [], 0
     while i < len(modules):
         m = modules[i]
         if (isinstance(m, nn.Upsample) and m.mode == "nearest" and m.scale_factor in (2, 2.0)
@@ -74,8 +84,7 @@ def inference_decoder(decoder: Decoder) -> nn.Module:
         else:
             layers.append(m)
             i += 1
-    fast = _InferenceDecoder(decoder, nn.Sequential(*layers))
-    return fast.eval()
+    return nn.Sequential(*layers)
 
 
 class _InferenceDecoder(nn.Module):

@@ -1,4 +1,5 @@
-"""The runtime's public API: load a bundle once, then sample, encode, decode, reconstruct, interpolate.
+"""The runtime's public API: load a bundle once, then sample, encode, decode, reconstruct, interpolate (and, for a
+translation model, translate).
 
 Everything is batched: requests larger than a backend takes run in chunks, and the result equals the
 unchunked one. Images come back as uint8 (N, H, W, C); vector models give float32 (N, D).
@@ -14,7 +15,7 @@ import numpy as np
 
 from gvtool.errors import BadBundleError, BadInputError
 from gvtool.imaging import convert_channels, fit_square
-from gvtool.manifest import NOISE_INPUTS, ModelInfo, cycled_labels, item_name, read_manifest
+from gvtool.manifest import DOMAIN_GRAPHS, NOISE_INPUTS, ModelInfo, cycled_labels, item_name, read_manifest
 from gvtool.runtime.backends import Choice, open_backend
 
 DEFAULT_CHUNK = 256  # items per call when the backend sets no limit: activations of 256 items stay ~100 MB
@@ -44,13 +45,14 @@ def load(bundle: str | Path, backend: str = "auto", device: str = "cpu", precisi
     return GenerativeModel(bundle, manifest, choice, precision)
 
 
-OPERATIONS = ("sample", "decode", "encode", "reconstruct", "interpolate")
+OPERATIONS = ("sample", "decode", "encode", "reconstruct", "interpolate", "translate")
 
 
 def graphs_for(model: ModelInfo, operation: str) -> list[str]:
     """The graphs an operation runs on a model, from its declared chains."""
     needs = {"sample": model.sampling, "decode": model.decoding, "encode": ("encoder",),
-             "reconstruct": ("encoder", *model.decoding), "interpolate": ("encoder", *model.sampling)}
+             "reconstruct": ("encoder", *model.decoding), "interpolate": ("encoder", *model.sampling),
+             "translate": tuple(g for pair in DOMAIN_GRAPHS for g in pair)}
     if operation not in needs:
         raise BadInputError(f"unknown operation {operation!r}; expected one of {', '.join(OPERATIONS)}")
     return list(dict.fromkeys(needs[operation]))
@@ -112,6 +114,8 @@ class GenerativeModel:
         self.kind, self.conditional, self.num_classes = m.kind, m.conditional, m.num_classes
         self.latent_dim, self.item_shape, self.is_image = m.latent_dim, m.item_shape, m.is_image
         self.latent_prior, self.decoding = m.latent_prior, m.decoding
+        self.domains = m.domains  # a translation model's two domains, A first; () for every other model
+        self._info = m
         self._pixels = manifest.pixels
         self._entries = {graph: manifest.graph(graph, precision) for graph in choice.runners}
         self._item = item_name(m.data_kind)
@@ -210,6 +214,34 @@ class GenerativeModel:
         # One draw of any noise the decoding takes, repeated along the path: the path alone changes
         return self._decode(path, None if label is None else np.full(steps, label), Noise(0, shared=True))
 
+    # --- translation ---------------------------------------------------------------------------
+
+    def domain(self, name) -> int:
+        """A translation model's domain by its name in the manifest (e.g. "digits"), by "a" or "b", or by 0 or 1."""
+        if not self.domains:
+            raise BadInputError(f"this {self.kind} model does not translate: it models one domain")
+        if isinstance(name, (int, np.integer)) and not isinstance(name, bool) and name in (0, 1):
+            return int(name)
+        if isinstance(name, str):
+            for index, domain in enumerate(self.domains):
+                if name == domain or name.lower() == "ab"[index]:
+                    return index
+        raise BadInputError(f"unknown domain {name!r}: this model translates between {self.domains[0]} (a) and "
+                            f"{self.domains[1]} (b)")
+
+    def translate(self, images, to) -> np.ndarray:
+        """Images of one domain -> the same images in the other domain `to` (see domain()), uint8 (N, H, W, C) at the
+        target domain's channels: each image is encoded by its domain's encoder (the posterior mean) and decoded by
+        the target domain's decoder. Images of any size are fitted to the source domain's, as encode() does."""
+        target = self.domain(to)
+        source = 1 - target
+        encoder, decoder = DOMAIN_GRAPHS[source][0], DOMAIN_GRAPHS[target][1]
+        self._need((encoder, decoder), "translate")
+        x = self._to_model(images, source)
+        mean, _ = self._run(encoder, {self._item: x})
+        (out,) = self._run(decoder, {"latents": mean})
+        return self._to_items(out)
+
     # --- helpers -------------------------------------------------------------------------------
 
     def _endpoint(self, value) -> np.ndarray:
@@ -291,8 +323,9 @@ class GenerativeModel:
         pixels = np.rint((out.astype(np.float32) - p["offset"]) * p["scale"])
         return np.clip(pixels, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
 
-    def _to_model(self, items) -> np.ndarray:
-        """Items as the encoder takes them: float32 (N, C, H, W) in model range, or (N, D) vectors."""
+    def _to_model(self, items, domain: int = 0) -> np.ndarray:
+        """Items as the encoder (of `domain`, for a translation model) takes them: float32 (N, C, H, W) in model
+        range, or (N, D) vectors."""
         if not self.is_image:
             x = np.asarray(items, dtype=np.float32)
             if x.ndim != 2 or x.shape[1:] != self.item_shape or len(x) == 0:
@@ -300,27 +333,29 @@ class GenerativeModel:
             if not np.isfinite(x).all():
                 raise BadInputError("vectors hold NaN or infinite values")
             return x
-        fitted = self.fit_images(items)  # (N, H, W, C) uint8
+        fitted = self.fit_images(items, domain)  # (N, H, W, C) uint8
         p = self._pixels
         return (fitted.transpose(0, 3, 1, 2).astype(np.float32) / p["scale"] + p["offset"]).astype(np.float32)
 
-    def fit_images(self, images) -> np.ndarray:
-        """Images (a (N, H, W[, C]) array or a list of arrays of any size) as the model takes them:
-        uint8 (N, H, W, C) at its size and colour mode; a conversion is warned about once per call."""
+    def fit_images(self, images, domain: int = 0) -> np.ndarray:
+        """Images (a (N, H, W[, C]) array or a list of arrays of any size) as the model (the encoder of a translation
+        model's `domain`) takes them: uint8 (N, H, W, C) at its size and colour mode; a conversion is warned about
+        once per call."""
         images = [np.asarray(im) for im in images] if isinstance(images, (list, tuple)) else list(np.asarray(images))
         if not images:
             raise BadInputError("no images given")
-        c, h, w = self.item_shape
+        shape = self._info.item_shape_of(domain)
+        c, h, w = shape
         native = {(h, w, c)} | ({(h, w)} if c == 1 else set())  # a grey (H, W) array needs no conversion
         converted = sum(im.shape not in native for im in images)
-        fitted = [self._fit(im) for im in images]
+        fitted = [self._fit(im, shape) for im in images]
         if converted:
-            warnings.warn(f"{converted} image(s) converted to the model's {self.item_shape[1:] + self.item_shape[:1]} "
+            warnings.warn(f"{converted} image(s) converted to the model's {shape[1:] + shape[:1]} "
                           "(centre crop, resize, colour mode)", stacklevel=3)
         return np.stack(fitted)
 
-    def _fit(self, image: np.ndarray) -> np.ndarray:
-        c, h, w = self.item_shape
+    def _fit(self, image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        c, h, w = shape
         if image.dtype != np.uint8:
             raise BadInputError(f"images must be uint8 pixels 0..255, got {image.dtype}")
         if image.ndim == 2:

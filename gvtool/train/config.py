@@ -21,6 +21,7 @@ NETWORKS = {
     "ali": ("encoder", "decoder", "discriminator"),    # discriminator on (item, latent) pairs
     "prior": ("encoder", "decoder", "prior_encoder", "prior_decoder"),
     "hier": ("encoder", "coarse", "detail", "discriminator"),
+    "cyclevae": ("encoder", "decoder", "discriminator"),  # each holds both domains' layers (models.Domain*)
 }
 FROZEN = {"prior": ("encoder", "decoder")}
 PRIOR_BASES = ("vaegan", "vae", "ali")  # the kinds a prior can learn the codes of: an encoder, and a decoder of latents
@@ -40,6 +41,7 @@ MAX_WIDTH = 1024        # conv channels of the first stage (the default is 32)
 MAX_HIDDEN = 16384      # MLP units (the default is 128)
 MAX_BATCH = 1 << 16
 MAX_EPOCHS = 1_000_000
+CYCLE_EPOCHS = 20       # cyclevae: epochs of domain A in the CPU default
 COARSE_FACTOR = 4       # hier: the coarse stage's images are average-pooled by this factor per side (28 -> 7)
 
 
@@ -101,6 +103,7 @@ class ModelConfig:
     num_classes: int = 0            # conditional: filled in from the labelled data; 0 until then
     data_kind: str = "image"        # "image" (conv nets) or "vector" (MLPs)
     channels: int = 1               # images: 1 or 3
+    channels_b: int = 0             # cyclevae: domain B's channels (1 or 3, from its data); 0 for every other model
     image_size: int = 28            # images: square side, a multiple of 4 from 16 to 64
     vector_dim: int = 2             # vectors: item size
     latent_dim: int = 16            # MNIST: 16 gave clearer prior samples than 32 at the same budget
@@ -146,6 +149,8 @@ class ModelConfig:
                                     # the detail stage's output, pooled back to the coarse size: keeps the detail true
                                     # to the structure it was given (0 for vector data: there the coarse item is a
                                     # whole, blurred item, which the detail must move, not keep)
+    cycle_weight: float = 1.0       # cyclevae: weight of the cycle terms (A -> B -> A and B -> A -> B), measured like
+                                    # the reconstruction they extend
     ema_decay: float = 0.999        # decoder weights averaged over ~1/(1-decay) steps (Karras et al. 2018; Yazici et
                                     # al. 2019); the average samples, exports and evaluates; 0 turns it off. MNIST
                                     # seed 0: FD 31.7 -> 24.9 at no measurable cost
@@ -202,6 +207,14 @@ class ModelConfig:
         _check(1 <= self.detail_dim <= 4096, f"--detail-dim must be from 1 to 4096, got {self.detail_dim}")
         _check(self.structure_weight >= 0, f"structure_weight must be >= 0, got {self.structure_weight}")
         _check(0 <= self.prior_free_bits <= 100, f"prior_free_bits must be from 0 to 100, got {self.prior_free_bits}")
+        _check(self.cycle_weight >= 0, f"cycle_weight must be >= 0, got {self.cycle_weight}")
+        if self.kind == "cyclevae":
+            _check(self.data_kind == "image", "--model cyclevae translates between two image domains, not vector data")
+            _check(not self.conditional, "--model cyclevae is unconditional: it learns from unpaired, unlabelled "
+                                         "domains (--conditional does not apply)")
+            _check(self.channels_b in (0, 1, 3), f"channels_b must be 1 or 3, got {self.channels_b}")
+        else:
+            _check(self.channels_b == 0, f"channels_b is for --model cyclevae, not {self.kind}")
 
     @property
     def networks(self) -> tuple[str, ...]:
@@ -242,6 +255,15 @@ class ModelConfig:
             return (self.channels, self.image_size, self.image_size)
         return (self.vector_dim,)
 
+    @property
+    def item_shape_b(self) -> tuple[int, ...]:
+        """cyclevae: domain B's images, at domain A's size."""
+        return (self.channels_b, self.image_size, self.image_size)
+
+    def item_shape_of(self, domain: int) -> tuple[int, ...]:
+        """The items of domain 0 (A: every model's items) or 1 (B, a translation model's)."""
+        return self.item_shape if domain == 0 else self.item_shape_b
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -275,6 +297,7 @@ class TrainConfig:
     log_every: int = 25             # steps per metrics flush: per-step rows without a host sync per step
     n_fixed: int = 64               # fixed latents for the per-epoch sample grid
     base: str | None = None         # prior: the run folder whose encoder's codes it learns (copied in at the start)
+    data_b: str | None = None       # cyclevae: domain B's data (as --data), loaded at domain A's image size
 
     def __post_init__(self) -> None:
         _check(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
@@ -291,12 +314,14 @@ class TrainConfig:
                f"unknown --cuda-graphs {self.cuda_graphs!r}; expected one of {', '.join(CUDA_GRAPHS)}")
         _check(0 <= self.val_fraction <= 0.5, f"val_fraction must be in [0, 0.5], got {self.val_fraction}")
         _check(10 <= self.n_vectors <= 10**8, f"n_vectors must be from 10 to 100,000,000, got {self.n_vectors}")
+        _check(self.data_b is None or self.model.kind == "cyclevae",
+               f"--data-b is domain B of --model cyclevae; a {self.model.kind} model learns one domain")
         _check(1 <= self.log_every <= 10**6 and 1 <= self.n_fixed <= 4096,
                f"log_every must be from 1 to 1,000,000 and n_fixed from 1 to 4096, got {self.log_every}, {self.n_fixed}")
 
     @classmethod
-    def defaults_for(cls, data: str, device: str = "cpu") -> "TrainConfig":
-        """The defaults for a data source on a device type ("cpu" or "cuda", as --device resolves).
+    def defaults_for(cls, data: str, device: str = "cpu", kind: str = "vaegan") -> "TrainConfig":
+        """The defaults of a model kind for a data source on a device type ("cpu" or "cuda", as --device resolves).
 
         The 2-D mixtures (20,000 points) take a small latent, batches of 128 at lr 1e-3 for 170 epochs (~24k steps),
         a VAE-GAN gamma of 0.03 and the plain ELBO's KL weight of 1: at batch 32 / 20 epochs every model smeared the
@@ -321,6 +346,14 @@ class TrainConfig:
         small to fill a GPU."""
         if device not in ("cpu", "cuda"):
             raise ValueError(f"defaults_for takes a device type, 'cpu' or 'cuda', not {device!r}")
+        config = cls._data_defaults(data, device)
+        config = config.replace(model=dataclasses.replace(config.model, kind=kind))
+        if kind == "cyclevae":  # a step trains both domains' networks both ways: CYCLE_EPOCHS of A
+            config = config.replace(epochs=CYCLE_EPOCHS * (CUDA_EPOCH_FACTOR if device == "cuda" else 1))
+        return config
+
+    @classmethod
+    def _data_defaults(cls, data: str, device: str) -> "TrainConfig":
         if data in ("ring8", "grid25"):
             model = ModelConfig(latent_dim=8, feature_weight=0.03, kl_weight=1.0, gan_loss="bce", spectral_norm=False,
                                 structure_weight=0.0)

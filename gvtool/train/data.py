@@ -20,8 +20,8 @@ from gvtool.imaging import GREY_MODES, convert_channels, fit_square, open_image
 from gvtool.train.mixtures import MIXTURES, mixture_centres, sample_mixture
 
 __all__ = [
-    "PIXEL_SCALE", "PIXEL_OFFSET", "IMAGE_SIZES", "MIXTURES", "STACKED_MNIST", "Dataset",
-    "to_model", "to_uint8", "load_dataset", "split", "mixture_centres",
+    "PIXEL_SCALE", "PIXEL_OFFSET", "IMAGE_SIZES", "MIXTURES", "STACKED_MNIST", "DIGITS", "MNIST_M", "BUILTIN_IMAGES",
+    "Dataset", "to_model", "to_uint8", "load_dataset", "load_domain_b", "split", "mixture_centres",
 ]
 
 # model value = pixel / PIXEL_SCALE + PIXEL_OFFSET: uint8 0..255 maps onto [-1, 1], the range of the
@@ -34,12 +34,20 @@ IMAGE_SIZES = range(16, 65, 4)
 _DEFAULT_IMAGE_SIZE = 32  # used when images have no single native size in IMAGE_SIZES
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-_EXPECTED_SOURCES = "expected mnist, stacked-mnist, ring8, grid25, a folder of images or an .npz file"
+_EXPECTED_SOURCES = "expected mnist, digits, mnist-m, stacked-mnist, ring8, grid25, a folder of images or an .npz file"
 
 # Stacked MNIST (Metz et al. 2017; VEEGAN, PacGAN): three digits in the three colour channels, 1,000 modes.
 STACKED_MNIST = "stacked-mnist"
 STACKED_N = 20_000     # stacks drawn from the 5,000 digits; the draw is fixed, so every run sees the same data
 _STACKED_SEED = 0
+
+# Two more digit domains, for translation (gvtool train --model cyclevae --data mnist --data-b digits): the same ten
+# classes drawn by other hands (scikit-learn's UCI digits) or over other backgrounds (MNIST-M, Ganin et al. 2016).
+DIGITS = "digits"
+MNIST_M = "mnist-m"
+BUILTIN_IMAGES = ("mnist", DIGITS, MNIST_M, STACKED_MNIST)
+_DIGITS_SIZE = 28      # UCI digits are 8x8; they are enlarged to MNIST's side unless --image-size says otherwise
+_MNIST_M_SEED = 0
 
 
 def to_model(x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +103,8 @@ class Dataset:
 
 
 def load_dataset(source: str, *, image_size: int | None = None, seed: int = 0, n_vectors: int = 20_000) -> Dataset:
-    """Load `--data source`: "mnist", "stacked-mnist", "ring8", "grid25", a folder of images, or an .npz file.
+    """Load `--data source`: "mnist", "digits", "mnist-m", "stacked-mnist", "ring8", "grid25", a folder of images, or
+    an .npz file.
 
     Images come back uint8 (N, C, H, W) at image_size (None: their native size when it is one square
     size in IMAGE_SIZES, else 32). Mixtures come back as n_vectors float32 points drawn with `seed`;
@@ -108,6 +117,10 @@ def load_dataset(source: str, *, image_size: int | None = None, seed: int = 0, n
         return _load_mnist(image_size)
     if source == STACKED_MNIST:
         return _load_stacked_mnist(image_size)
+    if source == DIGITS:
+        return _load_digits(image_size)
+    if source == MNIST_M:
+        return _load_mnist_m(image_size)
     path = Path(source)
     if path.suffix.lower() == ".npz":
         return _load_npz(source, path, image_size)
@@ -134,6 +147,17 @@ def split(ds: Dataset, val_fraction: float, seed: int = 0) -> tuple[Dataset, Dat
     n_val = min(n_val, max(n - 1, 0))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return ds.subset(perm[n_val:]), ds.subset(perm[:n_val])
+
+
+def load_domain_b(source: str | None, domain_a: Dataset) -> Dataset:
+    """A translation model's domain B (--data-b), at domain A's image size: both domains are images of one side."""
+    if source is None:
+        raise BadInputError("--model cyclevae translates between two domains: name domain B with --data-b (for "
+                            "example --data mnist --data-b digits)")
+    if domain_a.kind != "image" or source in MIXTURES:
+        vectors = domain_a.source if domain_a.kind != "image" else source
+        raise BadInputError(f"--model cyclevae translates between image domains; {vectors} holds vectors")
+    return load_dataset(source, image_size=domain_a.shape[1])
 
 
 # --- sources -------------------------------------------------------------------------------------
@@ -186,6 +210,51 @@ def _load_stacked_mnist(image_size: int | None) -> Dataset:
     x = digits.x[:, 0][index]  # (N, 3, H, W): channel c is digit index[:, c]
     y = (digits.y[index] * torch.tensor([100, 10, 1])).sum(dim=1)
     return Dataset(STACKED_MNIST, "image", x.contiguous(), y, 1000, tuple(f"{i:03d}" for i in range(1000)))
+
+
+def _load_digits(image_size: int | None) -> Dataset:
+    """scikit-learn's copy of the UCI handwritten digits: 1,797 digits of 8x8 pixels in 17 grey levels, written by
+    other people than MNIST's and filling their frame, enlarged (bicubic) to the image size, 28 by default."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise BadInputError("the built-in UCI digits need scikit-learn: pip install 'gvtool[train]'") from e
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)[..., None]  # (N, 8, 8, 1), 0..16 -> 0..255
+    return _image_dataset(DIGITS, pixels, digits.target.astype(np.int64), tuple(str(i) for i in range(10)),
+                          image_size or _DIGITS_SIZE)
+
+
+@functools.cache
+def _photos() -> tuple[np.ndarray, ...]:
+    """The two colour photographs scikit-learn ships (china.jpg, flower.jpg), uint8 (427, 640, 3) each."""
+    try:
+        from sklearn.datasets import load_sample_images
+    except ImportError as e:
+        raise BadInputError("the built-in MNIST-M digits need scikit-learn: pip install 'gvtool[train]'") from e
+    images = tuple(np.asarray(image, dtype=np.uint8) for image in load_sample_images().images)
+    for image in images:
+        image.flags.writeable = False
+    return images
+
+
+def _load_mnist_m(image_size: int | None) -> Dataset:
+    """MNIST-M after Ganin et al. 2016: each of the 5,000 MNIST digits blended over a patch of a colour photograph,
+    pixel = |patch - digit| per channel, so the stroke shows as the patch's inverse colour. The patches (place and
+    photo) are drawn once with a fixed seed; digit i of MNIST-M is digit i of MNIST, so both domains hold out the
+    same digits."""
+    pixels, labels = _mnist_arrays()
+    photos = _photos()
+    rng = np.random.default_rng(_MNIST_M_SEED)
+    n, h, w, _ = pixels.shape
+    which = rng.integers(0, len(photos), n)
+    out = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        photo = photos[which[i]]
+        top, left = rng.integers(0, photo.shape[0] - h + 1), rng.integers(0, photo.shape[1] - w + 1)
+        patch = photo[top:top + h, left:left + w].astype(np.int16)
+        out[i] = np.abs(patch - pixels[i].astype(np.int16)).astype(np.uint8)
+    return _image_dataset(MNIST_M, out, labels.copy(), tuple(str(i) for i in range(10)), image_size)
 
 
 def _load_npz(source: str, path: Path, image_size: int | None) -> Dataset:

@@ -106,12 +106,40 @@ class DetailGraph(Graph):
         return self.detail(coarse, detail_noise, labels if self.conditional else None)
 
 
+class EncoderBGraph(Graph):
+    """cyclevae: domain B's images (B, *item_b) -> mean, logvar (B, K) in the latent both domains share."""
+
+    def __init__(self, cfg: ModelConfig, encoder: nn.Module):
+        super().__init__(cfg)
+        self.encoder = encoder
+        self.inputs = ((item_name(cfg.data_kind), "float32", cfg.item_shape_b),)
+        self.outputs = (("mean", "float32", (cfg.latent_dim,)), ("logvar", "float32", (cfg.latent_dim,)))
+
+    def forward(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(items, 1)
+
+
+class DecoderBGraph(Graph):
+    """cyclevae: latents (B, K) -> domain B's images: from the codes of A's images, A translated into B."""
+
+    def __init__(self, cfg: ModelConfig, decoder: nn.Module):
+        super().__init__(cfg)
+        self.decoder = decoder
+        self.inputs = (("latents", "float32", (cfg.latent_dim,)),)
+        self.outputs = ((item_name(cfg.data_kind), "float32", cfg.item_shape_b),)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latents, None, 1)
+
+
 _GRAPHS = {  # graph -> (its module, the network it runs)
     "encoder": (EncoderGraph, "encoder"),
     "decoder": (DecoderGraph, "decoder"),
     "prior": (PriorGraph, "prior_decoder"),
     "coarse": (CoarseGraph, "coarse"),
     "detail": (DetailGraph, "detail"),
+    "encoder_b": (EncoderBGraph, "encoder"),
+    "decoder_b": (DecoderBGraph, "decoder"),
 }
 
 

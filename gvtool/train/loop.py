@@ -26,7 +26,7 @@ from gvtool.fileio import atomic_write_text, folder_lock, remove_leftovers
 from gvtool.train import captured, distributed, rundir
 from gvtool.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from gvtool.train.config import FROZEN, RESUME_OVERRIDES, TrainConfig
-from gvtool.train.data import Dataset, load_dataset, split, to_model
+from gvtool.train.data import Dataset, load_dataset, load_domain_b, split, to_model
 from gvtool.train.device import AUTOCAST_DTYPES, resolve_device, resolve_precision
 from gvtool.train.ema import WeightAverage, average_name
 from gvtool.train.metrics_log import MetricsLog
@@ -58,8 +58,9 @@ class TrainResult:
     items_per_s: float      # training throughput of this invocation, epoch-end work excluded
 
 
-def complete_config(config: TrainConfig, data: Dataset) -> TrainConfig:
-    """Fill the model's data-dependent fields (shape, classes, vector statistics) from the loaded data."""
+def complete_config(config: TrainConfig, data: Dataset, data_b: Dataset | None = None) -> TrainConfig:
+    """Fill the model's data-dependent fields (shape, classes, vector statistics) from the loaded data (and a
+    translation model's domain B)."""
     model = config.model
     if model.conditional and data.num_classes == 0:
         raise BadInputError(f"--conditional needs labelled data, and {data.source} has no labels "
@@ -73,6 +74,8 @@ def complete_config(config: TrainConfig, data: Dataset) -> TrainConfig:
                   "vector_mean": tuple(float(f"{v:.6g}") for v in data.x.double().mean(dim=0).tolist()),
                   "vector_std": tuple(float(f"{v:.6g}") for v in std.tolist())}
     fields["num_classes"] = data.num_classes if model.conditional else 0
+    if data_b is not None:
+        fields["channels_b"] = data_b.shape[0]
     return config.replace(model=dataclasses.replace(model, **fields))
 
 
@@ -201,8 +204,9 @@ RECALIBRATION_BATCH = 128
 
 def _prior_batches(cfg, nets, device: torch.device, seed: int, epoch: int):
     """The averaged network's inputs for recalibrating its average, as sampling feeds it: prior latents (and uniform
-    labels) for a decoder; for hier's detail stage, the coarse stage's items from those latents and detail noise.
-    From a generator of their own, so the training stream (and an exact resume) is untouched."""
+    labels) for a decoder (a translation model's: into both domains); for hier's detail stage, the coarse stage's items
+    from those latents and detail noise. From a generator of their own, so the training stream (and an exact resume)
+    is untouched."""
     gen = torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)
     for _ in range(RECALIBRATION_BATCHES):
         z = torch.randn(RECALIBRATION_BATCH, cfg.latent_dim, generator=gen, device=device)
@@ -212,6 +216,8 @@ def _prior_batches(cfg, nets, device: torch.device, seed: int, epoch: int):
             with torch.no_grad():
                 coarse = nets["coarse"](z, labels)
             yield coarse, torch.randn(RECALIBRATION_BATCH, cfg.detail_dim, generator=gen, device=device), labels
+        elif cfg.kind == "cyclevae":
+            yield z, None, None
         else:
             yield z, labels
 
@@ -274,7 +280,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
-    config = complete_config(config, data)
+    data_b = load_domain_b(config.data_b, data) if config.model.kind == "cyclevae" else None
+    config = complete_config(config, data, data_b)
     if resume:
         try:
             stored = TrainConfig.from_dict(read_meta(checkpoint_path)["config"])
@@ -289,6 +296,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
         raise BadInputError(f"--batch-size {config.batch_size} is larger than the {len(train_set)} training items of "
                             f"{config.data}")
     distributed.check_batch(config.batch_size, world)
+    # A translation model's domain B: its own split, and batches drawn apart from A's (the domains are unpaired)
+    train_b, held_out_b = split(data_b, config.val_fraction, config.split_seed) if data_b is not None else (None, None)
 
     graphed, why_not = captured.can_capture(device, precision, world.is_distributed)
     if config.cuda_graphs == "on" and not graphed:
@@ -328,8 +337,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
         atomic_write_text(run_dir / rundir.CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
     log = MetricsLog(run_dir / rundir.METRICS_FILE if world.is_main else None, keep_until_step=step if resume else -1)
-    snaps = (Snapshots(run_dir / rundir.SAMPLES_DIR, mcfg, data, held_out, config.n_fixed, config.seed, device)
-             if world.is_main else None)
+    snaps = (Snapshots(run_dir / rundir.SAMPLES_DIR, mcfg, data, held_out, config.n_fixed, config.seed, device,
+                       held_out_b) if world.is_main else None)
     steps_per_epoch = len(train_set) // config.batch_size  # drop the ragged last batch: fixed shapes, steady BN
     total_steps = steps_per_epoch * config.epochs
     reporter.started({
@@ -341,18 +350,24 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
 
     x_all = train_set.x.to(device, memory_format=memory_format)  # (N, C, H, W) uint8 or (N, D) float32
     y_all = train_set.y.to(device) if train_set.y is not None else None
+    x_b_all = train_b.x.to(device, memory_format=memory_format) if train_b is not None else None
     autocast_dtype = AUTOCAST_DTYPES[precision]
     params = {name: list(nets[name].parameters()) for name in mcfg.trained}
 
     def body(index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One update of every network on the items at `index`; its losses and metrics, left on the device."""
+        """One update of every network on the items at `index` (a translation model's: A's items, then B's); its
+        losses and metrics, left on the device."""
+        x_b = None
+        if x_b_all is not None:
+            index, index_b = index.chunk(2)
+            x_b = to_model(x_b_all[index_b])
         x = to_model(x_all[index]) if data.kind == "image" else x_all[index]
         y = y_all[index] if y_all is not None else None
         # A captured step must not use autocast's cache of cast weights: the cache is filled at capture, and
         # PyTorch's CUDA-graph notes require cache_enabled=False under capture
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
                             cache_enabled=not graphed):
-            out = compute_losses(mcfg, stepped, x, y)
+            out = compute_losses(mcfg, stepped, x, y, x_b)
         _update(out.losses, params, optimizers, scaler)
         return {f"loss_{k}": v.detach() for k, v in out.losses.items()} | out.metrics
 
@@ -360,7 +375,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     runner = None
     if graphed:
         kind = captured.CapturedStep if device.type == "cuda" else captured.StaticStep
-        runner = kind(body, config.batch_size, device, ema, nets[averaged] if averaged else None, config.log_every)
+        index_size = config.batch_size * (2 if x_b_all is not None else 1)  # a translation model's: A's, then B's
+        runner = kind(body, index_size, device, ema, nets[averaged] if averaged else None, config.log_every)
 
     def save(epoch_rng_state: torch.Tensor) -> None:
         if not world.is_main:
@@ -383,11 +399,15 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
         while epoch < config.epochs and not interrupted:
             epoch_rng_state = data_rng.get_state()
             order = torch.randperm(len(train_set), generator=data_rng).to(device)
+            order_b = torch.randperm(len(train_b), generator=data_rng).to(device) if train_b is not None else None
             _train_mode(nets, mcfg)
             t0 = time.perf_counter()
             while batch_in_epoch < steps_per_epoch:
                 index = order[batch_in_epoch * config.batch_size:(batch_in_epoch + 1) * config.batch_size]
                 index = distributed.shard(index, world)
+                if order_b is not None:  # B's epoch is A's length: its order wraps around when it is shorter
+                    at = torch.arange(batch_in_epoch * config.batch_size, (batch_in_epoch + 1) * config.batch_size)
+                    index = torch.cat([index, distributed.shard(order_b[at % len(train_b)], world)])
                 step += 1
                 if runner is not None:
                     values = runner(index, step)

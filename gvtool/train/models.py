@@ -2,7 +2,8 @@
 
 Images use small conv nets; vectors (the 2-D mixtures) use MLPs. vaegan, vae and gan share one encoder, decoder
 and discriminator and differ only in their losses; ali swaps in a discriminator of (item, latent) pairs; prior adds
-a second, small VAE over the latents; hier builds a coarse VAE and a detail generator from the same blocks.
+a second, small VAE over the latents; hier builds a coarse VAE and a detail generator from the same blocks; cyclevae
+gives each of two image domains its own outer layers around shared inner ones.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def _downsampling(cfg: ModelConfig, batch_norm: bool, in_channels: int | None = 
 
     No full-resolution stem: at 28x28 it would cost more than every other layer together.
     """
+    return _stride_stages(cfg, batch_norm, in_channels) + _base_convs(cfg, batch_norm) + [nn.Flatten()]
+
+
+def _stride_stages(cfg: ModelConfig, batch_norm: bool, in_channels: int | None = None) -> list[nn.Module]:
+    """The stride-2 4x4 convs of _downsampling: from the pixels down to the base resolution."""
     layers: list[nn.Module] = []
     c_in = in_channels or cfg.channels
     for i in range(conv_stages(cfg.image_size)):
@@ -47,11 +53,19 @@ def _downsampling(cfg: ModelConfig, batch_norm: bool, in_channels: int | None = 
         layers += [nn.BatchNorm2d(c_out)] if norm else []
         layers += [nn.LeakyReLU(0.2)]
         c_in = c_out
-    for _ in range(cfg.extra_convs):  # depth where it is cheap: 7x7 positions at MNIST size
-        layers += [nn.Conv2d(c_in, c_in, 3, padding=1, bias=not batch_norm)]
-        layers += [nn.BatchNorm2d(c_in)] if batch_norm else []
+    return layers
+
+
+def _base_convs(cfg: ModelConfig, batch_norm: bool) -> list[nn.Module]:
+    """cfg.extra_convs 3x3 convs (c -> c) at the base resolution: depth where it is cheap (7x7 positions at MNIST
+    size)."""
+    c = cfg.width << (conv_stages(cfg.image_size) - 1)
+    layers: list[nn.Module] = []
+    for _ in range(cfg.extra_convs):
+        layers += [nn.Conv2d(c, c, 3, padding=1, bias=not batch_norm)]
+        layers += [nn.BatchNorm2d(c)] if batch_norm else []
         layers += [nn.LeakyReLU(0.2)]
-    return layers + [nn.Flatten()]
+    return layers
 
 
 def _flat_features(cfg: ModelConfig) -> int:
@@ -377,11 +391,83 @@ class PairDiscriminator(nn.Module):
         return self.net(torch.cat([x, coarse.to(x.dtype)], dim=1), labels)
 
 
+Domains = int | tuple[int, ...]  # cyclevae: 0 is domain A, 1 domain B; a tuple gives one domain per chunk of a batch
+
+
+class DomainEncoder(nn.Module):
+    """cyclevae: images of domain A or B -> (mean, logvar) (B, K) in the one latent space the domains share (UNIT,
+    Liu et al. 2017). Each domain has its own stride-2 stages (the low-level features: a stroke over black, or over
+    a photograph); the convs at the base resolution and the projection to the latent are one set of weights, which
+    both domains go through.
+
+    forward(x, 0) encodes A images, forward(x, 1) B images; forward((x_a, x_b), (0, 1)) encodes both in one pass
+    of the shared layers, as training does: their batch norm then sees both domains at every step, which is what
+    its running statistics (used at inference, on one domain at a time) average over."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fronts = nn.ModuleList(nn.Sequential(*_stride_stages(cfg, True, channels))
+                                    for channels in (cfg.channels, cfg.channels_b))
+        self.shared = nn.Sequential(*_base_convs(cfg, True), nn.Flatten(),
+                                    nn.Linear(_flat_features(cfg), 2 * cfg.latent_dim))
+
+    def forward(self, x: torch.Tensor | tuple[torch.Tensor, ...], domain: Domains = 0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(domain, int):
+            h = self.fronts[domain](x)
+        else:  # one chunk per domain, concatenated after their own stages
+            h = torch.cat([self.fronts[d](chunk) for chunk, d in zip(x, domain)])
+        mean, logvar = self.shared(h).chunk(2, dim=1)
+        return mean, logvar
+
+
+class DomainDecoder(nn.Module):
+    """cyclevae: z (B, K) -> images of domain A or B, in [-1, 1]. The mirror of DomainEncoder: the projection and the
+    convs at the base resolution are shared, each domain has its own upsampling stages (the decoder's, nearest x2 +
+    3x3 conv).
+
+    forward(z, None, 0) decodes to A, (z, None, 1) to B; domain (0, 1) sends the first half of z to A and the second
+    to B, and None decodes every latent into both domains (a tuple: (to A, to B))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.shared = Decoder(cfg)  # its upsampling stages are replaced by the fronts below
+        base = self.shared.net
+        n_base = 3 * cfg.extra_convs  # conv, batch norm, ReLU per extra conv
+        self.shared.net = nn.Sequential(*list(base)[:n_base])
+        self.fronts = nn.ModuleList([nn.Sequential(*list(base)[n_base:]),
+                                     nn.Sequential(*list(Decoder(dataclasses.replace(cfg, channels=cfg.channels_b))
+                                                        .net)[n_base:])])
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, domain: Domains | None = 0):
+        h = self.shared(z)  # (B, top, base, base)
+        if domain is None:
+            return tuple(front(h) for front in self.fronts)
+        if isinstance(domain, int):
+            return self.fronts[domain](h)
+        return tuple(self.fronts[d](chunk) for chunk, d in zip(h.chunk(len(domain)), domain))
+
+
+class DomainDiscriminators(nn.Module):
+    """cyclevae: one Discriminator per domain (nothing shared): (x, None, d) -> domain d's (logit, features)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.domains = nn.ModuleList([Discriminator(cfg), Discriminator(dataclasses.replace(cfg, channels=cfg.channels_b))])
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+                domain: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.domains[domain](x)
+
+
 _BUILDERS = {
-    "encoder": lambda cfg: CoarseEncoder(cfg) if cfg.kind == "hier" else Encoder(cfg),
-    "decoder": Decoder,
+    "encoder": lambda cfg: (CoarseEncoder(cfg) if cfg.kind == "hier" else DomainEncoder(cfg) if cfg.kind == "cyclevae"
+                            else Encoder(cfg)),
+    "decoder": lambda cfg: DomainDecoder(cfg) if cfg.kind == "cyclevae" else Decoder(cfg),
     "discriminator": lambda cfg: (JointDiscriminator(cfg) if cfg.kind == "ali" else
-                                  PairDiscriminator(cfg) if cfg.kind == "hier" else Discriminator(cfg)),
+                                  PairDiscriminator(cfg) if cfg.kind == "hier" else
+                                  DomainDiscriminators(cfg) if cfg.kind == "cyclevae" else Discriminator(cfg)),
     "prior_encoder": PriorEncoder,
     "prior_decoder": PriorDecoder,
     "coarse": CoarseDecoder,

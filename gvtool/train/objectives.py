@@ -240,10 +240,86 @@ def _hier(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> St
     )
 
 
+def _domain_terms(cfg: ModelConfig, disc, domain: int, x: torch.Tensor, rec: torch.Tensor, cycled: torch.Tensor,
+                  translated: torch.Tensor, sampled: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One domain's side of the cyclevae step: its discriminator on its real items against its reconstructions, its
+    items translated from the other domain and its prior samples; the likelihoods of x given its reconstruction and
+    given its cycle through the other domain, in the discriminator's features (Larsen et al.'s learned similarity)
+    and, with pixel_weight, in pixels."""
+    b = x.shape[0]
+    x_d = _real_for_d(cfg, x)
+    # x, its reconstruction and its cycle take one augmentation, so that their features compare like with like
+    draw = torch.cat([torch.arange(b, device=x.device).repeat(3), torch.arange(b, 3 * b, device=x.device)])
+    seen = diff_augment(torch.cat([x_d, rec, cycled, translated, sampled]), cfg.augment, draw, n_draws=3 * b)
+    logits, feats = disc(seen, None, domain)
+    l_real, l_rec, _, l_trans, l_prior = logits.chunk(5)
+    f_real, f_rec, f_cyc = feats[:b].detach(), feats[b:2 * b], feats[2 * b:3 * b]
+    return {
+        "feat_nll": gaussian_nll(f_rec, f_real, 1.0), "feat_cycle": gaussian_nll(f_cyc, f_real, 1.0),
+        "pix_nll": gaussian_nll(rec, x, cfg.recon_sigma), "pix_cycle": gaussian_nll(cycled, x, cfg.recon_sigma),
+        "adv": g_loss(cfg, l_rec) + g_loss(cfg, l_trans) + g_loss(cfg, l_prior),
+        "d": d_loss_real(cfg, l_real) + (d_loss_fake(cfg, l_rec) + d_loss_fake(cfg, l_trans)
+                                         + d_loss_fake(cfg, l_prior)) / 3 + _r1(cfg, l_real, x_d),
+        "d_real_acc": _accuracy(l_real, True), "d_trans_acc": _accuracy(l_trans, False),
+        "recon": F.mse_loss(rec.detach(), x), "cycle": F.mse_loss(cycled.detach(), x),
+    }
+
+
+def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x_b: torch.Tensor) -> StepLosses:
+    """UNIT (Liu et al. 2017) built from the VAE-GAN: each domain is a VAE-GAN, both share one latent space (the
+    encoders' inner layers and the decoders' are one set of weights, models.Domain*), and translating A -> B is
+    decoding A's code with B's decoder. A batch of each domain (unpaired) per step; for each domain d, other o:
+
+    Encoder:       KL(q(z|x_d)) + feature NLL of the reconstruction
+                   + cycle_weight * (KL(q(z|x_d->o)) + feature NLL of x_d->o->d)       (UNIT's cycle terms)
+    Decoder:       gamma * (feature NLL + cycle_weight * cycle feature NLL) + GAN terms on the reconstructions, the
+                   translations into each domain and prior samples of each
+    Discriminators (one per domain): real items against those three kinds of fakes
+    The KL terms have weight kl_weight, and pixel_weight adds the pixel likelihoods beside the feature ones."""
+    b = x.shape[0]
+    enc, dec, disc = nets["encoder"], nets["decoder"], nets["discriminator"]
+    mean, logvar = enc((x, x_b), (0, 1))  # (2B, K): A's codes, then B's
+    z = reparameterize(mean, logvar)
+    z_prior = torch.randn_like(z[:b])
+    to_a, to_b = dec(torch.cat([z, z_prior]), None, None)  # every code into both domains: (3B, *item) each
+    rec_a, ba, prior_a = to_a.chunk(3)
+    ab, rec_b, prior_b = to_b.chunk(3)
+    # The cycle: the translations encoded in their new domain, decoded back (A -> B -> A first, then B -> A -> B)
+    mean_c, logvar_c = enc((ab, ba), (1, 0))
+    aba, bab = dec(reparameterize(mean_c, logvar_c), None, (0, 1))
+    terms = [_domain_terms(cfg, disc, 0, x, rec_a, aba, ba, prior_a),
+             _domain_terms(cfg, disc, 1, x_b, rec_b, bab, ab, prior_b)]
+
+    def total(name: str) -> torch.Tensor:
+        return terms[0][name] + terms[1][name]
+
+    # Per domain, as the other models' terms are per item: the KL of a batch of both domains counts each once
+    kl, kl_cycle = 2 * kl_to_prior(mean, logvar), 2 * kl_to_prior(mean_c, logvar_c)
+    likelihood = total("feat_nll") + cfg.pixel_weight * total("pix_nll")
+    cycle = total("feat_cycle") + cfg.pixel_weight * total("pix_cycle")
+    losses = {
+        "encoder": cfg.kl_weight * kl + likelihood + cfg.cycle_weight * (cfg.kl_weight * kl_cycle + cycle),
+        "decoder": cfg.feature_weight * (total("feat_nll") + cfg.cycle_weight * total("feat_cycle"))
+                   + cfg.pixel_weight * (total("pix_nll") + cfg.cycle_weight * total("pix_cycle"))
+                   + cfg.adv_weight * total("adv"),
+        "discriminator": total("d"),
+    }
+    metrics = {"kl": kl.detach() / 2, "recon": total("recon") / 2, "cycle": total("cycle") / 2}
+    for d, name in enumerate("ab"):
+        metrics |= {f"d_real_acc_{name}": terms[d]["d_real_acc"], f"d_trans_acc_{name}": terms[d]["d_trans_acc"]}
+    return StepLosses(losses, metrics)
+
+
 OBJECTIVES: dict[str, Callable[..., StepLosses]] = {"vaegan": _vaegan, "vae": _vae, "gan": _gan, "ali": _ali,
-                                                    "prior": _prior, "hier": _hier}
+                                                    "prior": _prior, "hier": _hier, "cyclevae": _cyclevae}
 
 
-def compute_losses(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None) -> StepLosses:
-    """x: (B, *item) in model range; y: (B,) int64 labels for conditional models, else None."""
+def compute_losses(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None,
+                   x_b: torch.Tensor | None = None) -> StepLosses:
+    """x: (B, *item) in model range; y: (B,) int64 labels for conditional models, else None; x_b: cyclevae's batch of
+    domain B (B, *item_b), drawn apart from x (the domains are unpaired)."""
+    if cfg.kind == "cyclevae":
+        if x_b is None:
+            raise ValueError("a cyclevae step needs a batch of each domain")
+        return _cyclevae(cfg, nets, x, None, x_b)
     return OBJECTIVES[cfg.kind](cfg, nets, x, y if cfg.conditional else None)

@@ -17,9 +17,10 @@ SAMPLES_DIR = "samples"
 LOSSES_PNG = "losses.png"
 
 
-def default_run_dir(kind: str, data: str, root: Path = RUNS_ROOT) -> Path:
-    """runs/<kind>-<data name>-<UTC time>; a numeric suffix keeps two runs in one second apart."""
-    stem = f"{kind}-{Path(data).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+def default_run_dir(kind: str, data: str, data_b: str | None = None, root: Path = RUNS_ROOT) -> Path:
+    """runs/<kind>-<data name>[-<domain B's name>]-<UTC time>; a numeric suffix keeps two runs in one second apart."""
+    names = "-".join(Path(d).stem or "data" for d in (data, data_b) if d is not None)
+    stem = f"{kind}-{names}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     path, n = root / stem, 1
     while path.exists():
         n += 1

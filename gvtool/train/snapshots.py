@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from gvtool.imaging import save_grid
-from gvtool.manifest import CHAINS, cycled_labels, item_name
+from gvtool.manifest import CHAINS, DOMAIN_GRAPHS, cycled_labels, item_name
 from gvtool.train.config import ModelConfig
 from gvtool.train.graphs import graph_modules, run_chain, torch_draw
 from gvtool.train.data import MIXTURES, Dataset, mixture_centres, to_model, to_uint8
@@ -25,12 +25,20 @@ def writes_samples(epoch: int, epochs: int) -> bool:
     every ceil(epochs / 30)-th, and always the last."""
     return epoch == epochs or epoch % math.ceil(epochs / MAX_SAMPLE_IMAGES) == 0
 EVAL_BATCH = 256
+TRANSLATED_ITEMS = 8  # cyclevae: held-out items per domain in each epoch's translations (a row of originals, a row
+                      # of their translations, per direction)
+
+
+def as_rgb(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, C) images with 3 channels (grey repeated), so that two domains' images tile in one grid."""
+    return images.expand(-1, -1, -1, 3) if images.shape[3] == 1 else images
 
 
 class Snapshots:
     def __init__(self, folder: Path, cfg: ModelConfig, data: Dataset, held_out: Dataset, n_fixed: int, seed: int,
-                 device: torch.device):
+                 device: torch.device, held_out_b: Dataset | None = None):
         self.folder, self.cfg, self.held_out, self.device = Path(folder), cfg, held_out, device
+        self.held_out_b = held_out_b  # a translation model's domain B
         n = N_POINTS if cfg.data_kind == "vector" else n_fixed
         # Conditional grids: one column per class, so each column should show one class.
         self.ncols = cfg.num_classes if cfg.conditional and cfg.num_classes <= 16 else None
@@ -49,8 +57,11 @@ class Snapshots:
         nets.eval()
         try:
             if write_samples:
-                self._write_samples(nets, epoch)
-            return {"val_recon": self._held_out_recon(nets)} if "encoder" in nets and len(self.held_out) else {}
+                (self._write_translations if CHAINS[self.cfg.kind].translates else self._write_samples)(nets, epoch)
+            row = {"val_recon": self._held_out_recon(nets)} if "encoder" in nets and len(self.held_out) else {}
+            if CHAINS[self.cfg.kind].translates and len(self.held_out):
+                row["val_cycle"] = self._held_out_cycle(nets)
+            return row
         finally:
             for module, training in modes:
                 module.train(training)
@@ -67,6 +78,30 @@ class Snapshots:
         else:
             plot_points(out.cpu().numpy(), path, centres=self.centres, reference=self.reference,
                         title=f"{self.cfg.kind}, epoch {epoch}")
+
+    def _write_translations(self, nets, epoch: int) -> None:
+        """A translation model's epoch image: held-out items of A over their translations into B, then B's over
+        theirs into A (the same items every epoch)."""
+        graphs = graph_modules(self.cfg, nets)
+        rows = []
+        for held_out, (encoder, _), (_, decoder) in ((self.held_out, *DOMAIN_GRAPHS), (self.held_out_b, *DOMAIN_GRAPHS[::-1])):
+            x = to_model(held_out.x[:TRANSLATED_ITEMS].to(self.device))
+            mean, _ = graphs[encoder](x)
+            rows += [x, graphs[decoder](mean).float()]
+        images = [as_rgb(to_uint8(row).permute(0, 2, 3, 1).cpu()) for row in rows]
+        save_grid(torch.cat(images).numpy(), self.folder / f"epoch_{epoch:04d}.png", ncols=len(images[0]))
+
+    def _held_out_cycle(self, nets) -> float:
+        """Mean squared error per value (model range) of A's held-out items translated into B and back."""
+        graphs = graph_modules(self.cfg, nets)
+        total, count = torch.zeros((), device=self.device), 0
+        for start in range(0, len(self.held_out), EVAL_BATCH):
+            x = to_model(self.held_out.x[start:start + EVAL_BATCH].to(self.device))
+            there = graphs["decoder_b"](graphs["encoder"](x)[0])
+            back = graphs["decoder"](graphs["encoder_b"](there)[0])
+            total += F.mse_loss(back.float(), x, reduction="sum")
+            count += x.numel()
+        return round(total.item() / count, 6)
 
     def _held_out_recon(self, nets) -> float:
         """Mean squared error per value (model range) of reconstructions from the posterior mean."""
