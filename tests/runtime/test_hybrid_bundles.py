@@ -240,8 +240,8 @@ class TestRefusals:
             load(tiny_bundle("gan")[0], device="cpu", operation="reconstruct")
 
     def test_an_unknown_operation_is_refused(self, tiny_bundle):
-        with pytest.raises(BadInputError, match="unknown operation 'translate'"):
-            load(tiny_bundle("hier")[0], device="cpu", operation="translate")
+        with pytest.raises(BadInputError, match="unknown operation 'upscale'"):
+            load(tiny_bundle("hier")[0], device="cpu", operation="upscale")
 
     def test_sampling_with_a_stage_left_out_names_it(self, tiny_bundle):
         m = load(tiny_bundle("hier")[0], device="cpu", graphs=("coarse",))

@@ -26,6 +26,7 @@ RUNS = {
     "hier": ("unlabelled_npz", "hier", False),
     "hier-conditional": ("labelled_npz", "hier", True),
     "hier-ring8": ("ring8", "hier", False),
+    "cyclevae": ("labelled_npz", "cyclevae", False),  # domain B: colour_npz (RGB, another size)
 }
 ALL_PRECISIONS = ("fp32", "fp16", "int8")
 BUNDLE_PRECISIONS = {name: ALL_PRECISIONS for name in RUNS}
@@ -36,7 +37,7 @@ _bundles: dict[str, tuple] = {}
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, labelled_npz, unlabelled_npz, make_train_config, one_torch_thread):
+def tiny_run(tmp_path_factory, labelled_npz, unlabelled_npz, colour_npz, make_train_config, one_torch_thread):
     """tiny_run(name) -> the run folder of RUNS[name], trained once per session."""
     from gvtool.train.loop import train
 
@@ -53,7 +54,8 @@ def tiny_run(tmp_path_factory, labelled_npz, unlabelled_npz, make_train_config, 
                 config = config.replace(epochs=1, batch_size=8, device="cpu", n_fixed=16,
                                         model=dataclasses.replace(config.model, prior_hidden=16, prior_layers=1))
             else:
-                config = make_train_config(data, kind=kind, conditional=conditional)
+                config = make_train_config(data, kind=kind, conditional=conditional,
+                                           **({"data_b": colour_npz} if kind == "cyclevae" else {}))
             train(config, run_dir)
             _runs[name] = run_dir
         return _runs[name]

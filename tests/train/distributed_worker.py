@@ -1,6 +1,7 @@
 """One rank of a tiny torchrun world, for test_distributed.py (not a test itself).
 
     torchrun --standalone --nproc-per-node N tests/train/distributed_worker.py NPZ OUT STOP_AFTER_STEPS [KIND [BASE]]
+    (a cyclevae's BASE is its domain B's data)
 
 Trains a tiny image VAE-GAN (convolutions, batch norm, spectral norm; or another KIND, a prior over the run BASE)
 on NPZ into OUT/run through train.loop.train,
@@ -47,9 +48,10 @@ def main() -> None:
     if kind == "prior":
         config = TrainConfig.for_prior(TrainConfig.from_file(Path(sys.argv[5]) / "config.json"), sys.argv[5])
         config = config.replace(epochs=2, batch_size=8, device="cpu", n_fixed=16, log_every=2)
-    else:
+    else:  # a cyclevae's domain B is the fifth argument
         config = TrainConfig(model=ModelConfig(kind=kind, width=4, latent_dim=4, hidden=16), data=npz, epochs=2,
-                             batch_size=8, device="cpu", n_fixed=16, log_every=2)
+                             batch_size=8, device="cpu", n_fixed=16, log_every=2,
+                             data_b=sys.argv[5] if kind == "cyclevae" else None)
     with distributed.launched(config.device):
         world = distributed.current()
         result = loop.train(config, out / "run", stop_after_steps=stop or None)

@@ -21,7 +21,7 @@ from gvtool.train.metrics_log import read_rows
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CASES = [("vaegan", "npz", False), ("vae", "npz", False), ("gan", "npz", True), ("vaegan", "ring8", False),
-         ("ali", "npz", True), ("hier", "npz", False), ("hier", "ring8", False)]
+         ("ali", "npz", True), ("hier", "npz", False), ("hier", "ring8", False), ("cyclevae", "npz", False)]
 
 
 @pytest.fixture
@@ -31,11 +31,12 @@ def static_step(monkeypatch):
 
 
 @pytest.fixture
-def make_config(labelled_npz, make_train_config):
+def make_config(labelled_npz, colour_npz, make_train_config):
     def make(kind, data, conditional, **changes):
         data = labelled_npz if data == "npz" else data
+        domain_b = {"data_b": colour_npz} if kind == "cyclevae" else {}
         return make_train_config(data, kind=kind, conditional=conditional, epochs=2 if data != "ring8" else 1,
-                                 log_every=3, **changes)
+                                 log_every=3, **domain_b, **changes)
     return make
 
 

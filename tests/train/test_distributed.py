@@ -75,10 +75,11 @@ class TestTwoGlooRanks:
         assert steps == list(range(1, STEPS + 1))  # one writer: every step once
         assert sorted(p.name for p in two_ranks.iterdir()) == ["rank0.json", "rank1.json", "run"]
 
-    @pytest.mark.parametrize("kind", ["ali", "hier", "prior"])
-    def test_the_hybrids_train_in_a_world_of_two(self, tmp_path_factory, labelled_npz, two_ranks, kind):
-        """A prior's frozen base networks are not wrapped for gradient averaging (they have no gradients)."""
-        base = (str(two_ranks / "run"),) if kind == "prior" else ()
+    @pytest.mark.parametrize("kind", ["ali", "hier", "prior", "cyclevae"])
+    def test_the_hybrids_train_in_a_world_of_two(self, tmp_path_factory, labelled_npz, colour_npz, two_ranks, kind):
+        """A prior's frozen base networks are not wrapped for gradient averaging (they have no gradients); a
+        cyclevae's batches of both domains are split over the ranks."""
+        base = (str(two_ranks / "run"),) if kind == "prior" else (colour_npz,) if kind == "cyclevae" else ()
         out = worker_world(tmp_path_factory, labelled_npz, 2, 0, kind, *base)
         first, second = ranks(out, 2)
         assert first["step"] == second["step"] == STEPS

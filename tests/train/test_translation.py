@@ -1,0 +1,288 @@
+"""cyclevae, translation between two image domains through one shared latent (UNIT): the built-in domains, the
+shared-latent wiring, the cycle and reconstruction terms on known inputs, and training runs with their refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from checkpoint_helpers import assert_same_training_state
+from gvtool.errors import BadInputError
+from gvtool.train import rundir
+from gvtool.train.checkpoint import load_checkpoint
+from gvtool.train.config import ModelConfig, TrainConfig
+from gvtool.train.data import load_dataset
+from gvtool.train.graphs import graph_modules
+from gvtool.train.loop import train
+from gvtool.train.models import DomainDecoder, DomainEncoder, build_networks
+from gvtool.train.objectives import _domain_terms, compute_losses
+from gvtool.train.snapshots import TRANSLATED_ITEMS
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _cfg(**changes) -> ModelConfig:
+    return ModelConfig(**({"kind": "cyclevae", "width": 4, "latent_dim": 4, "hidden": 16, "image_size": 16,
+                           "channels": 1, "channels_b": 3} | changes))
+
+
+# --- the built-in domains ----------------------------------------------------------------------------------------
+
+
+class TestBuiltInDomains:
+    def test_uci_digits_are_the_1797_scikit_learn_digits_enlarged_to_28(self):
+        from sklearn.datasets import load_digits
+
+        data, uci = load_dataset("digits"), load_digits()
+        assert tuple(data.x.shape) == (1797, 1, 28, 28) and data.x.dtype == torch.uint8
+        assert data.y.tolist() == uci.target.tolist() and data.num_classes == 10
+        # shrunk back to 8x8, each enlarged digit is its source digit (0..16 scaled to 0..255), up to resampling
+        from PIL import Image
+
+        for i in (0, 1, 500):
+            shrunk = np.asarray(Image.fromarray(data.x[i, 0].numpy()).resize((8, 8), Image.Resampling.BOX), float)
+            assert np.abs(shrunk - uci.images[i] * 255 / 16).mean() < 20
+
+    def test_uci_digits_take_another_image_size(self):
+        assert tuple(load_dataset("digits", image_size=16).x.shape) == (1797, 1, 16, 16)
+
+    def test_mnist_m_is_mnist_over_photo_patches_with_mnists_labels(self):
+        mnist, mnist_m = load_dataset("mnist"), load_dataset("mnist-m")
+        assert tuple(mnist_m.x.shape) == (5000, 3, 28, 28) and mnist_m.x.dtype == torch.uint8
+        assert torch.equal(mnist_m.y, mnist.y) and mnist_m.class_names == mnist.class_names
+        # colour: the channels differ (a grey image would have three equal ones)
+        assert (mnist_m.x[:, 0] != mnist_m.x[:, 1]).float().mean() > 0.5
+        # |patch - digit|: under full ink (255) a pixel is 255 - the patch, where there is no ink it is the patch,
+        # so the two sums of an image's ink and background pixels differ from a plain photo's
+        digit = mnist.x[:, 0].float()
+        ink, blank = digit == 255, digit == 0
+        coloured = mnist_m.x.float().mean(dim=1)
+        assert (coloured[ink].mean() - coloured[blank].mean()).abs() > 5
+
+    def test_mnist_m_is_drawn_once_the_same_way(self):
+        assert torch.equal(load_dataset("mnist-m").x[:50], load_dataset("mnist-m").x[:50])
+
+    def test_domain_b_is_loaded_at_domain_a_size(self, labelled_npz, colour_npz):
+        from gvtool.train.data import load_domain_b
+
+        a = load_dataset(labelled_npz)
+        b = load_domain_b(colour_npz, a)
+        assert b.shape == (3, 16, 16) and a.shape == (1, 16, 16)
+
+    def test_domain_b_of_vectors_is_refused(self, labelled_npz):
+        from gvtool.train.data import load_domain_b
+
+        with pytest.raises(BadInputError, match="between image domains; ring8 holds vectors"):
+            load_domain_b("ring8", load_dataset(labelled_npz))
+        with pytest.raises(BadInputError, match="--data-b"):
+            load_domain_b(None, load_dataset(labelled_npz))
+
+
+# --- the shared latent -----------------------------------------------------------------------------------------
+
+
+class TestSharedLatent:
+    def test_both_encoders_feed_one_latent_through_one_set_of_shared_weights(self):
+        torch.manual_seed(0)
+        encoder = DomainEncoder(_cfg()).eval()
+        a, b = torch.randn(3, 1, 16, 16), torch.randn(3, 3, 16, 16)
+        before_a, before_b = encoder(a, 0)[0], encoder(b, 1)[0]
+        bias = encoder.shared[-1].bias.detach().clone()
+        with torch.no_grad():  # one shared weight moved: both domains' codes move
+            encoder.shared[-1].bias += 1.0
+        assert not torch.equal(encoder(a, 0)[0], before_a) and not torch.equal(encoder(b, 1)[0], before_b)
+        with torch.no_grad():  # A's own first layer moved: B's codes stay
+            encoder.shared[-1].bias.copy_(bias)
+            encoder.fronts[0][0].weight += 1.0
+        assert not torch.equal(encoder(a, 0)[0], before_a) and torch.equal(encoder(b, 1)[0], before_b)
+
+    def test_both_decoders_read_one_latent_through_one_set_of_shared_weights(self):
+        torch.manual_seed(0)
+        decoder = DomainDecoder(_cfg()).eval()
+        z = torch.randn(3, 4)
+        to_a, to_b = decoder(z, None, None)
+        assert to_a.shape == (3, 1, 16, 16) and to_b.shape == (3, 3, 16, 16)
+        assert torch.equal(to_a, decoder(z, None, 0)) and torch.equal(to_b, decoder(z, None, 1))
+        with torch.no_grad():
+            decoder.shared.project[0].weight += 0.5
+        assert not torch.equal(decoder(z, None, 0), to_a) and not torch.equal(decoder(z, None, 1), to_b)
+
+    def test_the_shared_layers_are_one_module_not_two_copies(self):
+        nets = build_networks(_cfg())
+        graphs = graph_modules(_cfg(), nets)
+        shared = {id(p) for p in nets["encoder"].shared.parameters()}
+        for name in ("encoder", "encoder_b"):
+            assert shared <= {id(p) for p in graphs[name].parameters()}
+        fronts = [{id(p) for p in front.parameters()} for front in nets["encoder"].fronts]
+        assert not fronts[0] & fronts[1] and not (fronts[0] | fronts[1]) & shared
+
+    def test_a_batch_of_both_domains_encodes_as_each_alone_in_eval_mode(self):
+        torch.manual_seed(0)
+        encoder = DomainEncoder(_cfg()).eval()
+        a, b = torch.randn(3, 1, 16, 16), torch.randn(2, 3, 16, 16)
+        mean, _ = encoder((a, b), (0, 1))
+        torch.testing.assert_close(mean, torch.cat([encoder(a, 0)[0], encoder(b, 1)[0]]))
+
+    def test_chunks_of_a_batch_decode_into_their_own_domains(self):
+        torch.manual_seed(0)
+        decoder = DomainDecoder(_cfg()).eval()
+        z = torch.randn(4, 4)
+        first, second = decoder(z, None, (0, 1))
+        torch.testing.assert_close(first, decoder(z[:2], None, 0))
+        torch.testing.assert_close(second, decoder(z[2:], None, 1))
+
+    def test_the_graphs_of_each_domain_take_and_give_its_own_images(self):
+        graphs = graph_modules(_cfg(), build_networks(_cfg()))
+        assert graphs["encoder"].inputs[0][2] == (1, 16, 16) and graphs["encoder_b"].inputs[0][2] == (3, 16, 16)
+        assert graphs["decoder"].outputs[0][2] == (1, 16, 16) and graphs["decoder_b"].outputs[0][2] == (3, 16, 16)
+        assert graphs["decoder_b"](torch.randn(2, 4)).shape == (2, 3, 16, 16)
+
+
+# --- the loss terms on known inputs ---------------------------------------------------------------------------
+
+
+class _Features(nn.Module):
+    """A discriminator whose features are the pixels and whose logit is a fixed value per item kind."""
+
+    def __init__(self, logits: list[float]):
+        super().__init__()
+        self.logits = logits
+        self.weight = nn.Parameter(torch.zeros(()))
+        self.domains_seen = []
+
+    def forward(self, x, labels=None, domain=0):
+        self.domains_seen.append(domain)
+        b = x.shape[0] // 5
+        logit = torch.tensor(self.logits).repeat_interleave(b) + self.weight
+        return logit, x.flatten(1)
+
+
+class TestLossTerms:
+    def test_the_cycle_and_reconstruction_likelihoods_on_known_items(self):
+        cfg = _cfg(recon_sigma=0.5, gan_loss="hinge")
+        x = torch.zeros(2, 1, 4, 4)
+        rec, cycled = x + 0.5, x + 1.0  # 16 pixels off by 0.5, and by 1.0
+        terms = _domain_terms(cfg, _Features([0.0] * 5), 0, x, rec, cycled, x.clone(), x.clone())
+        # feature NLL (sigma 1): sum of squares / 2 per item; pixel NLL: sum of squares / (2 sigma^2)
+        assert terms["feat_nll"].item() == pytest.approx(16 * 0.25 / 2)
+        assert terms["feat_cycle"].item() == pytest.approx(16 * 1.0 / 2)
+        assert terms["pix_nll"].item() == pytest.approx(16 * 0.25 / (2 * 0.25))
+        assert terms["pix_cycle"].item() == pytest.approx(16 * 1.0 / (2 * 0.25))
+        assert terms["cycle"].item() == pytest.approx(1.0) and terms["recon"].item() == pytest.approx(0.25)
+
+    def test_the_discriminator_calls_real_real_and_the_three_fakes_fake(self):
+        # logits per kind: real, reconstruction, cycle (not judged), translation, prior sample
+        cfg = _cfg(gan_loss="hinge")
+        x = torch.zeros(3, 1, 4, 4)
+        disc = _Features([2.0, -3.0, 9.0, 0.5, -0.5])
+        terms = _domain_terms(cfg, disc, 1, x, x, x, x, x)
+        # hinge: real max(0, 1 - 2) = 0; fakes max(0, 1 + D): 0, 1.5, 0.5 -> their mean 2/3
+        assert terms["d"].item() == pytest.approx(2 / 3)
+        assert terms["adv"].item() == pytest.approx(3.0 - 0.5 + 0.5)  # -D of each fake kind the decoder makes
+        assert terms["d_trans_acc"].item() == 0.0 and terms["d_real_acc"].item() == 1.0
+        assert disc.domains_seen == [1]
+
+    def test_each_network_gets_its_own_loss_and_the_encoder_no_adversarial_term(self):
+        torch.manual_seed(0)
+        cfg = _cfg()
+        nets = build_networks(cfg)
+        x, x_b = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1
+        out = compute_losses(cfg, nets, x, None, x_b)
+        assert set(out.losses) == {"encoder", "decoder", "discriminator"}
+        assert {"kl", "recon", "cycle", "d_real_acc_a", "d_trans_acc_b"} <= set(out.metrics)
+        nets.eval()  # no power iteration or running statistics moving between the two calls
+        torch.manual_seed(0)  # same draws: the encoder's loss does not hold the adversarial terms
+        again = compute_losses(cfg, nets, x, None, x_b)
+        torch.manual_seed(0)
+        no_adv = compute_losses(dataclasses.replace(cfg, adv_weight=0.0), nets, x, None, x_b)
+        assert again.losses["encoder"].item() == pytest.approx(no_adv.losses["encoder"].item())
+        assert again.losses["decoder"].item() != pytest.approx(no_adv.losses["decoder"].item())
+
+    def test_cycle_weight_scales_the_cycle_terms(self):
+        cfg = _cfg()
+        nets = build_networks(cfg).eval()
+        x, x_b = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1
+        losses = {}
+        for weight in (0.0, 1.0, 2.0):
+            torch.manual_seed(0)
+            losses[weight] = compute_losses(dataclasses.replace(cfg, cycle_weight=weight), nets, x, None, x_b).losses
+        for name in ("encoder", "decoder"):
+            one, two = losses[1.0][name] - losses[0.0][name], losses[2.0][name] - losses[0.0][name]
+            assert one.item() > 0 and two.item() == pytest.approx(2 * one.item(), rel=1e-4)
+
+    def test_a_step_without_domain_b_is_a_bug(self):
+        with pytest.raises(ValueError, match="a batch of each domain"):
+            compute_losses(_cfg(), build_networks(_cfg()), torch.zeros(2, 1, 16, 16), None)
+
+
+# --- training -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def config(labelled_npz, colour_npz, make_train_config):
+    return make_train_config(labelled_npz, kind="cyclevae", data_b=colour_npz, epochs=2)
+
+
+class TestTraining:
+    def test_trains_both_domains_and_writes_translations_each_epoch(self, config, tmp_path):
+        result = train(config, tmp_path / "run")
+        assert (result.epoch, result.interrupted) == (2, False)
+        stored = TrainConfig.from_file(tmp_path / "run" / rundir.CONFIG_FILE)
+        assert stored.data_b == config.data_b and stored.model.channels_b == 3
+        from PIL import Image
+
+        grid = Image.open(tmp_path / "run" / rundir.SAMPLES_DIR / "epoch_0002.png")
+        # four rows (A, A -> B, B, B -> A) of the 4 held-out items (up to TRANSLATED_ITEMS)
+        assert grid.mode == "RGB" and 4 * 16 < grid.size[0] < 5 * 16 and 4 * 16 < grid.size[1] < 5 * 16
+        assert TRANSLATED_ITEMS >= 4
+        rows = [line for line in (tmp_path / "run" / rundir.METRICS_FILE).read_text().splitlines() if '"epoch"' in line]
+        assert '"val_cycle"' in rows[-1] and '"val_recon"' in rows[-1]
+        ckpt = load_checkpoint(tmp_path / "run" / rundir.CHECKPOINT_FILE)
+        assert {"encoder", "decoder", "discriminator", "decoder_ema"} <= set(ckpt.models)
+
+    def test_resumes_exactly(self, config, tmp_path):
+        train(config, tmp_path / "whole")
+        train(config, tmp_path / "parts", stop_after_steps=5)
+        train(config, tmp_path / "parts", resume=True)
+        assert_same_training_state(load_checkpoint(tmp_path / "parts" / rundir.CHECKPOINT_FILE),
+                                   load_checkpoint(tmp_path / "whole" / rundir.CHECKPOINT_FILE))
+
+    def test_a_domain_b_shorter_than_a_wraps_around(self, labelled_npz, tmp_path, make_train_config):
+        rng = np.random.default_rng(0)
+        small = tmp_path / "small.npz"
+        np.savez(small, x=rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8))  # 11 training items, batch 8
+        config = make_train_config(labelled_npz, kind="cyclevae", data_b=str(small), epochs=1)
+        assert train(config, tmp_path / "run").step == 4  # A's 36 items set the epoch
+
+    def test_the_defaults_train_cycle_epochs(self):
+        from gvtool.train.config import CYCLE_EPOCHS, CUDA_EPOCH_FACTOR
+
+        assert TrainConfig.defaults_for("mnist", "cpu", "cyclevae").epochs == CYCLE_EPOCHS
+        assert TrainConfig.defaults_for("mnist", "cuda", "cyclevae").epochs == CYCLE_EPOCHS * CUDA_EPOCH_FACTOR
+        assert TrainConfig.defaults_for("mnist", "cpu", "cyclevae").model.kind == "cyclevae"
+
+
+class TestRefusals:
+    def test_without_domain_b(self, labelled_npz, make_train_config, tmp_path):
+        with pytest.raises(BadInputError, match="name domain B with --data-b"):
+            train(make_train_config(labelled_npz, kind="cyclevae"), tmp_path / "run")
+
+    def test_domain_b_for_a_one_domain_model(self, labelled_npz, colour_npz, make_train_config):
+        with pytest.raises(BadInputError, match="--data-b is domain B of --model cyclevae; a vaegan model"):
+            make_train_config(labelled_npz, data_b=colour_npz)
+
+    def test_vector_data(self, make_train_config, tmp_path):
+        with pytest.raises(BadInputError, match="between image domains"):
+            train(make_train_config("ring8", kind="cyclevae", data_b="grid25"), tmp_path / "run")
+
+    def test_conditional(self):
+        with pytest.raises(BadInputError, match="cyclevae is unconditional"):
+            _cfg(conditional=True, num_classes=4)
+
+    def test_channels_b_for_another_model(self):
+        with pytest.raises(BadInputError, match="channels_b is for --model cyclevae"):
+            ModelConfig(channels_b=3)
