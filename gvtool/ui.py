@@ -94,6 +94,8 @@ def manifest_tables(bundle, manifest, files: dict[str, str] | None = None) -> li
     summary = (f"[bold]{escape(str(bundle))}[/]: {m.kind}{' conditional' if m.conditional else ''}, "
                f"{m.data_kind} {m.item_shape}, latent {m.latent_dim}"
                + (f", {m.num_classes} classes" if m.conditional else "")
+               + (f", translates {escape(m.domains[0])} (a) <-> {escape(m.domains[1])} (b) {m.item_shape_b}"
+                  if m.domains else "")
                + f"; gvtool {manifest.gvtool_version}, format {manifest.format}, "
                + f"from {escape(manifest.source.get('run_dir', '?'))}"
                + f" (step {manifest.source.get('step', '?')})")

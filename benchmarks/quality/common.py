@@ -17,7 +17,7 @@ from gvtool.manifest import is_bundle, read_manifest, sha256_file
 from gvtool.train import rundir
 from gvtool.train.checkpoint import read_meta
 from gvtool.train.config import TrainConfig
-from gvtool.train.data import load_dataset
+from gvtool.train.data import load_dataset, load_domain_b
 from gvtool.train.loop import complete_config, train
 
 PRECISIONS = ("fp32", "fp16", "int8")  # the order rows are written in
@@ -36,7 +36,8 @@ def _trained_like(config: TrainConfig, stored: TrainConfig) -> bool:
     (epochs, device, precision). The stored config was completed from the data (shape, vector statistics), so
     `config` is completed the same way before comparing, as `train --resume` does."""
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
-    return not complete_config(config, data).resume_differences(stored)
+    data_b = load_domain_b(config.data_b, data) if config.model.kind == "cyclevae" else None
+    return not complete_config(config, data, data_b).resume_differences(stored)
 
 
 def trained(config: TrainConfig, run_dir: Path) -> float:

@@ -312,6 +312,35 @@ class TestValidationRecord:
         assert scaled.max_abs_diff == pytest.approx(0.01, abs=1e-6) and scaled.passed
         assert scaled.mean_abs_diff == pytest.approx(0.01, abs=1e-6) and scaled.scale == (5.0, 10.0)
 
+    def test_a_log_variance_is_judged_as_the_std_it_gives(self, tiny_bundle):
+        folder, manifest, entry = _entry(tiny_bundle, "vaegan", "encoder.fp32")
+        session = cpu_session(folder / entry.file)
+        feeds = [_feed(entry, manifest.model, 16)]
+        mean, logvar = session.run(None, feeds[0])
+
+        def reference(shift, at):  # the graph's own outputs, its log-variance set to `at` and then moved by `shift`
+            return lambda feed: [session.run(None, feed)[0], np.full_like(logvar, at + shift)]
+
+        def check(shift, at):
+            graph = folder / "lv.onnx"
+            import onnx
+            from onnx import helper
+
+            model = onnx.load(folder / entry.file)  # the same graph, its logvar replaced by the constant `at`
+            const = helper.make_node("ConstantOfShape", ["shape_of_lv"], ["lv_const"],
+                                     value=helper.make_tensor("v", onnx.TensorProto.FLOAT, [1], [at]))
+            shape = helper.make_node("Shape", ["logvar_raw"], ["shape_of_lv"])
+            for node in model.graph.node:
+                node.output[:] = ["logvar_raw" if o == "logvar" else o for o in node.output]
+            model.graph.node.extend([shape, const, helper.make_node("Identity", ["lv_const"], ["logvar"])])
+            onnx.save(model, graph)
+            return validate.validate_graph(graph, entry.outputs, reference(shift, at), feeds, "fp32", "test")
+
+        # -11 against -11.4: a std of 0.0041 against 0.0034, the same near-zero noise
+        assert check(0.4, -11.0).max_abs_diff < 1e-3
+        # 0 against 0.4: a std of 1 against 1.22, a real difference
+        assert check(0.4, 0.0).max_abs_diff == pytest.approx(np.exp(0.2) - 1, rel=1e-5)
+
     @pytest.mark.parametrize("name", ["vaegan", "ring8"])
     def test_encoder_validated_on_held_out_items(self, tiny_bundle, name):
         _, manifest, _ = tiny_bundle(name)

@@ -147,6 +147,11 @@ class TestDomainNames:
 
 
 class TestCommand:
+    def test_info_names_the_domains(self, tiny_bundle):
+        result = invoke("info", tiny_bundle("cyclevae")[0])
+        assert result.exit_code == 0, result.output
+        assert "translates labelled.npz (a) <-> colour.npz (b) (3, 16, 16)" in " ".join(result.output.split())
+
     def _files(self, tmp_path, images):
         from PIL import Image
 

@@ -1,0 +1,117 @@
+"""Translation between two image domains (gvtool train --model cyclevae) on the built-in pairs, over several seeds,
+through the exported bundle at every precision: does a digit keep its class, does it look like the target domain,
+does it come back?
+
+    python benchmarks/quality/translation.py [--pairs mnist:digits,mnist:mnist-m] [--seeds 0,1,2] [--epochs N]
+                                             [--out benchmarks/quality/results]
+
+Each (pair, seed) trains with `gvtool train --model cyclevae --data A --data-b B`'s defaults (or --epochs), is
+exported as `gvtool export` does (fp32, fp16, int8) and measured with `gvtool eval`'s evaluate() at each precision:
+for each direction the share of held-out digits whose translation the target domain's evaluator classifies as the
+source digit's label ("class kept"), the translations' FD and precision/recall against the target domain's training
+images, and the cycle error A -> B -> A. Beside them: the median latency of a translation (onnxruntime on the CPU,
+fp32: encoder of one domain, then decoder of the other, from uint8 images to uint8 images) at batch 1 and 64.
+Finished runs and bundles are reused when their config and checkpoint match (see common.py).
+
+Writes translation.json (every run and precision), translation.md (mean ± std per pair and precision) and
+translation-PAIR.png (seed 0's held-out digits and their translations both ways, from its last epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import get, measured  # benchmarks/quality/common.py, beside this script
+
+from gvtool.eval.evaluate import json_ready
+from gvtool.train import rundir
+from gvtool.train.config import TrainConfig
+
+DIRECTIONS = ("a_to_b", "b_to_a")
+FIGURES = [("class kept", ("class_kept",)), ("FD", ("frechet_distance",)), ("precision", ("prdc", "precision")),
+           ("recall", ("prdc", "recall")), ("cycle MSE", ("cycle_mse",))]
+LATENCY_BATCHES = (1, 64)
+
+
+def translate_latency_ms(bundle_dir: Path, seconds: float = 1.0) -> dict[str, float]:
+    """Median milliseconds of translating A's images into B through the runtime (onnxruntime, CPU, fp32)."""
+    from gvtool.bench.core import time_calls
+    from gvtool.runtime.model import load
+
+    with load(bundle_dir, backend="onnxruntime", device="cpu", operation="translate") as model:
+        c, h, w = model.manifest.model.item_shape
+        images = np.random.default_rng(0).integers(0, 256, (max(LATENCY_BATCHES), h, w, c), dtype=np.uint8)
+        return {str(n): 1e3 * statistics.median(time_calls(lambda: model.translate(images[:n], "b"), warmup_s=0.2,
+                                                           duration_s=seconds))
+                for n in LATENCY_BATCHES}
+
+
+def run_one(a: str, b: str, seed: int, epochs: int | None, out: Path) -> list[dict]:
+    name = f"cyclevae-{a}-{b}-s{seed}-t{torch.get_num_threads()}"
+    config = TrainConfig.defaults_for(a, "cpu", "cyclevae").replace(data_b=b, seed=seed)
+    config = config.replace(**({"epochs": epochs} if epochs else {}))
+    results = measured(config, out, name)
+    results[0]["translate_latency_ms"] = translate_latency_ms(out / "bundles" / name)
+    return [r | {"pair": f"{a}:{b}", "run_dir": str(out / "runs" / name)} for r in results]
+
+
+def table(results: list[dict]) -> str:
+    lines = []
+    for pair in dict.fromkeys(r["pair"] for r in results):
+        rows = [r for r in results if r["pair"] == pair]
+        a, b = pair.split(":")
+        n_seeds = len({r["seed"] for r in rows})
+        header = [f"{a} → {b} {label}" for label, _ in FIGURES] + [f"{b} → {a} {label}" for label, _ in FIGURES]
+        lines += [f"### {a} ↔ {b} ({n_seeds} seed{'s' if n_seeds > 1 else ''}, mean ± std; worst seed in brackets)", "",
+                  "| precision | " + " | ".join(header) + " | translate ms b1 | b64 | train s |",
+                  "|---" * (len(header) + 4) + "|"]
+        for precision in dict.fromkeys(r["precision"] for r in rows):
+            cells = []
+            paths = [("translation", d) + path for d in DIRECTIONS for _, path in FIGURES]
+            paths += [("translate_latency_ms", str(n)) for n in LATENCY_BATCHES] + [("train_seconds",)]
+            for path in paths:
+                values = [v for r in rows if r["precision"] == precision and (v := get(r, path)) is not None]
+                if not values:
+                    cells.append("—")
+                    continue
+                worst = min(values) if path[-1] in ("class_kept", "precision", "recall") else max(values)
+                spread = statistics.stdev(values) if len(values) > 1 else 0
+                cells.append(f"{statistics.mean(values):.3g} ± {spread:.2g}"
+                             + (f" ({worst:.3g})" if path[0] == "translation" and len(values) > 1 else ""))
+            lines.append(f"| {precision} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", default="mnist:digits,mnist:mnist-m")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for pair in args.pairs.split(","):
+        a, b = pair.split(":")
+        for seed in (int(s) for s in args.seeds.split(",")):
+            rows += run_one(a, b, seed, args.epochs, args.out)
+            print(f"{pair} seed {seed}: done", flush=True)
+        first = min(r["seed"] for r in rows if r["pair"] == pair)
+        grids = sorted((Path(next(r["run_dir"] for r in rows if r["pair"] == pair and r["seed"] == first))
+                        / rundir.SAMPLES_DIR).glob("epoch_*.png"))
+        if grids:
+            shutil.copyfile(grids[-1], args.out / f"translation-{a}-{b}.png")
+        (args.out / "translation.json").write_text(json.dumps(json_ready(rows), indent=2) + "\n")
+        (args.out / "translation.md").write_text(table(rows) + "\n")
+    print(table(rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()
