@@ -434,3 +434,15 @@ class TestHybridBundles:
         detail = next(p for p in profiles if "detail_noise" in p)
         assert detail == {"coarse": ((1, 1, 4, 4), (2, 1, 4, 4), (4, 1, 4, 4)),
                           "detail_noise": ((1, 16), (2, 16), (4, 16))}
+
+    def test_both_domains_of_a_cyclevae_bundle_get_engines_with_their_own_image_shapes(self, tiny_bundle, tmp_path):
+        import shutil
+
+        folder = Path(shutil.copytree(tiny_bundle("cyclevae")[0], tmp_path / "cyclevae"))
+        trt = make_fake_trt()
+        manifest = build(folder, trt, precisions=["fp16"], min_batch=1, opt_batch=2, max_batch=4)
+        assert sorted(e.graph_key for e in manifest.engines.values()) == [
+            "decoder.fp16", "decoder_b.fp16", "encoder.fp16", "encoder_b.fp16"]
+        images = sorted(p["images"] for p in (c.profiles[0] for c in configs(trt)) if "images" in p)
+        assert images == [((1, 1, 16, 16), (2, 1, 16, 16), (4, 1, 16, 16)),
+                          ((1, 3, 16, 16), (2, 3, 16, 16), (4, 3, 16, 16))]

@@ -70,6 +70,27 @@ class TestTrainCommand:
         assert run_dir.name.startswith("gan-labelled-")
         assert rundir.has_checkpoint(run_dir)
 
+    def test_a_translation_model_trains_on_two_domains_named_in_its_folder(self, labelled_npz, colour_npz, tmp_path,
+                                                                           monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        result = invoke("--model", "cyclevae", "--data", labelled_npz, "--data-b", colour_npz, "--cycle-weight", "2",
+                        *TINY)
+        assert result.exit_code == 0, result.output
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        assert run_dir.name.startswith("cyclevae-labelled-colour-")
+        config = json.loads((run_dir / rundir.CONFIG_FILE).read_text())
+        assert (config["data_b"], config["model"]["channels_b"], config["model"]["cycle_weight"]) == (colour_npz, 3, 2.0)
+        assert config["epochs"] == 1  # --epochs wins over the cyclevae default
+
+    def test_domain_b_for_a_one_domain_model_is_one_line(self, labelled_npz, colour_npz, tmp_path):
+        line = error_line(invoke("--data", labelled_npz, "--data-b", colour_npz, *TINY, "--out", tmp_path / "r"))
+        assert "--data-b is domain B of --model cyclevae; a vaegan model learns one domain" in line
+
+    def test_a_translation_model_without_domain_b_is_one_line(self, labelled_npz, tmp_path):
+        line = error_line(invoke("--model", "cyclevae", "--data", labelled_npz, *TINY, "--out", tmp_path / "r"))
+        assert "name domain B with --data-b" in line
+        assert not (tmp_path / "r" / rundir.CHECKPOINT_FILE).exists()
+
     def test_loss_weights_reach_the_runs_config(self, labelled_npz, tmp_path):
         run_dir = tmp_path / "run"
         result = invoke("--data", labelled_npz, *TINY, "--kl-weight", "0.5", "--feature-weight", "0.25",
