@@ -204,9 +204,12 @@ class ModelInfo:
         return self.item_shape if domain == 0 else self.item_shape_b
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"item_shape": list(self.item_shape), "class_names": list(self.class_names),
-                                           "latent_prior": list(self.latent_prior), "decoding": list(self.decoding),
-                                           "domains": list(self.domains), "item_shape_b": list(self.item_shape_b)}
+        d = dataclasses.asdict(self) | {"item_shape": list(self.item_shape), "class_names": list(self.class_names),
+                                        "latent_prior": list(self.latent_prior), "decoding": list(self.decoding),
+                                        "domains": list(self.domains), "item_shape_b": list(self.item_shape_b)}
+        if not self.domains:  # a one-domain model's manifest reads as it did before translation models
+            del d["domains"], d["item_shape_b"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelInfo":
