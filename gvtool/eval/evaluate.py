@@ -162,18 +162,18 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
         scale = PIXEL_SCALE if data.kind == "image" else 1.0  # report on the model's scale, as training does
         result["held_out_recon_mse"] = float(np.mean(((rebuilt.astype(np.float64) - real) / scale) ** 2))
     if t.translate is not None:
-        result["translation"] = _translation_metrics(t, config, data, log)
+        result["translation"] = _translation_metrics(t, config, data, (train_set, held_out), log)
     return result
 
 
-def _translation_metrics(t: Target, config: TrainConfig, data, log) -> dict:
+def _translation_metrics(t: Target, config: TrainConfig, data, data_split: tuple, log) -> dict:
     """Both directions of a translation model on each domain's held-out images: the share whose translation the
     target domain's evaluator classifies as the source image's label ("class kept"), the translations' FD and
     precision/recall/density/coverage against the target domain's training images (in that evaluator's features),
     and the cycle error: the mean squared difference (model range) between an image and its translation translated
     back. Beside them, the target domain's held-out real images in the translations' place (FD, PRDC)."""
     data_b = load_domain_b(config.data_b, data)
-    domains = [(config.data, *split(data, config.val_fraction, config.split_seed)),
+    domains = [(config.data, *data_split),  # domain A as evaluate() split it
                (config.data_b, *split(data_b, config.val_fraction, config.split_seed))]
     if any(held.y is None for _, _, held in domains):
         raise BadInputError("translation metrics need labelled domains (to check that a digit keeps its class); "
