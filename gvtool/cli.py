@@ -93,6 +93,9 @@ def main() -> None:
 @click.option("--base", type=click.Path(path_type=Path),
               help="--model prior: the vaegan, vae or ali run whose codes it learns [default: the newest run].")
 @click.option("--conditional", is_flag=True, help="Class-conditional model (labels go to the decoder and the discriminator).")
+@click.option("--captions", help="Text-conditioned model (vaegan, vae, gan): 'builtin' describes each digit of mnist or "
+                                 "digits from its label and measured stroke, slant and width; or a captions file for "
+                                 "--data (.txt one per line, .json, .csv with file,caption).")
 @click.option("--epochs", type=click.IntRange(min=1),
               help="Passes over the training data [default: 35; stacked-mnist 9; 2-D mixtures 170; "
                                                              "images on CUDA 4x: 140, stacked-mnist 36].")
@@ -173,6 +176,7 @@ def train(ctx: click.Context, data, kind, conditional, out, resume, **options) -
             if "base" in given:
                 raise BadInputError(f"--base applies to --model prior, not to --model {kind}")
             config = TrainConfig.defaults_for(data, resolve_device(options["device"]).type, kind)
+            conditional = conditional or "captions" in given  # a sentence embedding in place of labels
             config = config.replace(model=dataclasses.replace(config.model, conditional=conditional))
         # A name in both (image_size) is the train config's: the size asked for; the model's is filled from the data
         model_only = {f.name for f in dataclasses.fields(ModelConfig)} - {f.name for f in dataclasses.fields(TrainConfig)}

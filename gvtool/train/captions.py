@@ -15,12 +15,21 @@ is judged on phrasings it never saw.
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from gvtool.errors import BadInputError
+from gvtool.fileio import load_json_bounded
 
+BUILTIN = "builtin"      # --captions builtin: made from the digits (labelled digit data only)
+CAPTION_SEED = 0         # built-in captions are drawn once with this seed: every training seed sees the same data
+TRAIN_PER_IMAGE = 4      # built-in training captions drawn per image: a model sees each digit described several ways
+MAX_CAPTION_CHARS = 400
+MAX_CAPTIONS_BYTES = 64 << 20
 SCALE = 28  # measurements are in pixels of a 28-pixel image
 
 # The bands beyond which an attribute is said, from the built-in MNIST digits (about the 30th and 70th percentiles
@@ -169,3 +178,97 @@ def captions(images: np.ndarray, labels: np.ndarray, *, per_image: int = 1, held
     rng = np.random.default_rng(seed)
     said = bands(measure(images), labels)
     return [[caption(int(y), s, rng, held_out) for _ in range(per_image)] for y, s in zip(labels, said)]
+
+
+def load_captions(source: str, data, *, seed: int = 0) -> list[list[str]]:
+    """The captions of every item of `data` (a train.data.Dataset), one list per item: `source` is BUILTIN (made
+    from the digits' pixels and labels, TRAIN_PER_IMAGE each) or a captions file:
+    - .txt: one caption per line, in the order the items load (a folder: its images sorted by name, class
+      subfolders in sorted order; an .npz: its rows);
+    - .json: a list with one caption (or a list of captions) per item in that order, or an object mapping each
+      image's path relative to the --data folder to its caption(s);
+    - .csv: rows of (file, caption) with a header naming those two columns; a file may have several rows.
+    Every item needs at least one caption; a caption is one line of text of at most MAX_CAPTION_CHARS characters."""
+    if source == BUILTIN:
+        if data.kind != "image" or data.y is None or data.num_classes != 10 or data.shape[0] != 1:
+            raise BadInputError(f"--captions builtin describes grey digits labelled 0-9 (mnist, digits, or a folder "
+                                f"or .npz of them); {data.source} is not that: give a captions file")
+        return captions(data.x.numpy(), data.y.numpy(), per_image=TRAIN_PER_IMAGE, seed=seed)
+    path = Path(source)
+    if not path.is_file():
+        raise BadInputError(f"--captions {source!r}: no such file; expected 'builtin' or a .txt, .json or .csv file")
+    if path.stat().st_size > MAX_CAPTIONS_BYTES:
+        raise BadInputError(f"{path} is over {MAX_CAPTIONS_BYTES >> 20} MB; not a captions file")
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        lines = _text(path).splitlines()
+        while lines and not lines[-1].strip():
+            lines.pop()
+        if len(lines) != len(data):
+            raise BadInputError(f"{path} has {len(lines)} lines for {len(data)} images of {data.source}; "
+                                "expected one caption per line, one line per image")
+        by_item = [[line] for line in lines]
+    elif suffix == ".json":
+        by_item = _from_json(path, data)
+    elif suffix == ".csv":
+        by_item = _by_file(path, data, _csv_rows(path))
+    else:
+        raise BadInputError(f"--captions {source!r}: expected a .txt, .json or .csv file, got {suffix or 'no suffix'}")
+    for i, texts in enumerate(by_item):
+        if not texts:
+            raise BadInputError(f"{path}: item {i} of {data.source} has no caption")
+        for text in texts:
+            if not isinstance(text, str) or not text.strip() or "\n" in text or len(text) > MAX_CAPTION_CHARS:
+                raise BadInputError(f"{path}: item {i}'s caption {str(text)[:40]!r} is not one line of 1 to "
+                                    f"{MAX_CAPTION_CHARS} characters")
+    return [[t.strip() for t in texts] for texts in by_item]
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadInputError(f"{path} is not UTF-8 text") from None
+
+
+def _from_json(path: Path, data) -> list[list[str]]:
+    value = load_json_bounded(path, "captions file", max_bytes=MAX_CAPTIONS_BYTES)
+    if isinstance(value, list):
+        if len(value) != len(data):
+            raise BadInputError(f"{path} lists {len(value)} captions for {len(data)} images of {data.source}")
+        return [item if isinstance(item, list) else [item] for item in value]
+    if isinstance(value, dict):
+        rows = [(name, text) for name, texts in value.items() for text in (texts if isinstance(texts, list) else [texts])]
+        return _by_file(path, data, rows)
+    raise BadInputError(f"{path}: expected a JSON list (one caption per image) or an object (file -> caption)")
+
+
+def _csv_rows(path: Path) -> list[tuple[str, str]]:
+    try:
+        reader = csv.DictReader(io.StringIO(_text(path)))
+        if not reader.fieldnames or not {"file", "caption"} <= set(reader.fieldnames):
+            raise BadInputError(f"{path}: expected a header with the columns 'file' and 'caption', got "
+                                f"{reader.fieldnames}")
+        return [(row["file"], row["caption"]) for row in reader]
+    except csv.Error as e:
+        raise BadInputError(f"{path}: not a readable CSV file ({e})") from None
+
+
+def _by_file(path: Path, data, rows: list[tuple[str, str]]) -> list[list[str]]:
+    """Captions keyed by image path (relative to the --data folder) -> one list per item, in load order."""
+    from gvtool.train.data import folder_files
+
+    folder = Path(data.source)
+    if not folder.is_dir():
+        raise BadInputError(f"{path} names captions by file, but --data {data.source} is not a folder of images; "
+                            "use a .txt or a JSON list in item order")
+    order = {f.relative_to(folder).as_posix(): i for i, f in enumerate(folder_files(folder))}
+    by_item: list[list[str]] = [[] for _ in order]
+    for name, text in rows:
+        if name not in order:
+            raise BadInputError(f"{path}: {name!r} is not an image of {folder}")
+        by_item[order[name]].append(text)
+    missing = [name for name, i in order.items() if not by_item[i]]
+    if missing:
+        raise BadInputError(f"{path}: {len(missing)} images have no caption, e.g. {missing[0]!r}")
+    return by_item

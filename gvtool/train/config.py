@@ -37,6 +37,7 @@ CUDA_GRAPHS = ("auto", "on", "off")
 # Image defaults on CUDA train this many times the CPU default's epochs (see TrainConfig.defaults_for): 140 MNIST
 # epochs take about as long on an H200 with today's loop (~2,300 items/s) as 35 do on 2 CPU cores.
 CUDA_EPOCH_FACTOR = 4
+TEXT_KINDS = ("vaegan", "vae", "gan")  # the kinds --captions conditions on text: one decoder, one discriminator
 MAX_WIDTH = 1024        # conv channels of the first stage (the default is 32)
 MAX_HIDDEN = 16384      # MLP units (the default is 128)
 MAX_BATCH = 1 << 16
@@ -101,6 +102,8 @@ class ModelConfig:
     kind: str = "vaegan"
     conditional: bool = False
     num_classes: int = 0            # conditional: filled in from the labelled data; 0 until then
+    text_dim: int = 0               # text-conditioned (--captions): the sentence embedding's size (384, filled in when
+                                    # training starts); the decoder and discriminator take it in place of labels
     data_kind: str = "image"        # "image" (conv nets) or "vector" (MLPs)
     channels: int = 1               # images: 1 or 3
     channels_b: int = 0             # cyclevae: domain B's channels (1 or 3, from its data); 0 for every other model
@@ -208,6 +211,12 @@ class ModelConfig:
         _check(self.structure_weight >= 0, f"structure_weight must be >= 0, got {self.structure_weight}")
         _check(0 <= self.prior_free_bits <= 100, f"prior_free_bits must be from 0 to 100, got {self.prior_free_bits}")
         _check(self.cycle_weight >= 0, f"cycle_weight must be >= 0, got {self.cycle_weight}")
+        _check(0 <= self.text_dim <= 4096, f"text_dim must be from 0 to 4096, got {self.text_dim}")
+        if self.text_dim:
+            _check(self.conditional, "a text-conditioned model (text_dim > 0) is conditional")
+            _check(self.kind in TEXT_KINDS, f"--captions conditions a {', '.join(TEXT_KINDS)} model on text, "
+                                            f"not a {self.kind}")
+            _check(self.data_kind == "image", "--captions describe images, not vector data")
         if self.kind == "cyclevae":
             _check(self.data_kind == "image", "--model cyclevae translates between two image domains, not vector data")
             _check(not self.conditional, "--model cyclevae is unconditional: it learns from unpaired, unlabelled "
@@ -215,6 +224,11 @@ class ModelConfig:
             _check(self.channels_b in (0, 1, 3), f"channels_b must be 1 or 3, got {self.channels_b}")
         else:
             _check(self.channels_b == 0, f"channels_b is for --model cyclevae, not {self.kind}")
+
+    @property
+    def condition_size(self) -> int:
+        """What a conditional network takes beside its input: a sentence embedding's size, or the one-hot classes."""
+        return self.text_dim or self.num_classes
 
     @property
     def networks(self) -> tuple[str, ...]:
@@ -298,6 +312,8 @@ class TrainConfig:
     n_fixed: int = 64               # fixed latents for the per-epoch sample grid
     base: str | None = None         # prior: the run folder whose encoder's codes it learns (copied in at the start)
     data_b: str | None = None       # cyclevae: domain B's data (as --data), loaded at domain A's image size
+    captions: str | None = None     # text conditioning: "builtin" (captions made from the digits, train/captions.py)
+                                    # or a captions file (.txt, .json or .csv) for the images of --data
 
     def __post_init__(self) -> None:
         _check(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
@@ -314,6 +330,8 @@ class TrainConfig:
                f"unknown --cuda-graphs {self.cuda_graphs!r}; expected one of {', '.join(CUDA_GRAPHS)}")
         _check(0 <= self.val_fraction <= 0.5, f"val_fraction must be in [0, 0.5], got {self.val_fraction}")
         _check(10 <= self.n_vectors <= 10**8, f"n_vectors must be from 10 to 100,000,000, got {self.n_vectors}")
+        _check(self.captions is None or self.model.conditional,
+               "--captions conditions the model on text: it needs model.conditional")
         _check(self.data_b is None or self.model.kind == "cyclevae",
                f"--data-b is domain B of --model cyclevae; a {self.model.kind} model learns one domain")
         _check(1 <= self.log_every <= 10**6 and 1 <= self.n_fixed <= 4096,

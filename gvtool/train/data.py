@@ -5,6 +5,7 @@ and no DataLoader is needed. Images stay uint8 until the loop calls to_model(), 
 dataset four times smaller than float32 and makes the pixel mapping explicit in one place.
 """
 
+import dataclasses
 import functools
 import zipfile
 import zlib
@@ -21,7 +22,7 @@ from gvtool.train.mixtures import MIXTURES, mixture_centres, sample_mixture
 
 __all__ = [
     "PIXEL_SCALE", "PIXEL_OFFSET", "IMAGE_SIZES", "MIXTURES", "STACKED_MNIST", "DIGITS", "MNIST_M", "BUILTIN_IMAGES",
-    "Dataset", "to_model", "to_uint8", "load_dataset", "load_domain_b", "split", "mixture_centres",
+    "Dataset", "to_model", "to_uint8", "load_dataset", "load_domain_b", "split", "mixture_centres", "folder_files",
 ]
 
 # model value = pixel / PIXEL_SCALE + PIXEL_OFFSET: uint8 0..255 maps onto [-1, 1], the range of the
@@ -73,6 +74,7 @@ class Dataset:
     y: torch.Tensor | None  # int64 (N,); None when unlabelled
     num_classes: int  # 0 when unlabelled
     class_names: tuple[str, ...] = ()  # e.g. ("0", ..., "9") or folder names; () when unlabelled
+    captions: tuple[tuple[str, ...], ...] | None = None  # text conditioning: each item's captions (with_captions)
 
     def __post_init__(self) -> None:
         # Datasets are built by code, not users, so a mismatch here is a bug: ValueError, not BadInputError.
@@ -86,6 +88,8 @@ class Dataset:
             raise ValueError(f"y must be int64 of shape ({len(self.x)},), got {self.y.dtype} {tuple(self.y.shape)}")
         if (self.y is None) != (self.num_classes == 0):
             raise ValueError(f"num_classes must be 0 exactly when y is None, got {self.num_classes}")
+        if self.captions is not None and (len(self.captions) != len(self.x) or not all(self.captions)):
+            raise ValueError(f"captions must give each of the {len(self.x)} items at least one caption")
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -99,7 +103,12 @@ class Dataset:
         """The items at `index` (an int64 index tensor), with the same labels, classes and source."""
         index = index.to(self.x.device)
         y = None if self.y is None else self.y[index]
-        return Dataset(self.source, self.kind, self.x[index], y, self.num_classes, self.class_names)
+        captions = None if self.captions is None else tuple(self.captions[i] for i in index.tolist())
+        return Dataset(self.source, self.kind, self.x[index], y, self.num_classes, self.class_names, captions)
+
+    def with_captions(self, captions: list[list[str]]) -> "Dataset":
+        """The same items, each with its captions (train.captions.load_captions)."""
+        return dataclasses.replace(self, captions=tuple(tuple(c) for c in captions))
 
 
 def load_dataset(source: str, *, image_size: int | None = None, seed: int = 0, n_vectors: int = 20_000) -> Dataset:
@@ -334,6 +343,15 @@ def _load_folder(source: str, folder: Path, image_size: int | None) -> Dataset:
         labels += [label] * len(found)
     names = tuple(d.name for d in classes)
     return _image_dataset(source, _read_images(files, image_size), np.array(labels, np.int64), names, image_size)
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The image files of a --data folder in the order its items load: its own images, or each class subfolder's
+    (subfolders by sorted name), each sorted by name."""
+    top = _image_files(folder)
+    if top:
+        return top
+    return [f for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".") for f in _image_files(d)]
 
 
 def _image_files(folder: Path) -> list[Path]:

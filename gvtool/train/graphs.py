@@ -19,6 +19,14 @@ from gvtool.train.config import ModelConfig
 
 Tensor = tuple[str, str, tuple[int, ...]]  # name, dtype, shape after the batch axis
 LABELS: Tensor = ("labels", "int64", ())
+TEXT_EMBEDDING = "text_embedding"  # a text-conditioned model's condition: a sentence embedding in place of labels
+
+
+def condition_input(cfg: ModelConfig) -> Tensor | None:
+    """The condition a conditional model's graphs take: labels, or a text-conditioned model's sentence embeddings."""
+    if not cfg.conditional:
+        return None
+    return (TEXT_EMBEDDING, "float32", (cfg.text_dim,)) if cfg.text_dim else LABELS
 
 
 class Graph(nn.Module):
@@ -30,9 +38,10 @@ class Graph(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.conditional = cfg.conditional
+        self.condition = condition_input(cfg)
 
     def _labelled(self, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        return inputs + ((LABELS,) if self.conditional else ())
+        return inputs + ((self.condition,) if self.condition else ())
 
 
 class EncoderGraph(Graph):

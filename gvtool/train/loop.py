@@ -25,6 +25,7 @@ from gvtool.errors import BadInputError
 from gvtool.fileio import atomic_write_text, folder_lock, remove_leftovers
 from gvtool.train import captured, distributed, rundir
 from gvtool.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from gvtool.train.captions import CAPTION_SEED, load_captions
 from gvtool.train.config import FROZEN, RESUME_OVERRIDES, TrainConfig
 from gvtool.train.data import Dataset, load_dataset, load_domain_b, split, to_model
 from gvtool.train.device import AUTOCAST_DTYPES, resolve_device, resolve_precision
@@ -33,6 +34,7 @@ from gvtool.train.metrics_log import MetricsLog
 from gvtool.train.models import build_networks, count_parameters
 from gvtool.train.objectives import compute_losses
 from gvtool.train.snapshots import Snapshots, writes_samples
+from gvtool.train.text import embed_captions, text_dim
 
 
 class Reporter(Protocol):
@@ -58,11 +60,21 @@ class TrainResult:
     items_per_s: float      # training throughput of this invocation, epoch-end work excluded
 
 
+def load_data(config: TrainConfig) -> tuple[Dataset, Dataset | None]:
+    """A run's data as training sees it: --data (with its --captions) and a translation model's domain B."""
+    data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
+    if config.captions is not None:
+        data = data.with_captions(load_captions(config.captions, data, seed=CAPTION_SEED))
+    data_b = load_domain_b(config.data_b, data) if config.model.kind == "cyclevae" else None
+    return data, data_b
+
+
 def complete_config(config: TrainConfig, data: Dataset, data_b: Dataset | None = None) -> TrainConfig:
     """Fill the model's data-dependent fields (shape, classes, vector statistics) from the loaded data (and a
     translation model's domain B)."""
     model = config.model
-    if model.conditional and data.num_classes == 0:
+    text = data.captions is not None and model.conditional
+    if model.conditional and data.num_classes == 0 and not text:
         raise BadInputError(f"--conditional needs labelled data, and {data.source} has no labels "
                             "(use a folder with one subfolder per class, or an .npz with a `y` array)")
     shape = data.shape
@@ -73,7 +85,9 @@ def complete_config(config: TrainConfig, data: Dataset, data_b: Dataset | None =
         fields = {"data_kind": "vector", "vector_dim": shape[0],
                   "vector_mean": tuple(float(f"{v:.6g}") for v in data.x.double().mean(dim=0).tolist()),
                   "vector_std": tuple(float(f"{v:.6g}") for v in std.tolist())}
-    fields["num_classes"] = data.num_classes if model.conditional else 0
+    fields["num_classes"] = data.num_classes if model.conditional and not text else 0
+    if text:  # the networks take a sentence embedding where a conditional model takes labels
+        fields["text_dim"] = text_dim()
     if data_b is not None:
         fields["channels_b"] = data_b.shape[0]
     return config.replace(model=dataclasses.replace(model, **fields))
@@ -202,16 +216,20 @@ RECALIBRATION_BATCHES = 16  # x 128 prior samples: the average's batch-norm stat
 RECALIBRATION_BATCH = 128
 
 
-def _prior_batches(cfg, nets, device: torch.device, seed: int, epoch: int):
+def _prior_batches(cfg, nets, device: torch.device, seed: int, epoch: int, conditions: torch.Tensor | None = None):
     """The averaged network's inputs for recalibrating its average, as sampling feeds it: prior latents (and uniform
     labels) for a decoder (a translation model's: into both domains); for hier's detail stage, the coarse stage's items
     from those latents and detail noise. From a generator of their own, so the training stream (and an exact resume)
-    is untouched."""
+    is untouched. A text-conditioned model's labels are training captions' embeddings (`conditions`, (N, K, D)) drawn
+    at random."""
     gen = torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)
     for _ in range(RECALIBRATION_BATCHES):
         z = torch.randn(RECALIBRATION_BATCH, cfg.latent_dim, generator=gen, device=device)
         labels = (torch.randint(cfg.num_classes, (RECALIBRATION_BATCH,), generator=gen, device=device)
-                  if cfg.conditional else None)
+                  if cfg.conditional and not cfg.text_dim else None)
+        if cfg.text_dim:
+            pool = conditions.flatten(0, 1)
+            labels = pool[torch.randint(len(pool), (RECALIBRATION_BATCH,), generator=gen, device=device)]
         if cfg.averaged == "detail":
             with torch.no_grad():
                 coarse = nets["coarse"](z, labels)
@@ -279,8 +297,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     device = resolve_device(device_spec)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
-    data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
-    data_b = load_domain_b(config.data_b, data) if config.model.kind == "cyclevae" else None
+    data, data_b = load_data(config)
     config = complete_config(config, data, data_b)
     if resume:
         try:
@@ -350,6 +367,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
 
     x_all = train_set.x.to(device, memory_format=memory_format)  # (N, C, H, W) uint8 or (N, D) float32
     y_all = train_set.y.to(device) if train_set.y is not None else None
+    if mcfg.text_dim:  # a text-conditioned model's "labels": (N, captions per item, text_dim) sentence embeddings
+        y_all = embed_captions(train_set.captions, device)
     x_b_all = train_b.x.to(device, memory_format=memory_format) if train_b is not None else None
     autocast_dtype = AUTOCAST_DTYPES[precision]
     params = {name: list(nets[name].parameters()) for name in mcfg.trained}
@@ -363,6 +382,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
             x_b = to_model(x_b_all[index_b])
         x = to_model(x_all[index]) if data.kind == "image" else x_all[index]
         y = y_all[index] if y_all is not None else None
+        if mcfg.text_dim:  # one of each item's captions, drawn afresh at every step
+            y = y[torch.arange(len(index), device=device), torch.randint(y.shape[1], (len(index),), device=device)]
         # A captured step must not use autocast's cache of cast weights: the cache is filled at capture, and
         # PyTorch's CUDA-graph notes require cache_enabled=False under capture
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
@@ -438,7 +459,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
             if not world.is_main:
                 continue
             if ema is not None:
-                ema.recalibrate(_prior_batches(mcfg, nets, device, config.seed, epoch))
+                ema.recalibrate(_prior_batches(mcfg, nets, device, config.seed, epoch,
+                                               y_all if mcfg.text_dim else None))
             shown = nn.ModuleDict(dict(nets.items()) | ({averaged: ema.net} if ema is not None else {}))
             row = {"epoch": epoch, "step": step} | snaps.epoch_end(shown, epoch, writes_samples(epoch, config.epochs))
             log.write_epoch(row)

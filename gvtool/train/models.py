@@ -80,6 +80,14 @@ def _one_hot(labels: torch.Tensor | None, num_classes: int, like: torch.Tensor) 
     return F.one_hot(labels, num_classes).to(like.dtype)
 
 
+def _condition(labels: torch.Tensor | None, cfg: ModelConfig, like: torch.Tensor) -> torch.Tensor | None:
+    """What a conditional network appends to its input: the sentence embeddings (B, text_dim) of a text-conditioned
+    model as they are, else the labels one-hot; None for an unconditional model."""
+    if cfg.text_dim:
+        return labels.to(like.dtype)
+    return _one_hot(labels, cfg.num_classes, like)
+
+
 class Affine(nn.Module):
     """x * scale + shift per feature, with constants from the config: vector data enter the networks standardised
     and leave the decoder in data units, so a checkpoint, an ONNX graph and the runtime all speak data units."""
@@ -132,7 +140,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """z (B, latent_dim) [+ labels (B,)] -> x (B, *item); images in [-1, 1] (tanh).
+    """z (B, latent_dim) [+ labels (B,), or sentence embeddings (B, text_dim)] -> x (B, *item); images in [-1, 1] (tanh).
 
     Upsampling is nearest-neighbour x2 then a 3x3 conv, not a transposed conv: no checkerboard
     artefacts, and it exports to plain Resize + Conv that every ONNX backend runs well.
@@ -141,7 +149,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        z_in = cfg.latent_dim + cfg.num_classes
+        z_in = cfg.latent_dim + cfg.condition_size
         if cfg.data_kind == "image":
             stages = conv_stages(cfg.image_size)
             self.base = cfg.image_size >> stages
@@ -170,9 +178,9 @@ class Decoder(nn.Module):
         self.to_data_units = _to_data_units(cfg)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        onehot = _one_hot(labels, self.cfg.num_classes, z)
-        if onehot is not None:
-            z = torch.cat([z, onehot], dim=1)  # (B, K + classes)
+        condition = _condition(labels, self.cfg, z)
+        if condition is not None:
+            z = torch.cat([z, condition], dim=1)  # (B, K + classes or text_dim)
         h = self.project(z)
         if self.cfg.data_kind == "image":
             h = h.view(-1, self.top, self.base, self.base)  # (B, top, base, base)
@@ -180,11 +188,12 @@ class Decoder(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """x (B, *item) [+ labels] -> (logit (B,), features (B, F)).
+    """x (B, *item) [+ labels, or sentence embeddings] -> (logit (B,), features (B, F)).
 
     The features of the last hidden layer are the "learned similarity" space of Larsen et al.:
     the VAE-GAN measures reconstruction there instead of in pixels. Conditional models add a
-    projection term <embed(y), h> (Miyato & Koyama 2018), cheaper and steadier than concatenation.
+    projection term <embed(y), h> (Miyato & Koyama 2018), cheaper and steadier than concatenation; a text-conditioned
+    model's embed is a linear map of its sentence embedding.
     No batch norm: real and generated items share one batch, and batch statistics would leak
     between them. With cfg.spectral_norm every weight (convs, linears, the class embedding) is divided
     by its largest singular value, as in SNGAN's projection discriminator.
@@ -202,7 +211,9 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.standardize = _standardize(cfg)
         self.head = nn.Linear(n_features, 1)
-        self.embed = nn.Embedding(cfg.num_classes, n_features) if cfg.conditional else None
+        # a text-conditioned model projects its sentence embedding instead of looking up a class's
+        self.embed = (None if not cfg.conditional else nn.Linear(cfg.text_dim, n_features, bias=False) if cfg.text_dim
+                      else nn.Embedding(cfg.num_classes, n_features))
         if cfg.spectral_norm:
             for module in self.modules():
                 if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
@@ -477,7 +488,7 @@ _BUILDERS = {
 
 def build_networks(cfg: ModelConfig) -> nn.ModuleDict:
     """The networks of the model kind, by name (config.NETWORKS)."""
-    if cfg.conditional and cfg.num_classes < 2:
+    if cfg.conditional and not cfg.text_dim and cfg.num_classes < 2:
         raise BadInputError(f"a conditional model needs the number of classes (>= 2) before its networks are built, "
                             f"got {cfg.num_classes}")
     return nn.ModuleDict({name: _BUILDERS[name](cfg) for name in cfg.networks})

@@ -8,13 +8,15 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from gvtool.fileio import atomic_write_text
 from gvtool.imaging import save_grid
 from gvtool.manifest import CHAINS, DOMAIN_GRAPHS, cycled_labels, item_name
 from gvtool.train.config import ModelConfig
-from gvtool.train.graphs import graph_modules, run_chain, torch_draw
+from gvtool.train.graphs import condition_input, graph_modules, run_chain, torch_draw
 from gvtool.train.data import MIXTURES, Dataset, mixture_centres, to_model, to_uint8
 from gvtool.train.metrics_log import read_rows
 from gvtool.train.plots import plot_losses, plot_points
+from gvtool.train.text import embed_captions
 
 N_POINTS = 2_000  # 2-D samples per scatter: enough to see every mode and its spread
 MAX_SAMPLE_IMAGES = 30  # longer runs write samples every few epochs: a 2-D scatter takes 0.2 s, 140 of them 20% of a run
@@ -25,6 +27,7 @@ def writes_samples(epoch: int, epochs: int) -> bool:
     every ceil(epochs / 30)-th, and always the last."""
     return epoch == epochs or epoch % math.ceil(epochs / MAX_SAMPLE_IMAGES) == 0
 EVAL_BATCH = 256
+PROMPTS_FILE = "prompts.txt"  # a text-conditioned run: the caption of each image of the sample grids, in grid order
 TRANSLATED_ITEMS = 8  # cyclevae: held-out items per domain in each epoch's translations (a row of originals, a row
                       # of their translations, per direction)
 
@@ -41,12 +44,20 @@ class Snapshots:
         self.held_out_b = held_out_b  # a translation model's domain B
         n = N_POINTS if cfg.data_kind == "vector" else n_fixed
         # Conditional grids: one column per class, so each column should show one class.
-        self.ncols = cfg.num_classes if cfg.conditional and cfg.num_classes <= 16 else None
+        self.ncols = cfg.num_classes if cfg.conditional and 2 <= cfg.num_classes <= 16 else None
         if self.ncols:
             n = math.ceil(n / self.ncols) * self.ncols
         self.n = n
         self.seed = seed + 1  # apart from the training stream; the same noise every epoch
-        self.labels = torch.tensor(cycled_labels(n, cfg.num_classes), device=device) if cfg.conditional else None
+        self.labels = (torch.tensor(cycled_labels(n, cfg.num_classes), device=device)
+                       if cfg.conditional and not cfg.text_dim else None)
+        self.held_out_conditions = None
+        if cfg.text_dim and len(held_out):  # the grid draws from held-out items' first captions, listed in prompts.txt
+            self.held_out_conditions = embed_captions(held_out.captions, device)[:, 0]  # (N, text_dim)
+            cycled = [i % len(held_out) for i in range(n)]
+            self.labels = self.held_out_conditions[cycled]
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.folder / PROMPTS_FILE, "".join(f"{held_out.captions[i][0]}\n" for i in cycled))
         self.centres = mixture_centres(data.source)[0] if data.source in MIXTURES else None
         self.reference = held_out.x[:N_POINTS].numpy() if cfg.data_kind == "vector" else None
 
@@ -68,7 +79,7 @@ class Snapshots:
 
     def _write_samples(self, nets, epoch: int) -> None:
         graphs = graph_modules(self.cfg, nets)
-        values = {} if self.labels is None else {"labels": self.labels}
+        values = {} if self.labels is None else {condition_input(self.cfg)[0]: self.labels}
         chain = CHAINS[self.cfg.kind].sampling
         draw = torch_draw(torch.Generator().manual_seed(self.seed), self.device)
         out = run_chain(graphs, chain, values, self.n, draw)[item_name(self.cfg.data_kind)].float()
@@ -111,9 +122,10 @@ class Snapshots:
         for start in range(0, len(self.held_out), EVAL_BATCH):
             x = self.held_out.x[start:start + EVAL_BATCH].to(self.device)
             x = to_model(x) if self.cfg.data_kind == "image" else x
-            labels = None if not self.cfg.conditional else self.held_out.y[start:start + EVAL_BATCH].to(self.device)
+            labels = (None if not self.cfg.conditional else self.held_out_conditions[start:start + EVAL_BATCH]
+                      if self.cfg.text_dim else self.held_out.y[start:start + EVAL_BATCH].to(self.device))
             mean, _ = nets["encoder"](x)
-            values = {"latents": mean} | ({} if labels is None else {"labels": labels})
+            values = {"latents": mean} | ({} if labels is None else {condition_input(self.cfg)[0]: labels})
             out = run_chain(graphs, decoding, values, len(x), draw)[item_name(self.cfg.data_kind)]
             total += F.mse_loss(out.float(), x, reduction="sum")
             count += x.numel()

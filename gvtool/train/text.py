@@ -117,3 +117,32 @@ def load_text_encoder(folder: Path | None = None) -> TextEncoder:
     model = TextEncoder(config)
     model.load_state_dict(_renamed(load_file(folder / WEIGHTS_FILE)))  # strict: every weight found and used
     return model.eval().requires_grad_(False)
+
+
+def text_dim(folder: Path | None = None) -> int:
+    """The size of the packaged encoder's sentence embeddings (384), from its config alone."""
+    folder = folder or text_encoder_dir()
+    return int(json.loads((folder / CONFIG_FILE).read_text())["hidden_size"])
+
+
+EMBED_BATCH = 256
+
+
+@torch.no_grad()
+def embed_captions(captions: tuple[tuple[str, ...], ...], device: torch.device) -> torch.Tensor:
+    """Each item's captions -> float32 (N, K, text_dim) sentence embeddings on `device`, K the most captions an item
+    has (an item with fewer repeats its own). Each distinct caption is encoded once."""
+    from gvtool.prompts import PromptTokenizer
+
+    folder = text_encoder_dir()
+    encoder, tokenizer = load_text_encoder(folder).to(device), PromptTokenizer(folder / TOKENIZER_FILE)
+    distinct = list(dict.fromkeys(c for texts in captions for c in texts))
+    rows = []
+    for start in range(0, len(distinct), EMBED_BATCH):
+        ids, mask = tokenizer.encode(distinct[start:start + EMBED_BATCH])
+        rows.append(encoder(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)))
+    table = torch.cat(rows)
+    where = {c: i for i, c in enumerate(distinct)}
+    k = max(len(texts) for texts in captions)
+    index = torch.tensor([[where[texts[j % len(texts)]] for j in range(k)] for texts in captions], device=device)
+    return table[index]
