@@ -154,7 +154,8 @@ def caption(label: int, said: dict[str, str], rng: np.random.Generator, held_out
     digit = (NUMBER_WORDS if rng.random() < 0.5 else NUMERALS)[label]
     pre = [str(rng.choice(words[said[k]])) for k in PRE if k in said]
     post = " and ".join(str(rng.choice(words[said[k]])) for k in ("slant", "position") if k in said)
-    text = " ".join(template.format(pre=" ".join(pre), pre_and=" and ".join(pre), digit=digit, post=post).split())  # closes an unsaid attribute's gap
+    text = template.format(pre=" ".join(pre), pre_and=" and ".join(pre), digit=digit, post=post)
+    text = " ".join(text.split())  # closes the gap an unsaid attribute leaves
     return _articles(text.replace(" ,", ",").rstrip(" ,"))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,7 +12,6 @@ from PIL import Image
 from gvtool.errors import BadInputError
 from gvtool.train import rundir
 from gvtool.train.captions import BUILTIN, MAX_CAPTION_CHARS, load_captions
-from gvtool.train.config import ModelConfig
 from gvtool.train.data import load_dataset
 from gvtool.train.loop import complete_config, load_data, train
 from gvtool.train.models import Decoder, Discriminator
