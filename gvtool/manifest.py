@@ -20,7 +20,12 @@ from gvtool.fileio import atomic_write_text, load_json_bounded
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1  # bump on any change a reader of the old format would misread
 PRECISIONS = ("fp32", "fp16", "int8")
-GRAPHS = ("encoder", "decoder", "prior", "coarse", "detail", "encoder_b", "decoder_b")
+GRAPHS = ("encoder", "decoder", "prior", "coarse", "detail", "encoder_b", "decoder_b", "text_encoder")
+# A text-conditioned model's sentence encoder: (input_ids, attention_mask) of a tokenised prompt -> its embedding, the
+# condition its other graphs take in place of labels. It is exported beside the kind's own graphs (CHAINS).
+TEXT_GRAPH = "text_encoder"
+TEXT_INPUTS = ("input_ids", "attention_mask")
+TEXT_EMBEDDING = "text_embedding"
 # A translation model's domains, by the graphs that encode from and decode to each: "encoder" and "decoder" are
 # domain A's (so that sampling, encoding and reconstruction work on A as on any model), the *_b graphs domain B's.
 DOMAIN_GRAPHS = (("encoder", "decoder"), ("encoder_b", "decoder_b"))
@@ -66,6 +71,7 @@ CHAINS = {
     "cyclevae": Chains(("encoder", "decoder", "encoder_b", "decoder_b"), (), ("decoder",)),
 }
 MODEL_KINDS = tuple(CHAINS)
+TEXT_KINDS = ("vaegan", "vae", "gan")  # the kinds that can be text-conditioned: one decoder, one discriminator
 # The graph inputs a chain draws as N(0, I) when no graph before gives them (the runtime seeds one stream per name,
 # in this order); every other input must come from an earlier graph or the caller (labels).
 NOISE_INPUTS = ("latents", "noise", "detail_noise", "latent_noise")
@@ -97,13 +103,14 @@ class Validation:
 
     max_abs_diff: float
     mean_abs_diff: float
-    metric: str                     # "max_abs" or "mean_abs": which of the two the tolerance bounds
+    metric: str                     # "max_abs", "mean_abs" or "cosine" (cosine_gap): which the tolerance bounds
     tolerance: float
     passed: bool
     batch_sizes: tuple[int, ...]
     inputs: str = ""                # what was fed: e.g. "seeded latents", "held-out images of mnist"
     scale: tuple[float, ...] = ()   # the differences were divided by these along the outputs' last axis (a vector
                                     # decoder: the data's std per feature); empty: in the outputs' own units
+    cosine_gap: float = 0.0         # a text encoder's: the worst row's 1 - cosine similarity to torch's embedding
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"batch_sizes": list(self.batch_sizes), "scale": list(self.scale)}
@@ -167,6 +174,20 @@ class EngineEntry:
 
 
 @dataclass(frozen=True)
+class TextInfo:
+    """A text-conditioned model's prompts: how they are tokenised and encoded."""
+
+    dim: int                        # the sentence embedding's size, what the conditional graphs take
+    max_tokens: int                 # the text encoder's fixed token length: prompts are padded to it
+    tokenizer_file: str             # tokenizer.json of the `tokenizers` package, relative to the bundle
+    tokenizer_sha256: str
+    encoder: str = ""               # what the text encoder is, for people ("all-MiniLM-L6-v2, frozen")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What a bundle's graphs model: all the runtime needs to feed them and read what they return."""
 
@@ -181,8 +202,11 @@ class ModelInfo:
     decoding: tuple[str, ...] | None = None      # from before they were recorded): the kind's declaration
     domains: tuple[str, ...] = ()   # a translation model's two domains (their data sources), A first; else none
     item_shape_b: tuple[int, ...] = ()  # a translation model's domain B items (C, H, W); A's are item_shape
+    text: TextInfo | None = None    # a text-conditioned model's prompts; None for every other model
 
     def __post_init__(self) -> None:
+        if isinstance(self.text, dict):
+            object.__setattr__(self, "text", TextInfo(**self.text))
         declared = CHAINS.get(self.kind, CHAINS["vaegan"])
         for name in ("latent_prior", "decoding"):
             value = getattr(self, name)
@@ -203,12 +227,20 @@ class ModelInfo:
         """The items of domain 0 (A: every model's items) or 1 (B, a translation model's)."""
         return self.item_shape if domain == 0 else self.item_shape_b
 
+    @property
+    def graphs(self) -> tuple[str, ...]:
+        """Every graph the model exports: its kind's, and a text-conditioned model's text encoder."""
+        return model_graphs(self.kind, self.text is not None)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self) | {"item_shape": list(self.item_shape), "class_names": list(self.class_names),
                                         "latent_prior": list(self.latent_prior), "decoding": list(self.decoding),
-                                        "domains": list(self.domains), "item_shape_b": list(self.item_shape_b)}
+                                        "domains": list(self.domains), "item_shape_b": list(self.item_shape_b),
+                                        "text": None if self.text is None else self.text.to_dict()}
         if not self.domains:  # a one-domain model's manifest reads as it did before translation models
             del d["domains"], d["item_shape_b"]
+        if self.text is None:  # and a model without text as before text-conditioned ones
+            del d["text"]
         return d
 
     @classmethod
@@ -249,6 +281,11 @@ class Manifest:
                    graphs={k: GraphEntry.from_dict(g) for k, g in d.get("graphs", {}).items()},
                    engines={k: EngineEntry.from_dict(e) for k, e in d.get("engines", {}).items()},
                    format=d["format"])
+
+
+def model_graphs(kind: str, text: bool) -> tuple[str, ...]:
+    """The graphs a model of `kind` exports (CHAINS), with the text encoder when it is text-conditioned."""
+    return CHAINS[kind].graphs + ((TEXT_GRAPH,) if text else ())
 
 
 def cycled_labels(n: int, num_classes: int) -> list[int]:
@@ -324,6 +361,8 @@ def read_manifest(bundle: str | os.PathLike) -> Manifest:
         raise BadBundleError(f"{path} is malformed: graph keys {wrong_keys} disagree with their entries' graph.precision")
     for entry in [*manifest.graphs.values(), *manifest.engines.values()]:
         bundle_path(bundle, entry.file)
+    if manifest.model.text is not None:
+        bundle_path(bundle, manifest.model.text.tokenizer_file)
     return manifest
 
 
@@ -405,6 +444,22 @@ def _domains(model: dict, image: bool) -> list:
     return shape_b
 
 
+def _text(model: dict) -> dict | None:
+    """A text-conditioned model's prompt block, checked; None for any other model."""
+    text = _get(model, "text", "model", (dict, type(None)), required=False)
+    if text is None:
+        return None
+    _int(text, "dim", "model.text", 1, 4096)
+    _int(text, "max_tokens", "model.text", 3, 512)
+    _get(text, "tokenizer_file", "model.text", (str,))
+    _sha256(text, "tokenizer_sha256", "model.text")
+    _get(text, "encoder", "model.text", (str,), required=False)
+    unknown = set(text) - {f.name for f in dataclasses.fields(TextInfo)}
+    if unknown:
+        raise SchemaError(f"model.text has unknown keys {sorted(unknown)}")
+    return text
+
+
 def check_manifest(raw: object) -> None:
     """Every field a reader uses, checked for type and range, and the model block against its graphs: the one
     place a manifest's schema is enforced. Raises SchemaError naming the first field that is wrong."""
@@ -416,7 +471,11 @@ def check_manifest(raw: object) -> None:
     _choice(model, "kind", "model", MODEL_KINDS)
     conditional = _get(model, "conditional", "model", (bool,))
     classes = _int(model, "num_classes", "model", 0, 1 << 16)
-    if conditional != (classes >= 2) or (not conditional and classes):
+    text = _text(model)
+    if text and (not conditional or classes or model["kind"] not in TEXT_KINDS):
+        raise SchemaError(f"model.text is for conditional {', '.join(TEXT_KINDS)} models without classes, not a "
+                          f"{'conditional' if conditional else 'unconditional'} {model['kind']} of {classes} classes")
+    if not text and (conditional != (classes >= 2) or (not conditional and classes)):
         raise SchemaError(f"model.num_classes {classes} does not fit conditional {conditional} (>= 2 when conditional, "
                           "else 0)")
     names = _get(model, "class_names", "model", (list, type(None)), required=False)
@@ -476,7 +535,9 @@ def check_manifest(raw: object) -> None:
         for name in ("max_abs_diff", "mean_abs_diff", "tolerance"):
             if _finite(validation, name, check) < 0:
                 raise SchemaError(f"{check}.{name} must be >= 0, got {validation[name]}")
-        _choice(validation, "metric", check, ("max_abs", "mean_abs"))
+        _choice(validation, "metric", check, ("max_abs", "mean_abs", "cosine"))
+        if "cosine_gap" in validation and not 0 <= _finite(validation, "cosine_gap", check) <= 2:
+            raise SchemaError(f"{check}.cosine_gap must be from 0 to 2, got {validation['cosine_gap']}")
         _get(validation, "passed", check, (bool,))
         sizes = _get(validation, "batch_sizes", check, (list,))
         if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
@@ -493,11 +554,20 @@ def check_manifest(raw: object) -> None:
         for spec in inputs + outputs:  # the tensors that chain graphs together must agree with the model block
             if spec["name"] in ("latents", "mean", "logvar") and spec["shape"][1:] != [latent]:
                 raise SchemaError(f"{at} has {spec['name']} of {spec['shape'][1:]}, but model.latent_dim is {latent}")
+            if spec["name"] == TEXT_EMBEDDING and (not text or spec["shape"][1:] != [text["dim"]]):
+                raise SchemaError(f"{at} has {spec['name']} of {spec['shape'][1:]}, but model.text.dim is "
+                                  f"{text['dim'] if text else 'absent'}")
+            if spec["name"] in TEXT_INPUTS and (not text or spec["shape"][1:] != [text["max_tokens"]]):
+                raise SchemaError(f"{at} has {spec['name']} of {spec['shape'][1:]}, but model.text.max_tokens is "
+                                  f"{text['max_tokens'] if text else 'absent'}")
             domain_b = entry["graph"] in DOMAIN_GRAPHS[1]
             if spec["name"] in ("images", "vectors") and spec["shape"][1:] != (shape_b if domain_b else shape):
                 raise SchemaError(f"{at} has items of {spec['shape'][1:]}, but model.item_shape"
                                   f"{'_b' if domain_b else ''} is {shape_b if domain_b else shape}")
     present = {entry.get("graph") for entry in graphs.values()}
+    if graphs and (TEXT_GRAPH in present) != bool(text):
+        raise SchemaError(f"a text-conditioned model has a {TEXT_GRAPH} graph and no other model has one; this "
+                          f"bundle's model {'has' if text else 'has no'} model.text")
     for name, chain in chains.items():
         missing = [g for g in chain if g not in present]
         if graphs and missing:
@@ -555,7 +625,10 @@ def check_files(bundle: str | os.PathLike, manifest: Manifest) -> dict[str, str]
     """Every file the manifest lists -> "ok", or what is wrong with it ("missing", "changed since export",
     "outside the bundle"): `gvtool info`'s hash check, which reports every file rather than stopping at the first."""
     states = {}
-    for entry in [*manifest.graphs.values(), *manifest.engines.values()]:
+    files = [*manifest.graphs.values(), *manifest.engines.values()]
+    if manifest.model.text is not None:
+        files.append(_File(manifest.model.text.tokenizer_file, manifest.model.text.tokenizer_sha256))
+    for entry in files:
         try:
             path = bundle_path(bundle, entry.file)
         except BadBundleError:
@@ -564,6 +637,12 @@ def check_files(bundle: str | os.PathLike, manifest: Manifest) -> dict[str, str]
         states[entry.file] = ("missing" if not path.is_file() else
                               "ok" if sha256_file(path) == entry.sha256 else "changed since export")
     return states
+
+
+@dataclass(frozen=True)
+class _File:
+    file: str
+    sha256: str
 
 
 def write_manifest(bundle: str | os.PathLike, manifest: Manifest) -> None:

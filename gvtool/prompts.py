@@ -20,7 +20,8 @@ import numpy as np
 
 from gvtool.errors import BadInputError
 
-MAX_TOKENS = 64         # word pieces, [CLS] and [SEP] included
+MAX_TOKENS = 32         # word pieces, [CLS] and [SEP] included: the longest built-in caption has about 20; a
+                        # text encoder graph takes this many (a fixed shape every backend runs as one profile)
 MAX_UNKNOWN_SHARE = 0.5
 MAX_OTHER_SCRIPT_SHARE = 0.5
 _UNKNOWN = "[UNK]"
@@ -29,25 +30,27 @@ _UNKNOWN = "[UNK]"
 class PromptTokenizer:
     """A WordPiece tokenizer read from a tokenizer.json (the `tokenizers` package), padding each batch to its longest."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, text: str | None = None):
+        """The tokenizer of the file at `path`, or of its `text` when given (read and checked by the caller)."""
         try:
             from tokenizers import Tokenizer
         except ImportError:
             raise BadInputError("prompts need the tokenizers package: pip install tokenizers") from None
         try:
-            self._tokenizer = Tokenizer.from_file(str(path))
+            self._tokenizer = Tokenizer.from_str(text) if text is not None else Tokenizer.from_file(str(path))
         except Exception as e:  # the library raises its own exception types for a malformed file
-            raise BadInputError(f"{path} is not a readable tokenizer file: {e}") from None
+            raise BadInputError(f"{path} is not a readable tokenizer file: {str(e)[:200]}") from None
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
         self._unknown = self._tokenizer.token_to_id(_UNKNOWN)
 
-    def encode(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """-> (input_ids, attention_mask), both int64 (B, T) with T the longest prompt's pieces; refuses a bad prompt."""
+    def encode(self, prompts: list[str], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """-> (input_ids, attention_mask), both int64 (B, T), T `length` (a text encoder graph's fixed MAX_TOKENS) or
+        the longest prompt's pieces; refuses a bad prompt."""
         if not prompts:
             raise BadInputError("no prompt given")
         encodings = [self._checked(p) for p in prompts]
-        t = max(len(ids) for ids in encodings)
+        t = length or max(len(ids) for ids in encodings)
         input_ids = np.zeros((len(prompts), t), np.int64)  # 0 is [PAD]
         mask = np.zeros((len(prompts), t), np.int64)
         for row, ids in enumerate(encodings):

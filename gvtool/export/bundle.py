@@ -26,10 +26,14 @@ from gvtool.train.trained import RunModel, load_run
 from gvtool.export.subpixel import inference_decoder
 from gvtool.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, export_onnx
 from gvtool.export.validate import validate_graph
-from gvtool.export.variants import to_fp16, to_int8
+from gvtool.export.variants import to_fp16, to_int8, to_int8_weights
 from gvtool.runtime.bundles import BUNDLES_ROOT
-from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, PRECISIONS, GraphEntry, Manifest, ModelInfo, cycled_labels,
-                             domain_names, is_bundle, item_name, read_manifest, sha256_file, write_manifest)
+from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, PRECISIONS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, GraphEntry,
+                             Manifest, ModelInfo, TextInfo, cycled_labels, domain_names, is_bundle, item_name,
+                             model_graphs, read_manifest, sha256_file, write_manifest)
+from gvtool.prompts import MAX_TOKENS, PromptTokenizer
+from gvtool.train.captions import CAPTION_SEED, load_captions
+from gvtool.train.text import TEXT_ENCODER_NAME, TOKENIZER_FILE, text_encoder_dir
 from gvtool.train.graphs import Graph, graph_modules, run_chain
 from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE, load_dataset, split, to_model
 
@@ -83,7 +87,9 @@ def _export_locked(run: RunModel, out: Path, precisions, opset: int, allow_misma
         manifest = Manifest(gvtool_version=__version__, model=inputs.model_info(), pixels=_pixels(run),
                             source={"run_dir": str(run.run_dir.resolve()), "checkpoint_sha256": run.checkpoint_sha256,
                                     "step": run.step, "complete": run.complete, "data": run.config.data})
-        for graph in CHAINS[run.config.model.kind].graphs:
+        if inputs.text is not None:  # the prompts' tokenizer travels with the bundle, hash-checked like a graph
+            shutil.copyfile(text_encoder_dir() / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+        for graph in model_graphs(run.config.model.kind, inputs.text is not None):
             for entry in _export_graph(graph, run, inputs, tmp, precisions, opset, allow_mismatch, log):
                 manifest.graphs[entry.key] = entry
         write_manifest(tmp, manifest)  # last: a folder with a manifest is complete
@@ -146,8 +152,10 @@ class _Inputs:
         self.run, self.cfg = run, run.config.model
         self.rng = np.random.default_rng(0)
         self.trained = graph_modules(self.cfg, run.nets)
-        self.items: dict[str, np.ndarray] = {}  # encoder graph -> the items it is fed
+        self.items: dict[str, dict[str, np.ndarray]] = {}  # encoder graph -> the real inputs it is fed, by name
         self.notes: dict[str, str] = {}         # encoder graph -> what they are
+        self.text: TextInfo | None = None       # a text-conditioned model's prompts
+        self.embeddings: np.ndarray | None = None  # and the held-out captions' embeddings its decoder is fed
         self.class_names = self._held_out(log)
 
     def _held_out(self, log) -> tuple[str, ...]:
@@ -167,18 +175,47 @@ class _Inputs:
                 # The training data may not travel with the run: validate on the decoder's own samples.
                 log(f"data {source} unavailable or unusable ({error}); validating the {encoder} graph on generated items")
                 decoder = DOMAIN_GRAPHS[domain][1]
-                self.items[encoder] = self._sampled(decoder, CALIBRATION_ITEMS, through=True)[item_name(self.cfg.data_kind)]
+                if self.cfg.text_dim:
+                    raise BadInputError(f"a text-conditioned model is validated on its held-out captions, and its "
+                                        f"data is unusable: {error}") from None
+                item = item_name(self.cfg.data_kind)
+                self.items[encoder] = {item: self._sampled(decoder, CALIBRATION_ITEMS, through=True)[item]}
                 self.notes[encoder] = "generated items (training data unavailable)"
                 continue
+            if domain == 0 and self.cfg.text_dim:
+                data = data.with_captions(load_captions(config.captions, data, seed=CAPTION_SEED))
             _, held_out = split(data, config.val_fraction, config.split_seed)
             chosen = held_out if len(held_out) >= CALIBRATION_ITEMS else data
             x = chosen.x[:CALIBRATION_ITEMS]
             x = to_model(x) if data.kind == "image" else x
-            self.items[encoder] = x.numpy().astype(np.float32)
+            self.items[encoder] = {item_name(self.cfg.data_kind): x.numpy().astype(np.float32)}
             self.notes[encoder] = f"held-out items of {source}"
+            if domain == 0 and self.cfg.text_dim:
+                self._held_out_prompts([c[0] for c in chosen.captions[:CALIBRATION_ITEMS]], source)
             if domain == 0 and self.cfg.conditional:
                 names = data.class_names
         return names
+
+    def _held_out_prompts(self, prompts: list[str], source: str) -> None:
+        """A text-conditioned model: its held-out captions, tokenised, feed the text encoder; their embeddings feed
+        the decoder in place of labels."""
+        tokenizer_path = text_encoder_dir() / TOKENIZER_FILE
+        ids, mask = PromptTokenizer(tokenizer_path).encode(prompts, length=MAX_TOKENS)
+        self.items[TEXT_GRAPH] = dict(zip(TEXT_INPUTS, (ids, mask)))
+        self.notes[TEXT_GRAPH] = f"held-out captions of {source}"
+        with torch.no_grad():
+            self.embeddings = self.trained[TEXT_GRAPH](torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        self.text = TextInfo(dim=self.cfg.text_dim, max_tokens=MAX_TOKENS, tokenizer_file=TOKENIZER_FILE,
+                             tokenizer_sha256=sha256_file(tokenizer_path), encoder=TEXT_ENCODER_NAME)
+
+    def _conditions(self, n: int) -> dict[str, torch.Tensor]:
+        """What a conditional graph is fed beside its other inputs: labels cycled through the classes, or the held-out
+        captions' embeddings cycled."""
+        if not self.cfg.conditional:
+            return {}
+        if self.cfg.text_dim:
+            return {TEXT_EMBEDDING: torch.from_numpy(self.embeddings[np.arange(n) % len(self.embeddings)])}
+        return {"labels": torch.tensor(cycled_labels(n, self.cfg.num_classes))}
 
     def model_info(self) -> ModelInfo:
         c, chains = self.cfg, CHAINS[self.cfg.kind]
@@ -186,7 +223,7 @@ class _Inputs:
                     "item_shape_b": tuple(c.item_shape_b)} if chains.translates else {})
         return ModelInfo(kind=c.kind, conditional=c.conditional, num_classes=c.num_classes, data_kind=c.data_kind,
                          item_shape=tuple(c.item_shape), latent_dim=c.latent_dim, class_names=tuple(self.class_names),
-                         latent_prior=chains.latent_prior, decoding=chains.decoding, **domains)
+                         latent_prior=chains.latent_prior, decoding=chains.decoding, text=self.text, **domains)
 
     def _draw(self, name: str, n: int, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.from_numpy(self.rng.standard_normal((n, *shape)).astype(np.float32))
@@ -197,8 +234,7 @@ class _Inputs:
         noise drawn. A graph outside the sampling chain (a translation model's decoder_b) takes N(0, I) latents."""
         chain = CHAINS[self.cfg.kind].sampling
         before = chain[:chain.index(graph)] if graph in chain else ()
-        labels = {"labels": torch.tensor(cycled_labels(n, self.cfg.num_classes))} if self.cfg.conditional else {}
-        values = run_chain(self.trained, before + ((graph,) if through else ()), labels, n, self._draw)
+        values = run_chain(self.trained, before + ((graph,) if through else ()), self._conditions(n), n, self._draw)
         for name, _, shape in self.trained[graph].inputs:
             if name not in values and name != item_name(self.cfg.data_kind):
                 values[name] = self._draw(name, n, shape)
@@ -209,7 +245,7 @@ class _Inputs:
         names = [name for name, _, _ in self.trained[graph].inputs]
         for n in sizes:
             if graph in self.items:
-                feeds.append({names[0]: self.items[graph][start:start + n]})
+                feeds.append({name: self.items[graph][name][start:start + n] for name in names})
                 start += n
             else:
                 values = self._sampled(graph, n)
@@ -252,6 +288,8 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
     # images on their [-1, 1] scale
     in_data_units = cfg.data_kind == "vector" and specs_out[0].name in ("vectors", "coarse")
     scale = tuple(cfg.vector_std) if in_data_units else ()
+    if graph == TEXT_GRAPH:  # unit-length embeddings: differences judged against an entry's typical size, 1/sqrt(dim)
+        scale = (cfg.text_dim ** -0.5,)  # one value: it divides every entry alike
     entries = []
     for precision in PRECISIONS:
         if precision not in precisions:
@@ -259,23 +297,33 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
         path = fp32_path if precision == "fp32" else folder / f"{graph}.{precision}.onnx"
         if precision == "fp16":
             to_fp16(fp32_path, path)
+        elif precision == "int8" and graph == TEXT_GRAPH:  # static int8 activations wreck a transformer's embedding
+            to_int8_weights(fp32_path, path)
         elif precision == "int8":
             to_int8(fp32_path, path, inputs.feeds(graph, [CALIBRATION_BATCH] * (CALIBRATION_ITEMS // CALIBRATION_BATCH)))
-        validation = validate_graph(path, specs_out, reference, check_feeds, precision, note, scale)
+        validation = validate_graph(path, specs_out, reference, check_feeds, precision, note, scale,
+                                    by_cosine=graph == TEXT_GRAPH and precision == "int8")
         verdict = "ok" if validation.passed else "MISMATCH"
+        units = " per typical entry" if graph == TEXT_GRAPH else " in data stds" if scale else ""
+        cosine = f", worst 1 - cosine {validation.cosine_gap:.2e}" if validation.metric == "cosine" else ""
         log(f"{graph} {precision}: {path.stat().st_size / 1024:,.0f} KiB, max |diff| {validation.max_abs_diff:.2e}, "
-            f"mean |diff| {validation.mean_abs_diff:.2e}{' in data stds' if scale else ''} ({validation.metric} tolerance "
+            f"mean |diff| {validation.mean_abs_diff:.2e}{units}{cosine} ({validation.metric} tolerance "
             f"{validation.tolerance:g}) {verdict}")
         if not validation.passed and not allow_mismatch:
             raise ExportValidationError(
                 f"{graph} {precision} differs from torch: {validation.metric.replace('_', ' ')} "
-                f"{validation.max_abs_diff if validation.metric == 'max_abs' else validation.mean_abs_diff:.3g} "
+                f"{_judged(validation):.3g} "
                 f"> tolerance {validation.tolerance:g}; no bundle written (--allow-mismatch records it instead)")
         entries.append(GraphEntry(graph=graph, precision=precision, file=path.name, sha256=sha256_file(path),
                                   bytes=path.stat().st_size, opset=opset, ir_version=model.ir_version,
                                   inputs=specs_in, outputs=specs_out, validation=validation, flops_per_item=flops))
     log(f"{graph}: exported and validated in {time.perf_counter() - started:.1f} s")
     return entries
+
+
+def _judged(v) -> float:
+    """The figure a validation's tolerance bounds."""
+    return {"max_abs": v.max_abs_diff, "mean_abs": v.mean_abs_diff, "cosine": v.cosine_gap}[v.metric]
 
 
 def _count_flops(graph: str, model, log) -> int | None:

@@ -17,7 +17,7 @@ import copy
 import torch
 from torch import nn
 
-from gvtool.train.models import Decoder, DomainDecoder
+from gvtool.train.models import Decoder, DomainDecoder, condition_vector
 
 # Rewrite only convs this narrow: a wide conv at full resolution already runs near peak, and its
 # sub-pixel form (4x channels at a quarter of the positions, then a large DepthToSpace) measured slower
@@ -94,6 +94,7 @@ class _InferenceDecoder(nn.Module):
         self.top, self.base = decoder.top, decoder.base
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.cfg.num_classes:
-            z = torch.cat([z, nn.functional.one_hot(labels, self.cfg.num_classes).to(z.dtype)], dim=1)
+        condition = condition_vector(labels, self.cfg, z)
+        if condition is not None:
+            z = torch.cat([z, condition], dim=1)
         return self.net(self.project(z).view(-1, self.top, self.base, self.base))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from gvtool.errors import BadInputError
 from gvtool.fileio import load_json_bounded
-from gvtool.manifest import MODEL_KINDS
+from gvtool.manifest import MODEL_KINDS, TEXT_KINDS
 
 # The networks each model kind trains, by name (models.build_networks builds them). A prior run also holds its base
 # run's encoder and decoder, frozen: FROZEN names them.
@@ -37,7 +37,6 @@ CUDA_GRAPHS = ("auto", "on", "off")
 # Image defaults on CUDA train this many times the CPU default's epochs (see TrainConfig.defaults_for): 140 MNIST
 # epochs take about as long on an H200 with today's loop (~2,300 items/s) as 35 do on 2 CPU cores.
 CUDA_EPOCH_FACTOR = 4
-TEXT_KINDS = ("vaegan", "vae", "gan")  # the kinds --captions conditions on text: one decoder, one discriminator
 MAX_WIDTH = 1024        # conv channels of the first stage (the default is 32)
 MAX_HIDDEN = 16384      # MLP units (the default is 128)
 MAX_BATCH = 1 << 16

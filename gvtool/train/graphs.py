@@ -14,12 +14,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from gvtool.manifest import CHAINS, NOISE_INPUTS, item_name
+from gvtool.manifest import CHAINS, NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, item_name, model_graphs
+from gvtool.prompts import MAX_TOKENS
 from gvtool.train.config import ModelConfig
+from gvtool.train.text import load_text_encoder
 
 Tensor = tuple[str, str, tuple[int, ...]]  # name, dtype, shape after the batch axis
 LABELS: Tensor = ("labels", "int64", ())
-TEXT_EMBEDDING = "text_embedding"  # a text-conditioned model's condition: a sentence embedding in place of labels
 
 
 def condition_input(cfg: ModelConfig) -> Tensor | None:
@@ -141,6 +142,20 @@ class DecoderBGraph(Graph):
         return self.decoder(latents, None, 1)
 
 
+class TextEncoderGraph(Graph):
+    """A text-conditioned model's prompts: input_ids, attention_mask (B, T) int64, padded to T = prompts.MAX_TOKENS ->
+    text_embedding (B, text_dim), the condition the decoder takes. The frozen sentence encoder (train/text.py)."""
+
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module):
+        super().__init__(cfg)
+        self.text_encoder = text_encoder
+        self.inputs = tuple((name, "int64", (MAX_TOKENS,)) for name in TEXT_INPUTS)
+        self.outputs = ((TEXT_EMBEDDING, "float32", (cfg.text_dim,)),)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(input_ids, attention_mask)
+
+
 _GRAPHS = {  # graph -> (its module, the network it runs)
     "encoder": (EncoderGraph, "encoder"),
     "decoder": (DecoderGraph, "decoder"),
@@ -149,14 +164,19 @@ _GRAPHS = {  # graph -> (its module, the network it runs)
     "detail": (DetailGraph, "detail"),
     "encoder_b": (EncoderBGraph, "encoder"),
     "decoder_b": (DecoderBGraph, "decoder"),
+    TEXT_GRAPH: (TextEncoderGraph, TEXT_GRAPH),
 }
 
 
 def graph_modules(cfg: ModelConfig, nets, replace: dict[str, nn.Module] | None = None) -> dict[str, Graph]:
-    """The kind's graphs (manifest.CHAINS) over `nets`, in eval mode. `replace` swaps a network for another of the
-    same function (export's faster inference decoder)."""
+    """The model's graphs (manifest.model_graphs) over `nets`, in eval mode. `replace` swaps a network for another
+    of the same function (export's faster inference decoder). A text-conditioned model's text encoder is the frozen
+    packaged one unless `nets` or `replace` holds one."""
     nets = dict(nets.items()) | (replace or {})
-    return {graph: _GRAPHS[graph][0](cfg, nets[_GRAPHS[graph][1]]).eval() for graph in CHAINS[cfg.kind].graphs}
+    if cfg.text_dim and TEXT_GRAPH not in nets:
+        nets[TEXT_GRAPH] = load_text_encoder()
+    return {graph: _GRAPHS[graph][0](cfg, nets[_GRAPHS[graph][1]]).eval()
+            for graph in model_graphs(cfg.kind, bool(cfg.text_dim))}
 
 
 Draw = Callable[[str, int, tuple[int, ...]], torch.Tensor]  # (input name, batch, shape) -> noise

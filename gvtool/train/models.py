@@ -80,11 +80,11 @@ def _one_hot(labels: torch.Tensor | None, num_classes: int, like: torch.Tensor) 
     return F.one_hot(labels, num_classes).to(like.dtype)
 
 
-def _condition(labels: torch.Tensor | None, cfg: ModelConfig, like: torch.Tensor) -> torch.Tensor | None:
+def condition_vector(labels: torch.Tensor | None, cfg: ModelConfig, like: torch.Tensor) -> torch.Tensor | None:
     """What a conditional network appends to its input: the sentence embeddings (B, text_dim) of a text-conditioned
     model as they are, else the labels one-hot; None for an unconditional model."""
-    if cfg.text_dim:
-        return labels.to(like.dtype)
+    if cfg.text_dim:  # no cast when the types agree: an exported fp16 graph keeps no stray Cast-to-float32 then
+        return labels if labels.dtype == like.dtype else labels.to(like.dtype)
     return _one_hot(labels, cfg.num_classes, like)
 
 
@@ -178,7 +178,7 @@ class Decoder(nn.Module):
         self.to_data_units = _to_data_units(cfg)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        condition = _condition(labels, self.cfg, z)
+        condition = condition_vector(labels, self.cfg, z)
         if condition is not None:
             z = torch.cat([z, condition], dim=1)  # (B, K + classes or text_dim)
         h = self.project(z)

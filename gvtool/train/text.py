@@ -22,6 +22,7 @@ from gvtool.errors import BadInputError
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
+TEXT_ENCODER_NAME = "all-MiniLM-L6-v2 (sentence-transformers), frozen, mean-pooled and L2-normalised"
 # The additive attention mask of padded positions: large enough to zero their softmax weight, small enough to stay
 # finite in fp16 (the float32 minimum would overflow there).
 _MASKED = -1e4
