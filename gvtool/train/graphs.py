@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from gvtool.manifest import CHAINS, NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, item_name, model_graphs
+from gvtool.manifest import NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, item_name, model_graphs
 from gvtool.prompts import MAX_TOKENS
 from gvtool.train.config import ModelConfig
 from gvtool.train.text import load_text_encoder
