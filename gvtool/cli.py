@@ -429,17 +429,30 @@ def _read_npy(path: Path, what: str):
 @click.option("--n", "count", type=int, default=64, show_default=True, help="How many items.")
 @click.option("--seed", type=int, default=None, help="Same seed, same samples.")
 @click.option("--label", type=int, default=None, help="Conditional models: one class for all [default: cycle the classes].")
+@click.option("--prompt", "prompts", multiple=True,
+              help="Text-conditioned models: what to draw, e.g. \"a thin 4\"; repeat for several (--n each, a row each).")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Scale of the prior latents.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
               help=".png (a grid) or .npy (streamed with bounded memory for large --n).")
 @runtime_options
 @reports_errors
-def sample(bundle, count, seed, label, temperature, out, backend, device, precision) -> None:
+def sample(bundle, count, seed, label, prompts, temperature, out, backend, device, precision) -> None:
     """Sample items from a bundle (default: the newest under bundles/)."""
     replaced = out.is_file()  # said after writing: the file is replaced, as asked
+    from gvtool.errors import BadInputError
     from gvtool.runtime.outputs import check_output, save_items, stream_npy
 
     model = _load(bundle, backend, device, precision, "sample")
+    if prompts and model.text is None:
+        raise BadInputError(f"--prompt is for text-conditioned models; {model.bundle} holds a {model.kind} model that "
+                            "is not" + (" (it takes --label)" if model.conditional else ""))
+    if model.text is not None:
+        if label is not None:
+            raise BadInputError("--label is for class-conditional models; this text-conditioned one takes --prompt")
+        if not prompts:
+            raise BadInputError("this model is text-conditioned: give --prompt, e.g. --prompt \"a thin 4\"")
+        label = [p for p in prompts for _ in range(count)]  # --n items per prompt, prompt by prompt
+        count *= len(prompts)
     check_output(out, (".png", ".npy"), model.is_image)
     if out.suffix.lower() == ".png" and count > 4096:
         raise click.BadParameter(f"a PNG grid of {count} items would be unreadable; use --out FILE.npy", param_hint="--n")
@@ -452,6 +465,8 @@ def sample(bundle, count, seed, label, temperature, out, backend, device, precis
                        "uint8" if model.is_image else "float32", out, advance)
     else:
         cols = model.num_classes if model.conditional and label is None and model.num_classes <= 16 else None
+        if len(prompts) > 1:
+            cols = count // len(prompts)  # a row per prompt
         save_items(model.sample(count, seed, label, temperature), out, ncols=cols)
     _wrote(f"{count} samples -> {out}", replaced)
 

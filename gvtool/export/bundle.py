@@ -192,7 +192,7 @@ class _Inputs:
             self.notes[encoder] = f"held-out items of {source}"
             if domain == 0 and self.cfg.text_dim:
                 self._held_out_prompts([c[0] for c in chosen.captions[:CALIBRATION_ITEMS]], source)
-            if domain == 0 and self.cfg.conditional:
+            if domain == 0 and self.cfg.num_classes:
                 names = data.class_names
         return names
 

@@ -15,7 +15,9 @@ import numpy as np
 
 from gvtool.errors import BadBundleError, BadInputError
 from gvtool.imaging import convert_channels, fit_square
-from gvtool.manifest import DOMAIN_GRAPHS, NOISE_INPUTS, ModelInfo, cycled_labels, item_name, read_manifest
+from gvtool.manifest import (DOMAIN_GRAPHS, NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, ModelInfo,
+                             cycled_labels, item_name, read_manifest, read_verified)
+from gvtool.prompts import PromptTokenizer
 from gvtool.runtime.backends import Choice, open_backend
 
 DEFAULT_CHUNK = 256  # items per call when the backend sets no limit: activations of 256 items stay ~100 MB
@@ -50,8 +52,9 @@ OPERATIONS = ("sample", "decode", "encode", "reconstruct", "interpolate", "trans
 
 def graphs_for(model: ModelInfo, operation: str) -> list[str]:
     """The graphs an operation runs on a model, from its declared chains."""
-    needs = {"sample": model.sampling, "decode": model.decoding, "encode": ("encoder",),
-             "reconstruct": ("encoder", *model.decoding), "interpolate": ("encoder", *model.sampling),
+    text = (TEXT_GRAPH,) if model.text is not None else ()  # a text-conditioned model encodes its prompts first
+    needs = {"sample": text + model.sampling, "decode": text + model.decoding, "encode": ("encoder",),
+             "reconstruct": ("encoder", *text, *model.decoding), "interpolate": ("encoder", *text, *model.sampling),
              "translate": tuple(g for pair in DOMAIN_GRAPHS for g in pair)}
     if operation not in needs:
         raise BadInputError(f"unknown operation {operation!r}; expected one of {', '.join(OPERATIONS)}")
@@ -116,6 +119,8 @@ class GenerativeModel:
         self.latent_prior, self.decoding = m.latent_prior, m.decoding
         self.domains = m.domains  # a translation model's two domains, A first; () for every other model
         self._info = m
+        self.text = m.text  # a text-conditioned model's prompts (manifest.TextInfo); None for every other model
+        self._tokenizer = None
         self._pixels = manifest.pixels
         self._entries = {graph: manifest.graph(graph, precision) for graph in choice.runners}
         self._item = item_name(m.data_kind)
@@ -149,7 +154,8 @@ class GenerativeModel:
 
     def sample(self, n: int, seed: int | None = None, labels=None, temperature: float = 1.0) -> np.ndarray:
         """n items from the sampling chain. Conditional models: `labels` is one class for all, or (n,) classes;
-        None cycles through the classes. `temperature` scales every noise the chain draws."""
+        None cycles through the classes. A text-conditioned model's labels are prompts: one string for all, or n
+        strings. `temperature` scales every noise the chain draws."""
         return next(self.sample_chunks(n, seed, labels, temperature, chunk=n))
 
     def sample_chunks(self, n: int, seed: int | None = None, labels=None, temperature: float = 1.0,
@@ -264,10 +270,14 @@ class GenerativeModel:
                             f"got {array.dtype} {array.shape}")
 
     def _labels(self, labels, n: int) -> np.ndarray | None:
+        """What a conditional model's graphs take for n items: int64 labels, or a text-conditioned model's prompt
+        embeddings (n, dim); None for an unconditional model."""
         if not self.conditional:
             if labels is not None:
                 raise BadInputError("this model is unconditional: it takes no labels")
             return None
+        if self.text is not None:
+            return self._prompt_embeddings(labels, n)
         if labels is None:
             return np.array(cycled_labels(n, self.num_classes), dtype=np.int64)
         array = np.asarray(labels)
@@ -281,9 +291,35 @@ class GenerativeModel:
             raise BadInputError(f"label {int(bad[0])} is out of range: this model has classes 0 to {self.num_classes - 1}")
         return np.ascontiguousarray(array)
 
-    @staticmethod
-    def _with_labels(values: dict, labels: np.ndarray | None) -> dict:
-        return values if labels is None else values | {"labels": labels}
+    def _prompt_embeddings(self, prompts, n: int) -> np.ndarray:
+        if prompts is None:
+            raise BadInputError("this model is text-conditioned: give a prompt (e.g. --prompt \"a thin 4\")")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise BadInputError("a text-conditioned model takes prompts as strings")
+        if len(prompts) not in (1, n):
+            raise BadInputError(f"got {len(prompts)} prompts for {n} items; give one for all or one per item")
+        distinct = list(dict.fromkeys(prompts))
+        table = self.embed_prompts(distinct)
+        where = {p: i for i, p in enumerate(distinct)}
+        return table[[where[p] for p in (prompts if len(prompts) == n else prompts * n)]]
+
+    def embed_prompts(self, prompts: list[str]) -> np.ndarray:
+        """A text-conditioned model's prompts -> their sentence embeddings, float32 (P, dim), through the bundle's
+        tokenizer and text encoder graph. A bad prompt (empty, too long, not in Latin letters) is refused."""
+        if self.text is None:
+            raise BadInputError(f"this {self.kind} model takes no prompts (it is not text-conditioned)")
+        self._need((TEXT_GRAPH,), "embed prompts")
+        if self._tokenizer is None:
+            data = read_verified(self.bundle, self.text.tokenizer_file, self.text.tokenizer_sha256)
+            self._tokenizer = PromptTokenizer(self.bundle / self.text.tokenizer_file, data.decode("utf-8"))
+        ids, mask = self._tokenizer.encode(list(prompts), length=self.text.max_tokens)
+        return self._run(TEXT_GRAPH, dict(zip(TEXT_INPUTS, (ids, mask))))[0].astype(np.float32, copy=False)
+
+    def _with_labels(self, values: dict, labels: np.ndarray | None) -> dict:
+        if labels is None:
+            return values
+        return values | {TEXT_EMBEDDING if self.text is not None else "labels": labels}
 
     def _need(self, chain: tuple[str, ...], operation: str) -> None:
         missing = [g for g in chain if g not in self.choice.runners]
