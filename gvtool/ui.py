@@ -203,6 +203,16 @@ def eval_table(result: dict) -> Table:
         table.add_row("median distance to training, samples / held out", f"{c['median_ratio']:.3f}")
     if "held_out_recon_mse" in result:
         table.add_row("held-out reconstruction MSE (model scale)", f"{result['held_out_recon_mse']:.4f}")
+    text = result.get("text", {})
+    if "class_accuracy" in text:
+        table.add_row(f"prompted digit drawn ({text['prompts']} held-out captions)", f"{text['class_accuracy']:.1%}",
+                      f"{text['class_accuracy_real']:.1%}")
+        for attribute in ("thickness", "slant"):
+            a = text[attribute]
+            table.add_row(f"{attribute} error, {a['unit']} (ignoring the prompt's: "
+                          f"{a['mean_abs_error_ignoring_it']:.2f})", f"{a['mean_abs_error']:.2f}", "")
+            if a["band_met"] is not None:
+                table.add_row(f"{attribute} said and met ({a['band_prompts']} prompts)", f"{a['band_met']:.1%}", "")
     for r in result.get("translation", {}).values():
         direction, p, rp = f"{escape(r['source'])} -> {escape(r['target'])}", r["prdc"], r["real_reference"]["prdc"]
         table.add_row(f"{direction}: class kept (n={r['n']})", f"{r['class_kept']:.1%}",

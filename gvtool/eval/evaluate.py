@@ -20,7 +20,9 @@ from gvtool.errors import BadInputError
 from gvtool.eval import metrics
 from gvtool.eval.copies import copy_check
 from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
-from gvtool.manifest import CHAINS, DOMAIN_GRAPHS, cycled_labels, domain_names, is_bundle, item_name, read_manifest
+from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, TEXT_GRAPH, cycled_labels, domain_names, is_bundle,
+                             item_name, read_manifest)
+from gvtool.train.captions import BUILTIN, CAPTION_SEED, bands, captions, load_captions, measure
 from gvtool.train import rundir
 from gvtool.train.config import TrainConfig
 from gvtool.train.data import (BUILTIN_IMAGES, MIXTURES, PIXEL_SCALE, STACKED_MNIST, load_dataset, mixture_centres,
@@ -41,8 +43,9 @@ class Target:
     kind: str                      # "run" or "bundle"
     precision: str
     config: TrainConfig            # the run's config (data source, split, image size)
-    sample: Callable[[int, int], np.ndarray]            # (n, seed) -> uint8 (N, C, H, W) images or float (N, D)
-    reconstruct: Callable[[np.ndarray], np.ndarray] | None  # items -> reconstructions, same layout
+    # (n, seed[, prompts]) -> uint8 (N, C, H, W) images or float (N, D); a text-conditioned model's take n prompts
+    sample: Callable[..., np.ndarray]
+    reconstruct: Callable[..., np.ndarray] | None  # items [, labels or prompts] -> reconstructions, same layout
     # a translation model's: uint8 (N, C, H, W) images of one domain -> the other domain's (the int: 0 A, 1 B)
     translate: Callable[[np.ndarray, int], np.ndarray] | None = None
 
@@ -77,16 +80,24 @@ def _run_target(run_dir: Path) -> Target:
         return to_uint8(out).numpy() if cfg.data_kind == "image" else out.numpy()
 
     @torch.no_grad()
-    def sample(n: int, seed: int) -> np.ndarray:
-        labels = {"labels": torch.tensor(cycled_labels(n, cfg.num_classes))} if cfg.conditional else {}
-        return finished(run_chain(graphs, chains.sampling, labels, n, drawn(Noise(seed)))[item])
+    def conditions(n: int, labels=None) -> dict:
+        """The condition values for n items: labels (given, or cycled), a text-conditioned model's prompts embedded."""
+        if not cfg.conditional:
+            return {}
+        if cfg.text_dim:
+            return {TEXT_EMBEDDING: _embedded(graphs[TEXT_GRAPH], labels)}
+        return {"labels": torch.tensor(cycled_labels(n, cfg.num_classes) if labels is None else labels)}
 
     @torch.no_grad()
-    def reconstruct(items: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    def sample(n: int, seed: int, prompts: list[str] | None = None) -> np.ndarray:
+        return finished(run_chain(graphs, chains.sampling, conditions(n, prompts), n, drawn(Noise(seed)))[item])
+
+    @torch.no_grad()
+    def reconstruct(items: np.ndarray, labels=None) -> np.ndarray:
         x = torch.from_numpy(items)
         x = to_model(x) if cfg.data_kind == "image" else x
         mean, _ = run.nets["encoder"](x)
-        values = {"latents": mean} | ({} if labels is None else {"labels": torch.from_numpy(labels)})
+        values = {"latents": mean} | ({} if labels is None else conditions(len(x), labels))
         return finished(run_chain(graphs, chains.decoding, values, len(x), drawn(Noise(RECONSTRUCTION_SEED)))[item])
 
     @torch.no_grad()
@@ -111,11 +122,11 @@ def _bundle_target(bundle: Path, precision: str) -> Target:
     model = load(bundle, backend="onnxruntime", device="cpu", precision=precision)
     image = model.is_image
 
-    def sample(n: int, seed: int) -> np.ndarray:
-        items = model.sample(n, seed=seed)
+    def sample(n: int, seed: int, prompts: list[str] | None = None) -> np.ndarray:
+        items = model.sample(n, seed=seed, labels=prompts)
         return np.ascontiguousarray(items.transpose(0, 3, 1, 2)) if image else items
 
-    def reconstruct(items: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    def reconstruct(items: np.ndarray, labels=None) -> np.ndarray:
         inputs = items.transpose(0, 2, 3, 1) if image else items
         out = model.decode(model.encode(inputs), labels, seed=RECONSTRUCTION_SEED)
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if image else out
@@ -139,13 +150,16 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
             raise BadInputError(f"--data-b is a translation model's domain B; {t.name} holds a {config.model.kind} model")
         config = config.replace(data_b=data_b_source)
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
+    if config.model.text_dim:
+        data = data.with_captions(load_captions(config.captions, data, seed=CAPTION_SEED))
     train_set, held_out = split(data, config.val_fraction, config.split_seed)
     n = n or (STACKED_SAMPLES if config.data == STACKED_MNIST else DEFAULT_N[data.kind])
     if n < 10:
         raise BadInputError(f"--n must be >= 10 for the metrics to mean anything, got {n}")
     result = {"target": t.name, "kind": t.kind, "precision": t.precision, "model": config.model.kind,
               "data": config.data, "n": n, "seed": seed}
-    fake = t.sample(n, seed)
+    prompts = _held_out_prompts(config, held_out, seed) if config.model.text_dim else None
+    fake = t.sample(n, seed) if prompts is None else t.sample(n, seed, [prompts[i % len(prompts)] for i in range(n)])
     if data.kind == "vector":
         if config.data in MIXTURES:
             centres, std = mixture_centres(config.data)
@@ -155,8 +169,10 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
         if len(held_out) >= 4:
             result["copies"] = dataclasses.asdict(copy_check(_pixels(train_set.x), _pixels(held_out.x),
                                                              _pixels(fake[:PRDC_MAX])))
+    if prompts is not None:
+        result["text"] = _text_metrics(fake, prompts, data, held_out, config, log)
     if t.reconstruct is not None and len(held_out):
-        labels = held_out.y.numpy() if config.model.conditional else None
+        labels = (prompts if prompts is not None else held_out.y.numpy() if config.model.conditional else None)
         rebuilt = t.reconstruct(held_out.x.numpy(), labels)
         real = held_out.x.numpy().astype(np.float64)
         scale = PIXEL_SCALE if data.kind == "image" else 1.0  # report on the model's scale, as training does
@@ -200,6 +216,67 @@ def _translation_metrics(t: Target, config: TrainConfig, data, data_split: tuple
             "real_reference": {"n": len(held_t), "frechet_distance": metrics.frechet_distance(train_features, real_features),
                                "prdc": dataclasses.asdict(metrics.prdc(reference, real_features[:PRDC_MAX]))}}
     return result
+
+
+def _held_out_prompts(config: TrainConfig, held_out, seed: int) -> list[str]:
+    """A text-conditioned model's prompts, one per held-out item: built-in captions drawn anew in the held-out
+    phrasings (templates and words training never saw), a captions file's first caption of each item."""
+    if not len(held_out):
+        raise BadInputError("a text-conditioned model is evaluated on its held-out captions; this run holds none out")
+    if config.captions == BUILTIN:
+        return [c[0] for c in captions(held_out.x.numpy(), held_out.y.numpy(), held_out=True, seed=seed)]
+    return [c[0] for c in held_out.captions]
+
+
+def _text_metrics(fake: np.ndarray, prompts: list[str], data, held_out, config: TrainConfig, log) -> dict:
+    """How well the samples follow their prompts; sample i was prompted with the caption of held-out item
+    i % len(held_out). For captions of digits (built-in): the share the evaluator classifies as the prompted digit,
+    and the attributes measured on the samples against those of the images the prompts describe (thickness in
+    pixels, slant in degrees), beside what drawing the right digit with no regard to the attributes would score (a
+    random training image of the prompted class in the sample's place) and the share of said bands the samples
+    meet (a prompt saying "thick" met by a sample measured thick)."""
+    source = np.arange(len(fake)) % len(held_out)
+    result = {"prompts": len(prompts), "examples": prompts[:5]}
+    if config.captions != BUILTIN:
+        return result
+    evaluator, _ = _evaluator(data, config, log)
+    probs, _ = predict(evaluator, torch.from_numpy(fake))
+    labels = held_out.y.numpy()[source]
+    real_probs, _ = predict(evaluator, held_out.x)
+    result["class_accuracy"] = float((probs.argmax(1) == labels).mean())
+    result["class_accuracy_real"] = float((real_probs.argmax(1) == held_out.y.numpy()).mean())
+    described = measure(held_out.x.numpy())
+    drawn = measure(fake)
+    rng = np.random.default_rng(0)
+    train_y = data.y.numpy()
+    same_class = np.array([rng.choice(np.flatnonzero(train_y == y)) for y in labels])
+    ignoring = measure(data.x.numpy()[same_class])
+    said = bands(described, held_out.y.numpy())
+    got = bands(drawn, labels)
+    for attribute, unit in (("thickness", "px"), ("slant", "degrees")):
+        want = getattr(described, attribute)[source]
+        asked = [i for i, s in enumerate(source) if attribute in said[s]]
+        result[attribute] = {
+            "unit": unit, "mean_abs_error": float(np.mean(np.abs(getattr(drawn, attribute) - want))),
+            "mean_abs_error_ignoring_it": float(np.mean(np.abs(getattr(ignoring, attribute) - want))),
+            "band_met": float(np.mean([got[i].get(attribute) == said[source[i]][attribute] for i in asked]))
+            if asked else None, "band_prompts": len(asked)}
+    return result
+
+
+def _embedded(text_graph, prompts: list[str]) -> torch.Tensor:
+    """Prompts -> their sentence embeddings through a run's text encoder graph (each distinct prompt once)."""
+    from gvtool.prompts import MAX_TOKENS, PromptTokenizer
+    from gvtool.train.text import TOKENIZER_FILE, text_encoder_dir
+
+    if prompts is None:
+        raise BadInputError("a text-conditioned model needs prompts")
+    distinct = list(dict.fromkeys(prompts))
+    ids, mask = PromptTokenizer(text_encoder_dir() / TOKENIZER_FILE).encode(distinct, length=MAX_TOKENS)
+    table = torch.cat([text_graph(torch.from_numpy(ids[i:i + 256]), torch.from_numpy(mask[i:i + 256]))
+                       for i in range(0, len(distinct), 256)])
+    where = {p: i for i, p in enumerate(distinct)}
+    return table[[where[p] for p in prompts]]
 
 
 def _pixels(images) -> np.ndarray:
