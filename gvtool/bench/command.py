@@ -14,20 +14,22 @@ import numpy as np
 
 from gvtool import system
 from gvtool.errors import BadInputError
-from gvtool.manifest import DOMAIN_GRAPHS, GRAPHS, PRECISIONS, ModelInfo, read_manifest
+from gvtool.manifest import DOMAIN_GRAPHS, GRAPHS, PRECISIONS, TEXT_GRAPH, ModelInfo, read_manifest
 from gvtool.runtime.backends import BACKENDS as RUNTIME_BACKENDS
 from gvtool.runtime.backends import open_backend
 from gvtool.bench.core import (BenchReport, bundle_info, cuda_devices_info, library_versions, machine_info,
                                   matmul_peak_numpy, utc_now)
 from gvtool.runtime.backends import parse_device
-from gvtool.bench.cases import ROUNDS, Case, ChainedRunner, run_cases
+from gvtool.bench.cases import ROUNDS, Case, ChainedRunner, PromptRunner, run_cases
 from gvtool.runtime.bundles import newest_bundle
 
 # What `bench` measures: the runtime's backends (but "auto", which picks one of them) and the PyTorch baseline
 BACKENDS = (*(b for b in RUNTIME_BACKENDS if b != "auto"), "torch")
 # A translation model's paths, timed whole beside their graphs: A's image -> its code -> B's decoder, and back
 PATHS = {"translate_ab": (DOMAIN_GRAPHS[0][0], DOMAIN_GRAPHS[1][1]),
-         "translate_ba": (DOMAIN_GRAPHS[1][0], DOMAIN_GRAPHS[0][1])}
+         "translate_ba": (DOMAIN_GRAPHS[1][0], DOMAIN_GRAPHS[0][1]),
+         # a text-conditioned model: one prompt encoded, then the batch of images it conditions
+         "prompt_to_images": (TEXT_GRAPH, "decoder")}
 
 
 MAX_BATCH = 1 << 16
@@ -118,19 +120,23 @@ def _cases(bundle, manifest, graph, backend, precision, device, with_compile, cu
 
 
 def _path_cases(bundle, manifest, path, backend, precision, device, with_compile, cuda_graphs) -> list[Case]:
-    """A translation path's cases: each backend's runners of its two graphs, chained (the encoder's mean is the
-    decoder's latents), timed as one call from image to image."""
+    """A path's cases: each backend's runners of its two graphs, chained and timed as one call: a translation from
+    image to image (the encoder's mean is the decoder's latents), or a prompt to images (PromptRunner)."""
     first, second = (_cases(bundle, manifest, graph, backend, precision, device, with_compile, cuda_graphs)
                      for graph in PATHS[path])
     cases = []
     for a, b in zip(first, second):  # the same backend variants, in the same order
         flops = a.flops_per_item + b.flops_per_item if a.flops_per_item and b.flops_per_item else None
+        if path == "prompt_to_images":  # per image: the decoder's (the one prompt's encoding is per call)
+            flops = b.flops_per_item
         common = dict(graph=path, backend=a.backend, precision=precision, device=device, flops_per_item=flops,
                       note=a.note, inputs=a.inputs)
         if a.make is None or b.make is None:
             cases.append(Case(make=None, skip_reason=a.skip_reason or b.skip_reason, **common))
         else:
-            cases.append(Case(make=lambda a=a, b=b: ChainedRunner(a.make(), b.make()), **common))
+            chain = ((lambda a=a, b=b: PromptRunner(a.make(), b.make(), manifest.model.latent_dim))
+                     if path == "prompt_to_images" else (lambda a=a, b=b: ChainedRunner(a.make(), b.make())))
+            cases.append(Case(make=chain, **common))
     return cases
 
 

@@ -7,6 +7,10 @@ import numpy as np
 from gvtool.manifest import BATCH_AXIS, ModelInfo, TensorSpec, cycled_labels, item_name
 
 ITEM_LIKE = ("images", "vectors", "coarse")  # fed uniform on [-1, 1], the model range of images
+# A text encoder's tokens: a prompt of PROMPT_PIECES word pieces (ids from a range every BERT vocabulary holds), the
+# rest padding. Its latency does not depend on the ids, nor on the padding: the graph's length is fixed.
+PROMPT_PIECES = 12
+TOKEN_IDS = (1000, 2000)
 
 
 def feeds_for(model: ModelInfo, graph: str, batch: int, rng: np.random.Generator,
@@ -23,6 +27,10 @@ def feeds_for(model: ModelInfo, graph: str, batch: int, rng: np.random.Generator
         shape = (batch, *spec.shape[1:])
         if spec.name == "labels":
             feeds[spec.name] = np.array(cycled_labels(batch, model.num_classes), dtype=np.int64)
+        elif spec.name == "input_ids":
+            feeds[spec.name] = rng.integers(*TOKEN_IDS, size=shape).astype(np.int64)
+        elif spec.name == "attention_mask":
+            feeds[spec.name] = (np.arange(shape[1]) < min(PROMPT_PIECES, shape[1])).astype(np.int64)[None].repeat(batch, 0)
         elif spec.name in ITEM_LIKE:
             feeds[spec.name] = rng.uniform(-1, 1, shape).astype(np.float32)
         else:

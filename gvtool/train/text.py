@@ -52,11 +52,13 @@ class Layer(nn.Module):
         self.out_norm = nn.LayerNorm(hidden, eps=eps)
 
     def forward(self, h: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
-        b, t, d = h.shape
-        q, k, v = (proj(h).view(b, t, self.heads, d // self.heads).transpose(1, 2)
+        # int(): in an exported graph the token length is a constant (the batch alone is dynamic), so every shape
+        # after the reshapes is known, as FLOP counting and TensorRT want
+        t, d = int(h.shape[1]), int(h.shape[2])
+        q, k, v = (proj(h).view(-1, t, self.heads, d // self.heads).transpose(1, 2)
                    for proj in (self.query, self.key, self.value))              # (B, heads, T, d/heads)
         scores = q @ k.transpose(2, 3) / math.sqrt(d // self.heads) + additive_mask  # (B, heads, T, T)
-        attended = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, t, d)
+        attended = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(-1, t, d)
         h = self.attention_norm(h + self.attention_out(attended))
         return self.out_norm(h + self.out(F.gelu(self.intermediate(h))))
 
