@@ -671,7 +671,8 @@ def _csv(value: str) -> list[str]:
 @bench.command("run")
 @click.argument("bundle", required=False, type=click.Path(path_type=Path))
 @click.option("--graph", "graphs", default=None,
-              help="Comma-separated graphs (encoder, decoder, prior, coarse, detail) [default: every graph the bundle "
+              help="Comma-separated graphs (encoder, decoder, prior, coarse, detail, text_encoder; paths translate_ab, "
+                   "translate_ba, prompt_to_images) [default: every graph the bundle "
                    "has, each stage of its sampling chain timed on its own].")
 @click.option("--batch-sizes", default="1,8,64,256", show_default=True)
 @click.option("--backend", "backends", default="onnxruntime,tensorrt,torch", show_default=True,

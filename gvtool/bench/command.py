@@ -57,7 +57,7 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
     manifest = read_manifest(bundle)
     if graphs is None:  # every graph the bundle has, in the order its chains run them, and its translation paths
         present = {g.graph for g in manifest.graphs.values()}
-        graphs = [g for g in ("encoder", *manifest.model.sampling, *DOMAIN_GRAPHS[1]) if g in present]
+        graphs = [g for g in ("encoder", TEXT_GRAPH, *manifest.model.sampling, *DOMAIN_GRAPHS[1]) if g in present]
         graphs += [path for path, chain in PATHS.items() if all(g in present for g in chain)]
     for name, values, allowed in (("--backend", backends, BACKENDS), ("--precision", precisions, PRECISIONS),
                                   ("--graph", graphs, GRAPHS + tuple(PATHS))):

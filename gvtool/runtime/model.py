@@ -294,7 +294,7 @@ class GenerativeModel:
     def _prompt_embeddings(self, prompts, n: int) -> np.ndarray:
         if prompts is None:
             raise BadInputError("this model is text-conditioned: give a prompt (e.g. --prompt \"a thin 4\")")
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts) if isinstance(prompts, (list, tuple)) else [prompts]
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise BadInputError("a text-conditioned model takes prompts as strings")
         if len(prompts) not in (1, n):
