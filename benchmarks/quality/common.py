@@ -17,8 +17,7 @@ from gvtool.manifest import is_bundle, read_manifest, sha256_file
 from gvtool.train import rundir
 from gvtool.train.checkpoint import read_meta
 from gvtool.train.config import TrainConfig
-from gvtool.train.data import load_dataset, load_domain_b
-from gvtool.train.loop import complete_config, train
+from gvtool.train.loop import complete_config, load_data, train
 
 PRECISIONS = ("fp32", "fp16", "int8")  # the order rows are written in
 TIMING_FILE = "train_seconds.json"  # beside the checkpoint: the wall time of the training that wrote it
@@ -35,8 +34,7 @@ def _trained_like(config: TrainConfig, stored: TrainConfig) -> bool:
     """Whether a checkpoint whose stored config is `stored` was trained with `config`, up to what a resume may change
     (epochs, device, precision). The stored config was completed from the data (shape, vector statistics), so
     `config` is completed the same way before comparing, as `train --resume` does."""
-    data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
-    data_b = load_domain_b(config.data_b, data) if config.model.kind == "cyclevae" else None
+    data, data_b = load_data(config)
     return not complete_config(config, data, data_b).resume_differences(stored)
 
 
@@ -73,17 +71,20 @@ def through_bundle(run_dir: Path, bundle_dir: Path) -> list[dict]:
 
 
 LATENCY_BATCHES = (1, 64)
+PROMPT = "a thin 4 leaning right"  # a text-conditioned model's prompt when its sampling is timed
 
 
 def sample_latency_ms(bundle_dir: Path, seconds: float = 1.0) -> dict[str, float]:
     """Median milliseconds of the bundle's whole sampling chain (onnxruntime on the CPU, fp32), per batch size: the
-    latency a user of `gvtool sample` sees, the copies between stages included."""
+    latency a user of `gvtool sample` sees, the copies between stages included (a text-conditioned model's: one
+    prompt encoded, then the batch drawn)."""
     from gvtool.bench.core import time_calls
     from gvtool.runtime.model import load
 
     with load(bundle_dir, backend="onnxruntime", device="cpu", operation="sample") as model:
-        return {str(n): 1e3 * statistics.median(time_calls(lambda: model.sample(n, seed=0), warmup_s=0.2,
-                                                           duration_s=seconds))
+        prompt = PROMPT if model.text is not None else None
+        return {str(n): 1e3 * statistics.median(time_calls(lambda: model.sample(n, seed=0, labels=prompt),
+                                                           warmup_s=0.2, duration_s=seconds))
                 for n in LATENCY_BATCHES}
 
 
