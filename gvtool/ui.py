@@ -93,7 +93,8 @@ def manifest_tables(bundle, manifest, files: dict[str, str] | None = None) -> li
     m = manifest.model
     summary = (f"[bold]{escape(str(bundle))}[/]: {m.kind}{' conditional' if m.conditional else ''}, "
                f"{m.data_kind} {m.item_shape}, latent {m.latent_dim}"
-               + (f", {m.num_classes} classes" if m.conditional else "")
+               + (f", {m.num_classes} classes" if m.conditional and not m.text else "")
+               + (f", prompted by text (up to {m.text.max_tokens} word pieces; {escape(m.text.encoder)})" if m.text else "")
                + (f", translates {escape(m.domains[0])} (a) <-> {escape(m.domains[1])} (b) {m.item_shape_b}"
                   if m.domains else "")
                + f"; gvtool {manifest.gvtool_version}, format {manifest.format}, "
@@ -110,8 +111,12 @@ def manifest_tables(bundle, manifest, files: dict[str, str] | None = None) -> li
     for g in manifest.graphs.values():
         v = g.validation
         check = f"{v.metric.split('_')[0]} <= {v.tolerance:g} " + ("[green]ok[/]" if v.passed else "[red]FAILED[/]")
+        if v.metric == "cosine":
+            check = f"1 - cosine {v.cosine_gap:.1e} <= {v.tolerance:g} " + ("[green]ok[/]" if v.passed else "[red]FAILED[/]")
         graphs.add_row(g.key, f"{g.bytes / 1024:,.0f} KiB", f"{g.opset}/IR{g.ir_version}",
                        f"{v.max_abs_diff:.1e}", f"{v.mean_abs_diff:.1e}", check, file_cell(g.file))
+    if m.text is not None:
+        graphs.add_row(escape(m.text.tokenizer_file), "", "", "", "", "tokenizer", file_cell(m.text.tokenizer_file))
     out = [summary, *interfaces.values(), graphs]
     if manifest.engines:
         engines = Table(title="TensorRT engines", title_justify="left")
