@@ -3,7 +3,6 @@ prompt does not. The evaluator is stood in for by a reader of the true labels, s
 
 import numpy as np
 import pytest
-import torch
 
 from gvtool.eval import evaluate as evaluate_module
 from gvtool.train.captions import BUILTIN, load_captions
