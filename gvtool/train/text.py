@@ -9,6 +9,8 @@ package's own sentence-transformers pipeline.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 from pathlib import Path
@@ -112,10 +114,15 @@ def _renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_text_encoder(folder: Path | None = None) -> TextEncoder:
-    """The packaged all-MiniLM-L6-v2 (or a folder of the same files), frozen and in eval mode."""
+    """The packaged all-MiniLM-L6-v2 (or a folder of the same files), frozen and in eval mode. Loaded once per
+    folder and process (90 MB of weights): it is never trained, so every caller can share it."""
+    return _load_text_encoder(folder or text_encoder_dir())
+
+
+@functools.lru_cache(maxsize=2)
+def _load_text_encoder(folder: Path) -> TextEncoder:
     from safetensors.torch import load_file
 
-    folder = folder or text_encoder_dir()
     config = json.loads((folder / CONFIG_FILE).read_text())
     model = TextEncoder(config)
     model.load_state_dict(_renamed(load_file(folder / WEIGHTS_FILE)))  # strict: every weight found and used
@@ -138,7 +145,9 @@ def embed_captions(captions: tuple[tuple[str, ...], ...], device: torch.device) 
     from gvtool.prompts import PromptTokenizer
 
     folder = text_encoder_dir()
-    encoder, tokenizer = load_text_encoder(folder).to(device), PromptTokenizer(folder / TOKENIZER_FILE)
+    encoder, tokenizer = load_text_encoder(folder), PromptTokenizer(folder / TOKENIZER_FILE)
+    if device.type != "cpu":  # a copy: the shared, cached encoder stays on the CPU for every other caller
+        encoder = copy.deepcopy(encoder).to(device)
     distinct = list(dict.fromkeys(c for texts in captions for c in texts))
     rows = []
     for start in range(0, len(distinct), EMBED_BATCH):
