@@ -57,8 +57,9 @@ def prompt_latency_ms(bundle_dir: Path, seconds: float = 1.0) -> dict[str, float
 
 def run_one(data: str, seed: int, epochs: int | None, out: Path) -> list[dict]:
     name = f"text-{data}-s{seed}-t{torch.get_num_threads()}"
-    config = TrainConfig.defaults_for(data).replace(seed=seed, captions="builtin", **({"epochs": epochs} if epochs else {}))
-    config = config.replace(model=dataclasses.replace(config.model, conditional=True))
+    config = TrainConfig.defaults_for(data)
+    config = config.replace(model=dataclasses.replace(config.model, conditional=True), seed=seed, captions="builtin",
+                            **({"epochs": epochs} if epochs else {}))
     results = measured(config, out, name)
     results[0]["prompt_latency_ms"] = prompt_latency_ms(out / "bundles" / name)
     return [r | {"run_dir": str(out / "runs" / name), "bundle": str(out / "bundles" / name)} for r in results]
