@@ -424,6 +424,26 @@ def _read_npy(path: Path, what: str):
         raise BadInputError(f"{path}: cannot read {what} as .npy ({reason})") from None
 
 
+def _condition(model, label, prompt, default_label=None):
+    """What a conditional model is given: a class (--label), or a text-conditioned model's --prompt; refused in one
+    line when it does not fit the model."""
+    from gvtool.errors import BadInputError
+
+    if model.text is not None:
+        if label is not None:
+            raise BadInputError("--label is for class-conditional models; this text-conditioned one takes --prompt")
+        if prompt is None:
+            raise BadInputError("this model is text-conditioned: give --prompt, e.g. --prompt \"a thin 4\"")
+        return prompt
+    if prompt is not None:
+        raise BadInputError(f"--prompt is for text-conditioned models; {model.bundle} holds a {model.kind} model that "
+                            "is not" + (" (it takes --label)" if model.conditional else ""))
+    return default_label if label is None and model.conditional else label
+
+
+PROMPT_OPTION = click.option("--prompt", default=None, help="Text-conditioned models: what to draw, e.g. \"a thin 4\".")
+
+
 @main.command()
 @click.argument("bundle", required=False, type=click.Path(path_type=Path))
 @click.option("--n", "count", type=int, default=64, show_default=True, help="How many items.")
@@ -439,18 +459,11 @@ def _read_npy(path: Path, what: str):
 def sample(bundle, count, seed, label, prompts, temperature, out, backend, device, precision) -> None:
     """Sample items from a bundle (default: the newest under bundles/)."""
     replaced = out.is_file()  # said after writing: the file is replaced, as asked
-    from gvtool.errors import BadInputError
     from gvtool.runtime.outputs import check_output, save_items, stream_npy
 
     model = _load(bundle, backend, device, precision, "sample")
-    if prompts and model.text is None:
-        raise BadInputError(f"--prompt is for text-conditioned models; {model.bundle} holds a {model.kind} model that "
-                            "is not" + (" (it takes --label)" if model.conditional else ""))
+    _condition(model, label, prompts[0] if prompts else None)  # refuses what does not fit the model
     if model.text is not None:
-        if label is not None:
-            raise BadInputError("--label is for class-conditional models; this text-conditioned one takes --prompt")
-        if not prompts:
-            raise BadInputError("this model is text-conditioned: give --prompt, e.g. --prompt \"a thin 4\"")
         label = [p for p in prompts for _ in range(count)]  # --n items per prompt, prompt by prompt
         count *= len(prompts)
     check_output(out, (".png", ".npy"), model.is_image)
@@ -496,10 +509,11 @@ def encode(bundle, images, out, logvar, backend, device, precision) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("latents", type=click.Path(path_type=Path))
 @click.option("--label", type=int, default=None, help="Conditional models: the class of every item.")
+@PROMPT_OPTION
 @click.option("--out", type=click.Path(path_type=Path), default=Path("decoded.png"), show_default=True)
 @runtime_options
 @reports_errors
-def decode(bundle, latents, label, out, backend, device, precision) -> None:
+def decode(bundle, latents, label, prompt, out, backend, device, precision) -> None:
     """Decode latents (a .npy of shape (N, K)) to items."""
     replaced = out.is_file()  # said after writing: the file is replaced, as asked
     from gvtool.runtime.outputs import check_output, save_items
@@ -507,7 +521,7 @@ def decode(bundle, latents, label, out, backend, device, precision) -> None:
     model = _load(bundle, backend, device, precision, "decode")
     check_output(out, (".png", ".npy"), model.is_image)
     z = _read_npy(latents, "latents")
-    items = model.decode(z, label)  # one label for every item; decode broadcasts it
+    items = model.decode(z, _condition(model, label, prompt))  # one label or prompt for every item
     save_items(items, out)
     _wrote(f"{len(items)} items -> {out}", replaced)
 
@@ -515,11 +529,12 @@ def decode(bundle, latents, label, out, backend, device, precision) -> None:
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@PROMPT_OPTION
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reconstructions.png"), show_default=True,
               help=".png: originals and reconstructions side by side; .npy: the reconstructions.")
 @runtime_options
 @reports_errors
-def reconstruct(bundle, images, out, backend, device, precision) -> None:
+def reconstruct(bundle, images, prompt, out, backend, device, precision) -> None:
     """Encode then decode image files: what the model keeps of them."""
     replaced = out.is_file()  # said after writing: the file is replaced, as asked
     import numpy as np
@@ -528,13 +543,14 @@ def reconstruct(bundle, images, out, backend, device, precision) -> None:
 
     model = _load(bundle, backend, device, precision, "reconstruct")
     check_output(out, (".png", ".npy"), model.is_image)
-    if model.conditional:
+    condition = _condition(model, None, prompt)
+    if model.conditional and model.text is None:
         from gvtool.errors import BadInputError
 
         raise BadInputError("reconstruct needs each image's label for a conditional model; encode, then decode --label")
     items = _read_items(images, model)
     fitted = model.fit_images(items) if model.is_image else items
-    rebuilt = model.reconstruct(fitted)
+    rebuilt = model.reconstruct(fitted, condition)
     if out.suffix.lower() == ".npy":
         save_items(rebuilt, out)
     else:
@@ -594,11 +610,12 @@ def _endpoint(value: str, model):
 @click.option("--steps", type=click.IntRange(min=2), default=8, show_default=True)
 @click.option("--method", type=click.Choice(["slerp", "lerp"]), default="slerp", show_default=True)
 @click.option("--label", type=int, default=None, help="Conditional models: the class along the path.")
+@PROMPT_OPTION
 @click.option("--out", type=click.Path(path_type=Path), default=Path("interpolation.png"), show_default=True,
               help=".png (a strip), .gif (an animation) or .npy.")
 @runtime_options
 @reports_errors
-def interpolate(bundle, start, end, steps, method, label, out, backend, device, precision) -> None:
+def interpolate(bundle, start, end, steps, method, label, prompt, out, backend, device, precision) -> None:
     """Walk the latent space from one image or seed to another."""
     replaced = out.is_file()  # said after writing: the file is replaced, as asked
     from gvtool.runtime.outputs import check_output, save_items
@@ -606,9 +623,7 @@ def interpolate(bundle, start, end, steps, method, label, out, backend, device, 
     check_output(out, (".png", ".gif", ".npy"), True)
     model = _load(bundle, backend, device, precision, None)
     a, b = _endpoint(start, model), _endpoint(end, model)
-    if model.conditional and label is None:
-        label = 0
-    items = model.interpolate(a, b, steps, method, label)
+    items = model.interpolate(a, b, steps, method, _condition(model, label, prompt, default_label=0))
     save_items(items, out, ncols=steps)
     _wrote(f"{steps} steps -> {out}", replaced)
 

@@ -218,7 +218,8 @@ class GenerativeModel:
         t = np.linspace(0.0, 1.0, steps)
         path = slerp(za, zb, t) if method == "slerp" else ((1 - t[:, None]) * za + t[:, None] * zb).astype(np.float32)
         # One draw of any noise the decoding takes, repeated along the path: the path alone changes
-        return self._decode(path, None if label is None else np.full(steps, label), Noise(0, shared=True))
+        condition = None if label is None else label if isinstance(label, str) else np.full(steps, label)  # a prompt
+        return self._decode(path, condition, Noise(0, shared=True))
 
     # --- translation ---------------------------------------------------------------------------
 

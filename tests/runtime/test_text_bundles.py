@@ -197,3 +197,27 @@ class TestCommands:
         rows = json.loads((tmp_path / "b.json").read_text())["results"]
         assert {r["graph"] for r in rows} == {"encoder", "decoder", "text_encoder", "prompt_to_images"}
         assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"]
+
+
+class TestOtherCommandsTakeAPrompt:
+    def test_decode_reconstruct_and_interpolate(self, text_bundle, tmp_path, model):
+        import numpy as np
+
+        np.save(tmp_path / "z.npy", np.zeros((3, 4), np.float32))
+        assert invoke("decode", text_bundle, tmp_path / "z.npy", "--prompt", "a thin 0", "--out",
+                      tmp_path / "d.png").exit_code == 0
+        Image.fromarray(model.sample(1, seed=0, labels="a thin 0")[0, :, :, 0]).save(tmp_path / "x.png")
+        assert invoke("reconstruct", text_bundle, tmp_path / "x.png", "--prompt", "a thin 0", "--out",
+                      tmp_path / "r.png").exit_code == 0
+        result = invoke("interpolate", text_bundle, "--from", 0, "--to", 1, "--steps", 4, "--prompt", "a thick 3",
+                        "--out", tmp_path / "i.npy")
+        assert result.exit_code == 0, result.output
+        assert np.load(tmp_path / "i.npy").shape == (4, 16, 16, 1)
+
+    @pytest.mark.parametrize("command", ["decode", "interpolate"])
+    def test_without_a_prompt_they_say_so(self, text_bundle, tmp_path, command):
+        import numpy as np
+
+        np.save(tmp_path / "z.npy", np.zeros((3, 4), np.float32))
+        args = (tmp_path / "z.npy",) if command == "decode" else ("--from", 0, "--to", 1)
+        assert "give --prompt" in error_line(invoke(command, text_bundle, *args, "--out", tmp_path / "o.npy"))
