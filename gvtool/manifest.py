@@ -112,6 +112,11 @@ class Validation:
                                     # decoder: the data's std per feature); empty: in the outputs' own units
     cosine_gap: float = 0.0         # a text encoder's: the worst row's 1 - cosine similarity to torch's embedding
 
+    @property
+    def judged(self) -> float:
+        """The figure the tolerance bounds: the metric's own."""
+        return {"max_abs": self.max_abs_diff, "mean_abs": self.mean_abs_diff, "cosine": self.cosine_gap}[self.metric]
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"batch_sizes": list(self.batch_sizes), "scale": list(self.scale)}
 

@@ -56,19 +56,16 @@ class ChainedRunner:
             getattr(runner, "close", lambda: None)()
 
 
-class PromptRunner:
+class PromptRunner(ChainedRunner):
     """A text encoder's runner, then a decoder's: what `gvtool sample --prompt P --n B` runs, timed from a prompt's
     tokens to B images. The prompt (the feeds' first row) is encoded once and conditions all B images; the latents
     are drawn once per batch size, outside the timed calls after the first."""
 
     def __init__(self, text_encoder: GraphRunner, decoder: GraphRunner, latent_dim: int):
-        self.first, self.second, self.latent_dim = text_encoder, decoder, latent_dim
-        self.backend = text_encoder.backend
-        self.max_batch = decoder.max_batch
+        super().__init__(text_encoder, decoder)
+        self.max_batch = decoder.max_batch  # the text encoder runs one prompt whatever the batch
+        self.latent_dim = latent_dim
         self._latents: dict[int, np.ndarray] = {}
-        syncs = [s for s in (getattr(text_encoder, "sync", None), getattr(decoder, "sync", None)) if s is not None]
-        if syncs:
-            self.sync = lambda: [s() for s in syncs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         n = len(next(iter(feeds.values())))
@@ -76,10 +73,6 @@ class PromptRunner:
             self._latents[n] = np.random.default_rng(0).standard_normal((n, self.latent_dim)).astype(np.float32)
         embedding = self.first.run({name: value[:1] for name, value in feeds.items()})[0]
         return self.second.run({"latents": self._latents[n], TEXT_EMBEDDING: np.repeat(embedding, n, axis=0)})
-
-    def close(self) -> None:
-        for runner in (self.first, self.second):
-            getattr(runner, "close", lambda: None)()
 
 
 def run_cases(model: ModelInfo, cases: list[Case], batch_sizes: list[int], *, warmup_s: float, duration_s: float,

@@ -20,13 +20,15 @@ from gvtool.errors import BadInputError
 from gvtool.eval import metrics
 from gvtool.eval.copies import copy_check
 from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
-from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, TEXT_GRAPH, cycled_labels, domain_names, is_bundle,
+from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle,
                              item_name, read_manifest)
-from gvtool.train.captions import BUILTIN, CAPTION_SEED, bands, captions, load_captions, measure
+from gvtool.train.captions import BUILTIN, bands, captions, measure
+from gvtool.train.loop import load_data
+from gvtool.train.text import embed_captions
 from gvtool.train import rundir
 from gvtool.train.config import TrainConfig
 from gvtool.train.data import (BUILTIN_IMAGES, MIXTURES, PIXEL_SCALE, STACKED_MNIST, load_dataset, mixture_centres,
-                               load_domain_b, split, to_model, to_uint8)
+                               split, to_model, to_uint8)
 
 EVALUATORS = Path("evaluators")  # trained evaluator classifiers, cached by data source and image size
 DEFAULT_N = {"vector": 2_500, "image": 2_000}  # 2,500: the VEEGAN/PacGAN protocol; 2,000 images > 128 features for FD
@@ -85,7 +87,9 @@ def _run_target(run_dir: Path) -> Target:
         if not cfg.conditional:
             return {}
         if cfg.text_dim:
-            return {TEXT_EMBEDDING: _embedded(graphs[TEXT_GRAPH], labels)}
+            if labels is None:
+                raise BadInputError("a text-conditioned model needs prompts")
+            return {TEXT_EMBEDDING: embed_captions(tuple((p,) for p in labels), torch.device("cpu"))[:, 0]}
         return {"labels": torch.tensor(cycled_labels(n, cfg.num_classes) if labels is None else labels)}
 
     @torch.no_grad()
@@ -149,9 +153,7 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
         if t.translate is None:
             raise BadInputError(f"--data-b is a translation model's domain B; {t.name} holds a {config.model.kind} model")
         config = config.replace(data_b=data_b_source)
-    data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
-    if config.model.text_dim:
-        data = data.with_captions(load_captions(config.captions, data, seed=CAPTION_SEED))
+    data, data_b = load_data(config)  # as training loaded it: a text model's captions, a translation model's domain B
     train_set, held_out = split(data, config.val_fraction, config.split_seed)
     n = n or (STACKED_SAMPLES if config.data == STACKED_MNIST else DEFAULT_N[data.kind])
     if n < 10:
@@ -178,17 +180,16 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
         scale = PIXEL_SCALE if data.kind == "image" else 1.0  # report on the model's scale, as training does
         result["held_out_recon_mse"] = float(np.mean(((rebuilt.astype(np.float64) - real) / scale) ** 2))
     if t.translate is not None:
-        result["translation"] = _translation_metrics(t, config, data, (train_set, held_out), log)
+        result["translation"] = _translation_metrics(t, config, data, data_b, (train_set, held_out), log)
     return result
 
 
-def _translation_metrics(t: Target, config: TrainConfig, data, data_split: tuple, log) -> dict:
+def _translation_metrics(t: Target, config: TrainConfig, data, data_b, data_split: tuple, log) -> dict:
     """Both directions of a translation model on each domain's held-out images: the share whose translation the
     target domain's evaluator classifies as the source image's label ("class kept"), the translations' FD and
     precision/recall/density/coverage against the target domain's training images (in that evaluator's features),
     and the cycle error: the mean squared difference (model range) between an image and its translation translated
     back. Beside them, the target domain's held-out real images in the translations' place (FD, PRDC)."""
-    data_b = load_domain_b(config.data_b, data)
     domains = [(config.data, *data_split),  # domain A as evaluate() split it
                (config.data_b, *split(data_b, config.val_fraction, config.split_seed))]
     if any(held.y is None for _, _, held in domains):
@@ -262,21 +263,6 @@ def _text_metrics(fake: np.ndarray, prompts: list[str], data, held_out, config: 
             "band_met": float(np.mean([got[i].get(attribute) == said[source[i]][attribute] for i in asked]))
             if asked else None, "band_prompts": len(asked)}
     return result
-
-
-def _embedded(text_graph, prompts: list[str]) -> torch.Tensor:
-    """Prompts -> their sentence embeddings through a run's text encoder graph (each distinct prompt once)."""
-    from gvtool.prompts import MAX_TOKENS, PromptTokenizer
-    from gvtool.train.text import TOKENIZER_FILE, text_encoder_dir
-
-    if prompts is None:
-        raise BadInputError("a text-conditioned model needs prompts")
-    distinct = list(dict.fromkeys(prompts))
-    ids, mask = PromptTokenizer(text_encoder_dir() / TOKENIZER_FILE).encode(distinct, length=MAX_TOKENS)
-    table = torch.cat([text_graph(torch.from_numpy(ids[i:i + 256]), torch.from_numpy(mask[i:i + 256]))
-                       for i in range(0, len(distinct), 256)])
-    where = {p: i for i, p in enumerate(distinct)}
-    return table[[where[p] for p in prompts]]
 
 
 def _pixels(images) -> np.ndarray:

@@ -32,7 +32,7 @@ from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, PRECISIONS, TEXT_EMBEDDING, 
                              Manifest, ModelInfo, TextInfo, cycled_labels, domain_names, is_bundle, item_name,
                              model_graphs, read_manifest, sha256_file, write_manifest)
 from gvtool.prompts import MAX_TOKENS, PromptTokenizer
-from gvtool.train.captions import CAPTION_SEED, load_captions
+from gvtool.train.captions import captioned
 from gvtool.train.text import TEXT_ENCODER_NAME, TOKENIZER_FILE, text_encoder_dir
 from gvtool.train.graphs import Graph, graph_modules, run_chain
 from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE, load_dataset, split, to_model
@@ -182,8 +182,8 @@ class _Inputs:
                 self.items[encoder] = {item: self._sampled(decoder, CALIBRATION_ITEMS, through=True)[item]}
                 self.notes[encoder] = "generated items (training data unavailable)"
                 continue
-            if domain == 0 and self.cfg.text_dim:
-                data = data.with_captions(load_captions(config.captions, data, seed=CAPTION_SEED))
+            if domain == 0:
+                data = captioned(data, config.captions)
             _, held_out = split(data, config.val_fraction, config.split_seed)
             chosen = held_out if len(held_out) >= CALIBRATION_ITEMS else data
             x = chosen.x[:CALIBRATION_ITEMS]
@@ -312,18 +312,13 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
         if not validation.passed and not allow_mismatch:
             raise ExportValidationError(
                 f"{graph} {precision} differs from torch: {validation.metric.replace('_', ' ')} "
-                f"{_judged(validation):.3g} "
+                f"{validation.judged:.3g} "
                 f"> tolerance {validation.tolerance:g}; no bundle written (--allow-mismatch records it instead)")
         entries.append(GraphEntry(graph=graph, precision=precision, file=path.name, sha256=sha256_file(path),
                                   bytes=path.stat().st_size, opset=opset, ir_version=model.ir_version,
                                   inputs=specs_in, outputs=specs_out, validation=validation, flops_per_item=flops))
     log(f"{graph}: exported and validated in {time.perf_counter() - started:.1f} s")
     return entries
-
-
-def _judged(v) -> float:
-    """The figure a validation's tolerance bounds."""
-    return {"max_abs": v.max_abs_diff, "mean_abs": v.mean_abs_diff, "cosine": v.cosine_gap}[v.metric]
 
 
 def _count_flops(graph: str, model, log) -> int | None:

@@ -181,6 +181,11 @@ def captions(images: np.ndarray, labels: np.ndarray, *, per_image: int = 1, held
     return [[caption(int(y), s, rng, held_out) for _ in range(per_image)] for y, s in zip(labels, said)]
 
 
+def captioned(data, source: str | None):
+    """`data` with the captions `source` (a run's --captions) gives its items; as it is for None."""
+    return data if source is None else data.with_captions(load_captions(source, data, seed=CAPTION_SEED))
+
+
 def load_captions(source: str, data, *, seed: int = 0) -> list[list[str]]:
     """The captions of every item of `data` (a train.data.Dataset), one list per item: `source` is BUILTIN (made
     from the digits' pixels and labels, TRAIN_PER_IMAGE each) or a captions file:

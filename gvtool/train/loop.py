@@ -25,7 +25,7 @@ from gvtool.errors import BadInputError
 from gvtool.fileio import atomic_write_text, folder_lock, remove_leftovers
 from gvtool.train import captured, distributed, rundir
 from gvtool.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from gvtool.train.captions import CAPTION_SEED, load_captions
+from gvtool.train.captions import captioned
 from gvtool.train.config import FROZEN, RESUME_OVERRIDES, TrainConfig
 from gvtool.train.data import Dataset, load_dataset, load_domain_b, split, to_model
 from gvtool.train.device import AUTOCAST_DTYPES, resolve_device, resolve_precision
@@ -63,8 +63,7 @@ class TrainResult:
 def load_data(config: TrainConfig) -> tuple[Dataset, Dataset | None]:
     """A run's data as training sees it: --data (with its --captions) and a translation model's domain B."""
     data = load_dataset(config.data, image_size=config.image_size, seed=config.seed, n_vectors=config.n_vectors)
-    if config.captions is not None:
-        data = data.with_captions(load_captions(config.captions, data, seed=CAPTION_SEED))
+    data = captioned(data, config.captions)
     data_b = load_domain_b(config.data_b, data) if config.model.kind == "cyclevae" else None
     return data, data_b
 

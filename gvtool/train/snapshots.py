@@ -53,7 +53,7 @@ class Snapshots:
                        if cfg.conditional and not cfg.text_dim else None)
         self.held_out_conditions = None
         if cfg.text_dim and len(held_out):  # the grid draws from held-out items' first captions, listed in prompts.txt
-            self.held_out_conditions = embed_captions(held_out.captions, device)[:, 0]  # (N, text_dim)
+            self.held_out_conditions = embed_captions(tuple(c[:1] for c in held_out.captions), device)[:, 0]
             cycled = [i % len(held_out) for i in range(n)]
             self.labels = self.held_out_conditions[cycled]
             self.folder.mkdir(parents=True, exist_ok=True)
