@@ -30,6 +30,22 @@ def get(result: dict, path: tuple):
     return result
 
 
+def summary(values: list[float], higher_is_better: bool, worst: bool = True) -> str:
+    """A table cell of one figure over the seeds: "mean ± std (worst)", the worst shown when `worst` and there are
+    several; "—" for none."""
+    if not values:
+        return "—"
+    spread = statistics.stdev(values) if len(values) > 1 else 0
+    last = min(values) if higher_is_better else max(values)
+    return f"{statistics.mean(values):.3g} ± {spread:.2g}" + (f" ({last:.3g})" if worst and len(values) > 1 else "")
+
+
+def write_results(out: Path, stem: str, rows: list[dict], table: str) -> None:
+    """out/STEM.json (every run and precision, JSON-ready) and out/STEM.md (the table)."""
+    (out / f"{stem}.json").write_text(json.dumps(json_ready(rows), indent=2) + "\n")
+    (out / f"{stem}.md").write_text(table + "\n")
+
+
 def _trained_like(config: TrainConfig, stored: TrainConfig) -> bool:
     """Whether a checkpoint whose stored config is `stored` was trained with `config`, up to what a resume may change
     (epochs, device, precision). The stored config was completed from the data (shape, vector statistics), so

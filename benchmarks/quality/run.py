@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import statistics
 from pathlib import Path
 
 import torch
-from common import get, measured, trained  # benchmarks/quality/common.py, beside this script
+from common import get, measured, trained, write_results  # benchmarks/quality/common.py, beside this script
 from PIL import Image, ImageDraw
 
-from gvtool.eval.evaluate import json_ready
 from gvtool.train import rundir
 from gvtool.train.config import TrainConfig
 
@@ -126,8 +124,7 @@ def main() -> None:
             for model in args.models.split(","):
                 rows += run_one(data, model, seed, args.epochs, args.out)
                 print(f"{data} {model} seed {seed}: done", flush=True)
-        (args.out / f"{data}.json").write_text(json.dumps(json_ready(rows), indent=2) + "\n")
-        (args.out / f"{data}.md").write_text(table(rows) + "\n")
+        write_results(args.out, data, rows, table(rows))
         side_by_side(rows, args.out)
         print(table(rows), flush=True)
 

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 from pathlib import Path
 
 import torch
-from common import get, measured  # benchmarks/quality/common.py, beside this script
+from common import get, measured, summary, write_results  # benchmarks/quality/common.py, beside this script
 
-from gvtool.eval.evaluate import json_ready
 from gvtool.train.config import TrainConfig
 
 FIGURES = [("prompted digit", ("text", "class_accuracy"), "max"),
@@ -76,13 +74,7 @@ def table(results: list[dict]) -> str:
         cells = []
         for label, path, better in FIGURES + [(str(n), ("prompt_latency_ms", str(n)), "min") for n in LATENCY_BATCHES] \
                 + [("train s", ("train_seconds",), "min")]:
-            values = [v for r in rows if (v := get(r, path)) is not None]
-            if not values:
-                cells.append("—")
-                continue
-            worst = min(values) if better == "max" else max(values)
-            spread = statistics.stdev(values) if len(values) > 1 else 0
-            cells.append(f"{statistics.mean(values):.3g} ± {spread:.2g}" + (f" ({worst:.3g})" if len(values) > 1 else ""))
+            cells.append(summary([v for r in rows if (v := get(r, path)) is not None], better == "max"))
         lines.append(f"| {precision} | " + " | ".join(cells) + " |")
     return "\n".join(lines + [""])
 
@@ -109,8 +101,7 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         rows += run_one(args.data, seed, args.epochs, args.out)
         print(f"{args.data} seed {seed}: done", flush=True)
-        (args.out / "text.json").write_text(json.dumps(json_ready(rows), indent=2) + "\n")
-        (args.out / "text.md").write_text(table(rows) + "\n")
+        write_results(args.out, "text", rows, table(rows))
     samples_grid(Path(rows[0]["bundle"]), args.out / "text-samples.png")
     print(table(rows), flush=True)
 

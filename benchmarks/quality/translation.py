@@ -20,16 +20,14 @@ translation-PAIR.png (seed 0's held-out digits and their translations both ways,
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import get, measured  # benchmarks/quality/common.py, beside this script
+from common import get, measured, summary, write_results  # benchmarks/quality/common.py, beside this script
 
-from gvtool.eval.evaluate import json_ready
 from gvtool.train import rundir
 from gvtool.train.config import TrainConfig
 
@@ -77,13 +75,8 @@ def table(results: list[dict]) -> str:
             paths += [("translate_latency_ms", str(n)) for n in LATENCY_BATCHES] + [("train_seconds",)]
             for path in paths:
                 values = [v for r in rows if r["precision"] == precision and (v := get(r, path)) is not None]
-                if not values:
-                    cells.append("—")
-                    continue
-                worst = min(values) if path[-1] in ("class_kept", "precision", "recall") else max(values)
-                spread = statistics.stdev(values) if len(values) > 1 else 0
-                cells.append(f"{statistics.mean(values):.3g} ± {spread:.2g}"
-                             + (f" ({worst:.3g})" if path[0] == "translation" and len(values) > 1 else ""))
+                cells.append(summary(values, path[-1] in ("class_kept", "precision", "recall"),
+                                     worst=path[0] == "translation"))
             lines.append(f"| {precision} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -108,8 +101,7 @@ def main() -> None:
                         / rundir.SAMPLES_DIR).glob("epoch_*.png"))
         if grids:
             shutil.copyfile(grids[-1], args.out / f"translation-{a}-{b}.png")
-        (args.out / "translation.json").write_text(json.dumps(json_ready(rows), indent=2) + "\n")
-        (args.out / "translation.md").write_text(table(rows) + "\n")
+        write_results(args.out, "translation", rows, table(rows))
     print(table(rows), flush=True)
 
 
