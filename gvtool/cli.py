@@ -135,6 +135,9 @@ def main() -> None:
 @click.option("--detail-dim", type=click.IntRange(1, 4096), help="hier: size of the detail stage's noise [default: 16].")
 @click.option("--structure-weight", type=click.FloatRange(min=0),
               help="hier: how strongly the detail keeps the coarse structure it is given [default: 1; 2-D mixtures 0].")
+@click.option("--latent-channels", type=click.IntRange(0, 256),
+              help="cyclevae: a spatial latent of this many maps at the convs' base resolution (its size is then "
+                   "channels x base^2, 392 at 28 px); 0 for a flat --latent-dim vector [default: 8].")
 @click.option("--cycle-weight", type=click.FloatRange(min=0),
               help="cyclevae: weight of the cycle terms A -> B -> A and B -> A -> B [default: 1].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")
@@ -176,11 +179,15 @@ def train(ctx: click.Context, data, kind, conditional, out, resume, **options) -
             if "base" in given:
                 raise BadInputError(f"--base applies to --model prior, not to --model {kind}")
             config = TrainConfig.defaults_for(data, resolve_device(options["device"]).type, kind)
-            conditional = conditional or "captions" in given  # a sentence embedding in place of labels
+            # a sentence embedding in place of labels; a joint model's labels are one of its modalities
+            conditional = conditional or "captions" in given or kind == "mvae"
             config = config.replace(model=dataclasses.replace(config.model, conditional=conditional))
         # A name in both (image_size) is the train config's: the size asked for; the model's is filled from the data
         model_only = {f.name for f in dataclasses.fields(ModelConfig)} - {f.name for f in dataclasses.fields(TrainConfig)}
         model = dataclasses.replace(config.model, **{k: v for k, v in given.items() if k in model_only})
+        if model.latent_channels and "latent_dim" in given:
+            raise BadInputError(f"a spatial latent's size is --latent-channels x the base side squared "
+                                f"({model.latent_dim} here); give --latent-channels 0 for a flat --latent-dim")
         config = config.replace(model=model, **{k: v for k, v in given.items() if k not in model_only})
         run_dir = out or rundir.default_run_dir(kind, data, given.get("data_b"))
     from gvtool.ui import TrainProgress
@@ -588,6 +595,79 @@ def translate(bundle, images, target, out, backend, device, precision) -> None:
                           np.repeat(translated, channels // translated.shape[3], axis=3)], axis=1)
         save_items(pairs.reshape(-1, *pairs.shape[2:]), out, ncols=2 * min(4, len(translated)))
     _wrote(f"{len(translated)} translations {model.domains[source]} -> {model.domains[1 - source]} -> {out}", replaced)
+
+
+MASK_HELP = ("Which pixels are missing: top, bottom, left or right (a band of rows or columns), random (pixels drawn "
+             "with --seed), or a mask image whose white pixels are missing.")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--mask", default="top", show_default=True, help=MASK_HELP)
+@click.option("--missing", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
+              help="The share of each image a mask kind hides.")
+@click.option("--n", "count", type=click.IntRange(1, 64), default=4, show_default=True, help="Completions per image.")
+@click.option("--label", type=int, default=None, help="The images' class, when known: the completions keep it.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same completions (and random masks).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("imputed.png"), show_default=True,
+              help=".png: a row per image: the original, what was seen (missing pixels grey), the completions; "
+                   ".npy: the completions, (N, n, H, W, C) uint8.")
+@runtime_options
+@reports_errors
+def impute(bundle, images, mask, missing, count, label, seed, out, backend, device, precision) -> None:
+    """Fill in the missing part of image files (a joint model: gvtool train --model mvae), several ways each."""
+    replaced = out.is_file()  # said after writing: the file is replaced, as asked
+    import numpy as np
+
+    from gvtool.masks import resolve_masks
+    from gvtool.runtime.outputs import check_output, save_items
+
+    check_output(out, (".png", ".npy"), True)
+    model = _load(bundle, backend, device, precision, "impute")
+    fitted = np.stack(_read_images(images, model))
+    completed = model.impute(fitted, mask, label, count, missing, seed)
+    if out.suffix.lower() == ".npy":
+        save_items(completed, out)
+    else:
+        seen = resolve_masks(mask, len(fitted), model.item_shape[1], missing, seed).transpose(0, 2, 3, 1)
+        shown = np.where(seen > 0, fitted, 128).astype(np.uint8)
+        rows = np.concatenate([fitted[:, None], shown[:, None], completed], axis=1)
+        save_items(rows.reshape(-1, *rows.shape[2:]), out, ncols=rows.shape[1])
+    _wrote(f"{len(fitted)} image(s) x {count} completion(s) -> {out}", replaced)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--mask", default=None, help=MASK_HELP + " [default: the whole image]")
+@click.option("--missing", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
+              help="The share of each image a mask kind hides.")
+@click.option("--seed", type=int, default=0, show_default=True, help="For --mask random.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path),
+              help="Also write each image's class probabilities as JSON.")
+@runtime_options
+@reports_errors
+def classify(bundle, images, mask, missing, seed, json_out, backend, device, precision) -> None:
+    """The class of image files, from the whole image or the part --mask leaves (a joint model). Prints a line per
+    image: the file, its class, the class's probability."""
+    import numpy as np
+
+    from gvtool.fileio import atomic_write_text
+
+    model = _load(bundle, backend, device, precision, "classify")
+    fitted = np.stack(_read_images(images, model))
+    probabilities = model.classify(fitted, mask, missing, seed)
+    names = list(model.manifest.model.class_names) or [str(i) for i in range(model.num_classes)]
+    rows = []
+    for path, p in zip(images, probabilities):
+        best = int(p.argmax())
+        click.echo(f"{path}\t{names[best]}\t{p[best]:.3f}")
+        rows.append({"image": str(path), "class": best, "name": names[best],
+                     "probabilities": [round(float(v), 6) for v in p]})
+    if json_out:
+        atomic_write_text(json_out, json.dumps({"classes": names, "images": rows}, indent=2) + "\n")
+        say("wrote", str(json_out), "green")
 
 
 def _endpoint(value: str, model):

@@ -20,7 +20,8 @@ from gvtool.fileio import atomic_write_text, load_json_bounded
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1  # bump on any change a reader of the old format would misread
 PRECISIONS = ("fp32", "fp16", "int8")
-GRAPHS = ("encoder", "decoder", "prior", "coarse", "detail", "encoder_b", "decoder_b", "text_encoder")
+GRAPHS = ("encoder", "decoder", "prior", "coarse", "detail", "encoder_b", "decoder_b", "text_encoder", "label_encoder",
+          "classifier")
 # A text-conditioned model's sentence encoder: (input_ids, attention_mask) of a tokenised prompt -> its embedding, the
 # condition its other graphs take in place of labels. It is exported beside the kind's own graphs (CHAINS).
 TEXT_GRAPH = "text_encoder"
@@ -69,12 +70,18 @@ CHAINS = {
     "hier": Chains(("encoder", "coarse", "detail"), (), ("coarse", "detail")),
     # two image domains through one shared latent (UNIT): translating A -> B is encoder -> decoder_b
     "cyclevae": Chains(("encoder", "decoder", "encoder_b", "decoder_b"), (), ("decoder",)),
+    # a joint model of images and labels: the image's expert (a partly observed image and its mask) and the label's
+    # give Gaussians whose product is the posterior of what is observed; sampling from a label runs the label's
+    # expert, the classifier decodes a latent into the label. The runtime multiplies the Gaussians (imputation).
+    "mvae": Chains(("encoder", "label_encoder", "decoder", "classifier"), ("label_encoder",), ("decoder",)),
 }
 MODEL_KINDS = tuple(CHAINS)
 TEXT_KINDS = ("vaegan", "vae", "gan")  # the kinds that can be text-conditioned: one decoder, one discriminator
 # The graph inputs a chain draws as N(0, I) when no graph before gives them (the runtime seeds one stream per name,
 # in this order); every other input must come from an earlier graph or the caller (labels).
 NOISE_INPUTS = ("latents", "noise", "detail_noise", "latent_noise")
+MASK_INPUT = "mask"  # a joint model's encoder: (N, 1, H, W) float, 1 where the pixel is observed (gvtool.masks)
+LABEL_POSTERIOR = ("label_mean", "label_logvar")  # a joint model's label_encoder: the posterior given the label
 DATA_KINDS = ("image", "vector")
 TENSOR_DTYPES = ("float32", "float16", "int64", "int32", "uint8")
 MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is a few KB; this bounds what a hostile one makes us parse

@@ -227,4 +227,26 @@ def eval_table(result: dict) -> Table:
         table.add_row(f"{direction}: precision / recall", f"{p['precision']:.3f} / {p['recall']:.3f}",
                       f"{rp['precision']:.3f} / {rp['recall']:.3f}")
         table.add_row(f"{direction} -> back: cycle MSE (model scale)", f"{r['cycle_mse']:.4f}", "")
+    if "imputation" in result:
+        _imputation_rows(table, result["imputation"])
     return table
+
+
+def _imputation_rows(table: Table, r: dict) -> None:
+    """A joint model's rows: label from image, image from label, and inpainting per share missing (mean over the
+    mask kinds), its figures against the mean-filled image's in the third column."""
+    label = r["label_from_image"]
+    table.add_row(f"label from image: accuracy (n={r['n']})", f"{label['accuracy']:.1%}",
+                  f"{label['evaluator_accuracy']:.1%} evaluator")
+    table.add_row("label from image: agrees with the evaluator", f"{label['agreement_with_evaluator']:.1%}", "")
+    table.add_row(f"image from label: evaluator says that class (n={r['image_from_label']['n']})",
+                  f"{r['image_from_label']['accuracy']:.1%}", "")
+    for missing, block in r["inpainting"].items():
+        m = block["mean_over_kinds"]
+        share = f"{float(missing):.0%} missing"
+        table.add_row(f"{share}: masked-pixel MSE, a completion / best of {r['draws']} (mean fill)",
+                      f"{m['masked_mse']:.3f} / {m['masked_mse_best']:.3f}", f"{m['masked_mse_mean_fill']:.3f}")
+        table.add_row(f"{share}: evaluator right on the completed digits (mean fill)",
+                      f"{m['evaluator_accuracy']:.1%}", f"{m['evaluator_accuracy_mean_fill']:.1%}")
+        table.add_row(f"{share}: label read from the visible part", f"{m['label_accuracy']:.1%}", "")
+        table.add_row(f"{share}: spread of the completions (std, model scale)", f"{m['diversity']:.3f}", "")

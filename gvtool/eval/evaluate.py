@@ -50,6 +50,10 @@ class Target:
     reconstruct: Callable[..., np.ndarray] | None  # items [, labels or prompts] -> reconstructions, same layout
     # a translation model's: uint8 (N, C, H, W) images of one domain -> the other domain's (the int: 0 A, 1 B)
     translate: Callable[[np.ndarray, int], np.ndarray] | None = None
+    # a joint model's: (uint8 images (N, C, H, W), masks (N, 1, H, W)) -> class probabilities (N, classes)
+    classify: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    # and (images, masks, n, seed) -> n completions of each, uint8 (N, n, C, H, W), the observed pixels kept
+    impute: Callable[[np.ndarray, np.ndarray, int, int], np.ndarray] | None = None
 
 
 def open_target(target: Path, precision: str = "fp32") -> Target:
@@ -110,8 +114,24 @@ def _run_target(run_dir: Path) -> Target:
         mean, _ = graphs[encoder](to_model(torch.from_numpy(images)))
         return finished(graphs[decoder](mean))
 
+    @torch.no_grad()
+    def classify(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        mean, _ = graphs["encoder"](to_model(torch.from_numpy(images)), torch.from_numpy(masks))
+        return torch.softmax(graphs["classifier"](mean).double(), dim=1).float().numpy()
+
+    @torch.no_grad()
+    def impute(images: np.ndarray, masks: np.ndarray, n: int, seed: int) -> np.ndarray:
+        x, m = to_model(torch.from_numpy(images)), torch.from_numpy(masks)
+        mean, logvar = graphs["encoder"](x, m)
+        draws = torch.from_numpy(np.random.default_rng(seed).standard_normal((len(x), n, cfg.latent_dim)).astype(np.float32))
+        z = (mean[:, None] + (0.5 * logvar).exp()[:, None] * draws).reshape(-1, cfg.latent_dim)
+        decoded = graphs["decoder"](z).view(len(x), n, *cfg.item_shape)
+        completed = x[:, None] * m[:, None] + decoded * (1 - m[:, None])
+        return to_uint8(completed.flatten(0, 1)).view(len(x), n, *cfg.item_shape).numpy()
+
+    joint = cfg.kind == "mvae"
     return Target(str(run_dir), "run", "fp32", run.config, sample, reconstruct if chains.has_encoder else None,
-                  translate if chains.translates else None)
+                  translate if chains.translates else None, classify if joint else None, impute if joint else None)
 
 
 def _bundle_target(bundle: Path, precision: str) -> Target:
@@ -138,9 +158,18 @@ def _bundle_target(bundle: Path, precision: str) -> Target:
     def translate(images: np.ndarray, target: int) -> np.ndarray:
         return np.ascontiguousarray(model.translate(images.transpose(0, 2, 3, 1), target).transpose(0, 3, 1, 2))
 
+    def classify(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        return model.classify(images.transpose(0, 2, 3, 1), masks)
+
+    def impute(images: np.ndarray, masks: np.ndarray, n: int, seed: int) -> np.ndarray:
+        return np.ascontiguousarray(model.impute(images.transpose(0, 2, 3, 1), masks, n=n, seed=seed)
+                                    .transpose(0, 1, 4, 2, 3))
+
     has_encoder = any(g.graph == "encoder" for g in manifest.graphs.values())
+    joint = manifest.model.kind == "mvae"
     return Target(str(bundle), "bundle", precision, config, sample, reconstruct if has_encoder else None,
-                  translate if manifest.model.domains else None)
+                  translate if manifest.model.domains else None, classify if joint else None,
+                  impute if joint else None)
 
 
 def evaluate(target: Path, *, data_source: str | None = None, n: int | None = None, precision: str = "fp32",
@@ -181,6 +210,73 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
         result["held_out_recon_mse"] = float(np.mean(((rebuilt.astype(np.float64) - real) / scale) ** 2))
     if t.translate is not None:
         result["translation"] = _translation_metrics(t, config, data, data_b, (train_set, held_out), log)
+    if t.impute is not None:
+        result["imputation"] = _imputation_metrics(t, fake, data, (train_set, held_out), config, seed, log)
+    return result
+
+
+IMPUTE_MISSING = (0.25, 0.5, 0.75)  # the shares of each held-out image hidden, by every mask kind
+IMPUTE_DRAWS = 4                    # completions per masked image: their spread is the diversity figure
+
+
+def _imputation_metrics(t: Target, fake: np.ndarray, data, data_split: tuple, config: TrainConfig, seed: int,
+                        log) -> dict:
+    """A joint model of images and labels on the held-out images, in each direction it fills in:
+
+    - label from image: the classifier's accuracy against the true labels and its agreement with the evaluator's
+      (whole images), beside the evaluator's own accuracy;
+    - image from label: the evaluator's accuracy on the samples against the labels they were drawn for;
+    - the missing part of an image, for every mask kind at 25%, 50% and 75% missing, IMPUTE_DRAWS completions each:
+      the squared error on the missing pixels (model range) against filling them with the training mean image; the
+      evaluator's accuracy on the completed images against the true labels, and on the mean-filled ones (what the
+      visible part alone tells it); the label the model reads from the visible part alone; and the diversity of
+      the completions: the per-pixel standard deviation across them over the missing pixels (model range)."""
+    from gvtool.masks import MASK_KINDS, make_masks
+
+    train_set, held_out = data_split
+    if not len(held_out) or held_out.y is None:
+        raise BadInputError("imputation metrics need labelled held-out images; this run holds none out")
+    evaluator, meta = _evaluator(data, config, log)
+    images, labels = held_out.x.numpy(), held_out.y.numpy()
+    n, side = len(images), images.shape[-1]
+    whole = np.ones((n, 1, side, side), np.float32)
+    probabilities = t.classify(images, whole)
+    eval_probs, _ = predict(evaluator, held_out.x)
+    sample_probs, _ = predict(evaluator, torch.from_numpy(fake))
+    asked = np.array(cycled_labels(len(fake), config.model.num_classes))
+    result = {"n": n, "draws": IMPUTE_DRAWS,
+              "evaluator": {"held_out_accuracy": meta["held_out_accuracy"], "path": meta["path"]},
+              "label_from_image": {"accuracy": float((probabilities.argmax(1) == labels).mean()),
+                                   "agreement_with_evaluator": float((probabilities.argmax(1) == eval_probs.argmax(1)).mean()),
+                                   "evaluator_accuracy": float((eval_probs.argmax(1) == labels).mean())},
+              "image_from_label": {"accuracy": float((sample_probs.argmax(1) == asked).mean()), "n": len(fake)},
+              "inpainting": {}}
+    mean_image = train_set.x.double().mean(dim=0).numpy()  # uint8 scale, (C, H, W)
+    for missing in IMPUTE_MISSING:
+        rows = {}
+        for i, kind in enumerate(MASK_KINDS):
+            masks = make_masks(kind, n, side, missing, seed + i)
+            hidden = np.broadcast_to(masks == 0, images.shape)
+            completed = t.impute(images, masks, IMPUTE_DRAWS, seed + i).astype(np.float64)  # (N, D, C, H, W)
+            real = images.astype(np.float64)
+            errors = ((completed - real[:, None]) / PIXEL_SCALE) ** 2
+            mean_filled = np.where(hidden, np.rint(mean_image), real)
+            completed_probs, _ = predict(evaluator, torch.from_numpy(completed.reshape(-1, *images.shape[1:])
+                                                                     .astype(np.uint8)))
+            filled_probs, _ = predict(evaluator, torch.from_numpy(mean_filled.astype(np.uint8)))
+            read = t.classify(images, masks)
+            rows[kind] = {
+                "masked_mse": float((errors * hidden[:, None]).sum() / (hidden.sum() * IMPUTE_DRAWS)),
+                "masked_mse_best": float(((errors * hidden[:, None]).sum(axis=(2, 3, 4)) / hidden.sum(axis=(1, 2, 3))[:, None])
+                                         .min(axis=1).mean()),
+                "masked_mse_mean_fill": float((((mean_filled - real) / PIXEL_SCALE) ** 2 * hidden).sum() / hidden.sum()),
+                "evaluator_accuracy": float((completed_probs.argmax(1) == np.repeat(labels, IMPUTE_DRAWS)).mean()),
+                "evaluator_accuracy_mean_fill": float((filled_probs.argmax(1) == labels).mean()),
+                "label_accuracy": float((read.argmax(1) == labels).mean()),
+                "diversity": float((completed.std(axis=1) / PIXEL_SCALE * hidden).sum() / hidden.sum()),
+            }
+        average = {key: float(np.mean([row[key] for row in rows.values()])) for key in next(iter(rows.values()))}
+        result["inpainting"][f"{missing:g}"] = {"mean_over_kinds": average, "by_kind": rows}
     return result
 
 

@@ -28,7 +28,8 @@ from gvtool.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, export_onnx
 from gvtool.export.validate import validate_graph
 from gvtool.export.variants import to_fp16, to_int8, to_int8_weights
 from gvtool.runtime.bundles import BUNDLES_ROOT
-from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, PRECISIONS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, GraphEntry,
+from gvtool.masks import mixed_masks
+from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, MASK_INPUT, PRECISIONS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, GraphEntry,
                              Manifest, ModelInfo, TextInfo, cycled_labels, domain_names, is_bundle, item_name,
                              model_graphs, read_manifest, sha256_file, write_manifest)
 from gvtool.prompts import MAX_TOKENS, PromptTokenizer
@@ -181,6 +182,7 @@ class _Inputs:
                 item = item_name(self.cfg.data_kind)
                 self.items[encoder] = {item: self._sampled(decoder, CALIBRATION_ITEMS, through=True)[item]}
                 self.notes[encoder] = "generated items (training data unavailable)"
+                self._masked(encoder)
                 continue
             if domain == 0:
                 data = captioned(data, config.captions)
@@ -190,11 +192,19 @@ class _Inputs:
             x = to_model(x) if data.kind == "image" else x
             self.items[encoder] = {item_name(self.cfg.data_kind): x.numpy().astype(np.float32)}
             self.notes[encoder] = f"held-out items of {source}"
+            self._masked(encoder)
             if domain == 0 and self.cfg.text_dim:
                 self._held_out_prompts([c[0] for c in chosen.captions[:CALIBRATION_ITEMS]], source)
             if domain == 0 and self.cfg.num_classes:
                 names = data.class_names
         return names
+
+    def _masked(self, encoder: str) -> None:
+        """A joint model's encoder sees partly observed images: its items get every kind of mask, in turn."""
+        if self.cfg.kind == "mvae":
+            self.items[encoder][MASK_INPUT] = mixed_masks(len(next(iter(self.items[encoder].values()))),
+                                                          self.cfg.image_size)
+            self.notes[encoder] += ", whole and masked"
 
     def _held_out_prompts(self, prompts: list[str], source: str) -> None:
         """A text-conditioned model: its held-out captions, tokenised, feed the text encoder; their embeddings feed

@@ -24,7 +24,7 @@ TOLERANCES = {"fp32": ("max_abs", 1e-4), "fp16": ("max_abs", 2e-2), "int8": ("me
 # An encoder's log-variance is judged as the standard deviation it gives, exp(logvar / 2), in latent units like its
 # mean: a model whose codes have no KL term (ALI's) leaves some near-deterministic, where logvar -11 and -11.4 are
 # the same noise (std 0.004 and 0.003), yet int8 moved them by 0.37 on average (MNIST's ALI encoder: its std by 0.012)
-AS_STD = ("logvar",)
+AS_STD = ("logvar", "label_logvar")
 # A sentence embedding is judged by its direction, as the decoder reads it: the worst row's 1 - cosine similarity to
 # torch's. The text encoder's int8 is weight-only (variants.to_int8_weights): all-MiniLM-L6-v2's worst gap 0.0016.
 COSINE_TOLERANCE = 0.01

@@ -28,7 +28,23 @@ def to_fp16(src: Path, dst: Path) -> None:
         warnings.simplefilter("ignore", UserWarning)
         model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     _fix_casts_to_float(model)
+    _fix_output_readers(model)
     atomic_write_bytes(dst, model.SerializeToString())
+
+
+def _fix_output_readers(model: onnx.ModelProto) -> None:
+    """With keep_io_types, the converter casts each output back to float32 at the end, yet leaves the graph's own
+    readers of that output (a joint model's label_encoder draws its latents from the label_logvar it returns) on the
+    float32 copy, next to float16 values: onnxruntime refuses the file. Rewire them to the float16 value."""
+    outputs = {o.name for o in model.graph.output}
+    fp16_source = {node.output[0]: node.input[0] for node in model.graph.node
+                   if node.op_type == "Cast" and node.output[0] in outputs}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.output[0] in fp16_source:
+            continue
+        for i, name in enumerate(node.input):
+            if name in fp16_source:
+                node.input[i] = fp16_source[name]
 
 
 def _fix_casts_to_float(model: onnx.ModelProto) -> None:

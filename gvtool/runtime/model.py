@@ -15,8 +15,9 @@ import numpy as np
 
 from gvtool.errors import BadBundleError, BadInputError
 from gvtool.imaging import convert_channels, fit_square
-from gvtool.manifest import (DOMAIN_GRAPHS, NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, ModelInfo,
-                             cycled_labels, item_name, read_manifest, read_verified)
+from gvtool.manifest import (DOMAIN_GRAPHS, LABEL_POSTERIOR, MASK_INPUT, NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH,
+                             TEXT_INPUTS, ModelInfo, cycled_labels, item_name, read_manifest, read_verified)
+from gvtool.masks import resolve_masks
 from gvtool.prompts import PromptTokenizer
 from gvtool.runtime.backends import Choice, open_backend
 
@@ -47,7 +48,7 @@ def load(bundle: str | Path, backend: str = "auto", device: str = "cpu", precisi
     return GenerativeModel(bundle, manifest, choice, precision)
 
 
-OPERATIONS = ("sample", "decode", "encode", "reconstruct", "interpolate", "translate")
+OPERATIONS = ("sample", "decode", "encode", "reconstruct", "interpolate", "translate", "classify", "impute")
 
 
 def graphs_for(model: ModelInfo, operation: str) -> list[str]:
@@ -55,7 +56,8 @@ def graphs_for(model: ModelInfo, operation: str) -> list[str]:
     text = (TEXT_GRAPH,) if model.text is not None else ()  # a text-conditioned model encodes its prompts first
     needs = {"sample": text + model.sampling, "decode": text + model.decoding, "encode": ("encoder",),
              "reconstruct": ("encoder", *text, *model.decoding), "interpolate": ("encoder", *text, *model.sampling),
-             "translate": tuple(g for pair in DOMAIN_GRAPHS for g in pair)}
+             "translate": tuple(g for pair in DOMAIN_GRAPHS for g in pair),
+             "classify": ("encoder", "classifier"), "impute": ("encoder", "label_encoder", "decoder")}
     if operation not in needs:
         raise BadInputError(f"unknown operation {operation!r}; expected one of {', '.join(OPERATIONS)}")
     return list(dict.fromkeys(needs[operation]))
@@ -88,6 +90,24 @@ class Noise:
 
     def _draw(self, name: str, n: int, shape: tuple[int, ...]) -> np.ndarray:
         return (self.streams[name].standard_normal((n, *shape)) * self.temperature).astype(np.float32)
+
+
+def combine_posteriors(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """A joint model's product of experts, across two graphs: the posteriors (mean, logvar) given two modalities, each
+    the N(0, I) prior times that modality's expert, -> the posterior given both. Precisions add, less the prior's
+    counted twice (1); the mean is precision-weighted (the prior's mean is 0)."""
+    (mean_a, logvar_a), (mean_b, logvar_b) = ((m.astype(np.float64), v.astype(np.float64)) for m, v in (a, b))
+    precision_a, precision_b = np.exp(-logvar_a), np.exp(-logvar_b)
+    precision = precision_a + precision_b - 1.0
+    mean = (mean_a * precision_a + mean_b * precision_b) / precision
+    return mean.astype(np.float32), (-np.log(precision)).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    p = np.exp(shifted)
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -198,10 +218,19 @@ class GenerativeModel:
         return self._to_items(self._chain(self.decoding, values, len(z), noise)[self._item])
 
     def encode(self, items, return_logvar: bool = False):
-        """items -> posterior means (N, K) float32, and log-variances with return_logvar."""
-        x = self._to_model(items)
-        mean, logvar = self._run("encoder", {item_name(self.manifest.model.data_kind): x})
+        """items -> posterior means (N, K) float32, and log-variances with return_logvar. (A joint model's encoder sees
+        them whole.)"""
+        mean, logvar = self._encode(self._to_model(items))
         return (mean, logvar) if return_logvar else mean
+
+    def _encode(self, x: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Model-range items -> the encoder's (mean, logvar); a joint model's encoder also takes the mask of observed
+        pixels (None: all observed)."""
+        feeds = {self._item: x}
+        if any(spec.name == MASK_INPUT for spec in self._entries["encoder"].inputs):
+            feeds[MASK_INPUT] = resolve_masks(mask, len(x), self.item_shape[1])
+        mean, logvar = self._run("encoder", feeds)
+        return mean, logvar
 
     def reconstruct(self, items, labels=None, seed: int | None = 0) -> np.ndarray:
         """Decode the posterior means of items: what the model keeps of them (noise its decoding draws: `seed`)."""
@@ -248,6 +277,49 @@ class GenerativeModel:
         mean, _ = self._run(encoder, {self._item: x})
         (out,) = self._run(decoder, {"latents": mean})
         return self._to_items(out)
+
+    # --- imputation: a joint model of images and labels --------------------------------------
+
+    def classify(self, images, mask=None, missing: float = 0.5, seed: int = 0) -> np.ndarray:
+        """Images -> class probabilities float32 (N, classes): the label decoded from the posterior mean given the
+        pixels observed. `mask` (masks.resolve_masks): None for whole images, a kind ("top", ... hiding `missing` of
+        each; "random" drawn with `seed`), a mask image's path or a 0/1 array, 1 observed."""
+        x, mask = self._observed(images, mask, missing, seed, "classify")
+        mean, _ = self._encode(x, mask)
+        (logits,) = self._run("classifier", {"latents": mean})
+        return softmax(logits)
+
+    def impute(self, images, mask="top", labels=None, n: int = 1, missing: float = 0.5, seed: int = 0,
+               temperature: float = 1.0) -> np.ndarray:
+        """n completions of each partly observed image -> uint8 (N, n, H, W, C): the observed pixels as given, the
+        missing ones decoded from latents drawn (seeded) from the posterior given what is observed: the pixels, and
+        the label too when `labels` (one class for all, or one per image) is given. Where the visible part is
+        ambiguous, the completions differ. `temperature` scales the draws (0: the posterior mean, one completion
+        repeated). `mask` as classify takes it."""
+        _check_count(n)
+        if not temperature >= 0:
+            raise BadInputError(f"temperature must be >= 0, got {temperature}")
+        x, mask = self._observed(images, mask, missing, seed, "impute")
+        mean, logvar = self._encode(x, mask)
+        if labels is not None:
+            values = self._chain(("label_encoder",), {"labels": self._labels(labels, len(x)),
+                                                      "latent_noise": np.zeros_like(mean)}, len(x), Noise(seed))
+            mean, logvar = combine_posteriors((mean, logvar), tuple(values[name] for name in LABEL_POSTERIOR))
+        draws = np.random.default_rng(seed).standard_normal((len(x), n, self.latent_dim)) * temperature
+        z = (mean[:, None] + np.exp(0.5 * logvar)[:, None] * draws).astype(np.float32).reshape(-1, self.latent_dim)
+        (decoded,) = self._run("decoder", {"latents": z})
+        decoded = decoded.reshape(len(x), n, *self.item_shape)
+        completed = x[:, None] * mask[:, None] + decoded * (1 - mask[:, None])
+        return self._to_items(completed.reshape(-1, *self.item_shape)).reshape(len(x), n, *self.item_shape[1:],
+                                                                                self.item_shape[0])
+
+    def _observed(self, images, mask, missing: float, seed: int, operation: str) -> tuple[np.ndarray, np.ndarray]:
+        """A joint model's images in model range and their masks (N, 1, H, W), 1 observed."""
+        if self.kind != "mvae":
+            raise BadInputError(f"this {self.kind} model cannot {operation}: that takes a joint model of images and "
+                                "labels (gvtool train --model mvae)")
+        x = self._to_model(images)
+        return x, resolve_masks(mask, len(x), self.item_shape[1], missing, seed)
 
     # --- helpers -------------------------------------------------------------------------------
 

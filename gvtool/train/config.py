@@ -22,6 +22,8 @@ NETWORKS = {
     "prior": ("encoder", "decoder", "prior_encoder", "prior_decoder"),
     "hier": ("encoder", "coarse", "detail", "discriminator"),
     "cyclevae": ("encoder", "decoder", "discriminator"),  # each holds both domains' layers (models.Domain*)
+    # the image's expert (a partly observed image with its mask), the label's expert, and a decoder per modality
+    "mvae": ("encoder", "label_encoder", "decoder", "classifier", "discriminator"),
 }
 FROZEN = {"prior": ("encoder", "decoder")}
 PRIOR_BASES = ("vaegan", "vae", "ali")  # the kinds a prior can learn the codes of: an encoder, and a decoder of latents
@@ -42,6 +44,8 @@ MAX_HIDDEN = 16384      # MLP units (the default is 128)
 MAX_BATCH = 1 << 16
 MAX_EPOCHS = 1_000_000
 CYCLE_EPOCHS = 20       # cyclevae: epochs of domain A in the CPU default
+MVAE_EPOCHS = 25        # mvae: a step decodes three subsets of the modalities and prior samples: 25 epochs take
+                        # about the time of the vaegan's 35
 COARSE_FACTOR = 4       # hier: the coarse stage's images are average-pooled by this factor per side (28 -> 7)
 
 
@@ -92,6 +96,18 @@ def _jsonable(value) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+def conv_stages(image_size: int) -> int:
+    """How many stride-2 stages take `image_size` down to a base side below 8 (or to an odd side).
+
+    28 -> 2 stages (base 7), 32 -> 3 (base 4), 64 -> 4 (base 4), 36 -> 2 (base 9).
+    """
+    stages = 0
+    while image_size >= 8 and image_size % 2 == 0:
+        image_size //= 2
+        stages += 1
+    return stages
 
 
 @dataclass(frozen=True)
@@ -151,6 +167,11 @@ class ModelConfig:
                                     # the detail stage's output, pooled back to the coarse size: keeps the detail true
                                     # to the structure it was given (0 for vector data: there the coarse item is a
                                     # whole, blurred item, which the detail must move, not keep)
+    latent_channels: int = 0        # cyclevae: > 0 makes the shared latent spatial, this many maps at the convs' base
+                                    # resolution (UNIT's latent is a feature map too), so latent_dim becomes
+                                    # latent_channels * base**2 (8 * 7 * 7 = 392 at 28 px); 0: a flat latent_dim vector
+    label_weight: float = 50.0      # mvae: weight of the label's likelihood (cross-entropy, nats) beside the image's,
+                                    # which sums hundreds of features: MVAE (Wu & Goodman 2018) weighs MNIST's label 50
     cycle_weight: float = 1.0       # cyclevae: weight of the cycle terms (A -> B -> A and B -> A -> B), measured like
                                     # the reconstruction they extend
     ema_decay: float = 0.999        # decoder weights averaged over ~1/(1-decay) steps (Karras et al. 2018; Yazici et
@@ -223,6 +244,20 @@ class ModelConfig:
             _check(self.channels_b in (0, 1, 3), f"channels_b must be 1 or 3, got {self.channels_b}")
         else:
             _check(self.channels_b == 0, f"channels_b is for --model cyclevae, not {self.kind}")
+        _check(self.label_weight >= 0, f"label_weight must be >= 0, got {self.label_weight}")
+        if self.kind == "mvae":
+            _check(self.data_kind == "image", "--model mvae models images with their labels, not vector data")
+            _check(self.conditional and not self.text_dim, "--model mvae learns images with their labels (labelled "
+                                                            "data; captions are not one of its modalities yet)")
+        _check(0 <= self.latent_channels <= 256, f"--latent-channels must be from 0 to 256, got {self.latent_channels}")
+        if self.latent_channels:
+            _check(self.kind == "cyclevae", f"--latent-channels (a spatial latent) is for --model cyclevae, not {self.kind}")
+            _check(self.mapping_layers == 0, "--mapping-layers act on a flat latent; a spatial one (--latent-channels) "
+                                             "goes straight to the convs")
+            side = self.image_size >> conv_stages(self.image_size)
+            object.__setattr__(self, "latent_dim", self.latent_channels * side * side)
+            _check(self.latent_dim <= 4096, f"--latent-channels {self.latent_channels} at {self.image_size} px makes a "
+                                            f"latent of {self.latent_dim} values; at most 4096")
 
     @property
     def condition_size(self) -> int:
@@ -364,9 +399,13 @@ class TrainConfig:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"defaults_for takes a device type, 'cpu' or 'cuda', not {device!r}")
         config = cls._data_defaults(data, device)
-        config = config.replace(model=dataclasses.replace(config.model, kind=kind))
+        # a joint model of images and labels learns from labelled data, always
+        config = config.replace(model=dataclasses.replace(config.model, kind=kind, conditional=kind == "mvae"))
+        factor = CUDA_EPOCH_FACTOR if device == "cuda" else 1
         if kind == "cyclevae":  # a step trains both domains' networks both ways: CYCLE_EPOCHS of A
-            config = config.replace(epochs=CYCLE_EPOCHS * (CUDA_EPOCH_FACTOR if device == "cuda" else 1))
+            config = config.replace(epochs=CYCLE_EPOCHS * factor)
+        if kind == "mvae":
+            config = config.replace(epochs=MVAE_EPOCHS * factor)
         return config
 
     @classmethod

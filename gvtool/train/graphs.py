@@ -14,9 +14,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from gvtool.manifest import NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, item_name, model_graphs
+from gvtool.manifest import (LABEL_POSTERIOR, MASK_INPUT, NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, item_name,
+                             model_graphs)
 from gvtool.prompts import MAX_TOKENS
 from gvtool.train.config import ModelConfig
+from gvtool.train.models import unlabelled
 from gvtool.train.text import load_text_encoder
 
 Tensor = tuple[str, str, tuple[int, ...]]  # name, dtype, shape after the batch axis
@@ -142,6 +144,51 @@ class DecoderBGraph(Graph):
         return self.decoder(latents, None, 1)
 
 
+class MaskedEncoderGraph(Graph):
+    """mvae: images (B, *item), mask (B, 1, H, W) (1 observed) -> mean, logvar (B, K): the posterior given the pixels
+    observed (the image's expert times the prior). The mask of a whole image is all ones."""
+
+    def __init__(self, cfg: ModelConfig, encoder: nn.Module):
+        super().__init__(unlabelled(cfg))
+        self.encoder = encoder
+        self.inputs = ((item_name(cfg.data_kind), "float32", cfg.item_shape),
+                       (MASK_INPUT, "float32", (1, cfg.image_size, cfg.image_size)))
+        self.outputs = (("mean", "float32", (cfg.latent_dim,)), ("logvar", "float32", (cfg.latent_dim,)))
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(images, mask)
+
+
+class LabelEncoderGraph(Graph):
+    """mvae: labels (B,), latent_noise (B, K) -> latents (B, K) drawn from the posterior given the label, and that
+    posterior's label_mean, label_logvar (B, K), which the runtime multiplies with an image's to impute with both."""
+
+    def __init__(self, cfg: ModelConfig, label_encoder: nn.Module):
+        super().__init__(cfg)
+        self.label_encoder = label_encoder
+        self.inputs = (LABELS, ("latent_noise", "float32", (cfg.latent_dim,)))
+        self.outputs = (("latents", "float32", (cfg.latent_dim,)),
+                        *((name, "float32", (cfg.latent_dim,)) for name in LABEL_POSTERIOR))
+
+    def forward(self, labels: torch.Tensor, latent_noise: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, logvar = self.label_encoder(labels)
+        return mean + (0.5 * logvar).exp() * latent_noise, mean, logvar
+
+
+class ClassifierGraph(Graph):
+    """mvae: latents (B, K) -> logits (B, classes): the label decoded from a latent (softmax gives its probabilities)."""
+
+    def __init__(self, cfg: ModelConfig, classifier: nn.Module):
+        super().__init__(cfg)
+        self.classifier = classifier
+        self.inputs = (("latents", "float32", (cfg.latent_dim,)),)
+        self.outputs = (("logits", "float32", (cfg.num_classes,)),)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.classifier(latents)
+
+
 class TextEncoderGraph(Graph):
     """A text-conditioned model's prompts: input_ids, attention_mask (B, T) int64, padded to T = prompts.MAX_TOKENS ->
     text_embedding (B, text_dim), the condition the decoder takes. The frozen sentence encoder (train/text.py)."""
@@ -165,7 +212,10 @@ _GRAPHS = {  # graph -> (its module, the network it runs)
     "encoder_b": (EncoderBGraph, "encoder"),
     "decoder_b": (DecoderBGraph, "decoder"),
     TEXT_GRAPH: (TextEncoderGraph, TEXT_GRAPH),
+    "label_encoder": (LabelEncoderGraph, "label_encoder"),
+    "classifier": (ClassifierGraph, "classifier"),
 }
+_JOINT_GRAPHS = {"encoder": MaskedEncoderGraph}  # mvae's own modules for graphs other kinds have too
 
 
 def graph_modules(cfg: ModelConfig, nets, replace: dict[str, nn.Module] | None = None) -> dict[str, Graph]:
@@ -175,8 +225,14 @@ def graph_modules(cfg: ModelConfig, nets, replace: dict[str, nn.Module] | None =
     nets = dict(nets.items()) | (replace or {})
     if cfg.text_dim and TEXT_GRAPH not in nets:
         nets[TEXT_GRAPH] = load_text_encoder()
-    return {graph: _GRAPHS[graph][0](cfg, nets[_GRAPHS[graph][1]]).eval()
-            for graph in model_graphs(cfg.kind, bool(cfg.text_dim))}
+    def build(graph: str) -> Graph:
+        module, network = _GRAPHS[graph]
+        if cfg.kind == "mvae":  # its image decoder takes no labels: the label is a modality, not a condition
+            return _JOINT_GRAPHS.get(graph, module)(cfg if graph in ("label_encoder", "classifier") else unlabelled(cfg),
+                                                   nets[network])
+        return module(cfg, nets[network])
+
+    return {graph: build(graph).eval() for graph in model_graphs(cfg.kind, bool(cfg.text_dim))}
 
 
 Draw = Callable[[str, int, tuple[int, ...]], torch.Tensor]  # (input name, batch, shape) -> noise

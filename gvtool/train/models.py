@@ -18,19 +18,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gvtool.errors import BadInputError
-from gvtool.train.config import COARSE_FACTOR, ModelConfig
-
-
-def conv_stages(image_size: int) -> int:
-    """How many stride-2 stages take `image_size` down to a base side below 8 (or to an odd side).
-
-    28 -> 2 stages (base 7), 32 -> 3 (base 4), 64 -> 4 (base 4), 36 -> 2 (base 9).
-    """
-    stages = 0
-    while image_size >= 8 and image_size % 2 == 0:
-        image_size //= 2
-        stages += 1
-    return stages
+from gvtool.train.config import COARSE_FACTOR, ModelConfig, conv_stages
 
 
 def _downsampling(cfg: ModelConfig, batch_norm: bool, in_channels: int | None = None) -> list[nn.Module]:
@@ -161,8 +149,13 @@ class Decoder(nn.Module):
             for _ in range(cfg.mapping_layers):
                 mapping += [nn.Linear(z_in, cfg.hidden, bias=False), nn.BatchNorm1d(cfg.hidden), nn.ReLU()]
                 z_in = cfg.hidden
-            self.project = nn.Sequential(*mapping, nn.Linear(z_in, self.top * self.base * self.base, bias=False),
-                                         nn.BatchNorm1d(self.top * self.base * self.base), nn.ReLU())
+            if cfg.latent_channels:  # a spatial latent (cyclevae): its maps, a 3x3 conv to the base channels
+                self.project = nn.Sequential(nn.Unflatten(1, (cfg.latent_channels, self.base, self.base)),
+                                             nn.Conv2d(cfg.latent_channels, self.top, 3, padding=1, bias=False),
+                                             nn.BatchNorm2d(self.top), nn.ReLU())
+            else:
+                self.project = nn.Sequential(*mapping, nn.Linear(z_in, self.top * self.base * self.base, bias=False),
+                                             nn.BatchNorm1d(self.top * self.base * self.base), nn.ReLU())
             layers: list[nn.Module] = []
             for _ in range(cfg.extra_convs):  # at the base resolution: depth for 1/16 of the full-size cost
                 layers += [nn.Conv2d(self.top, self.top, 3, padding=1, bias=False), nn.BatchNorm2d(self.top), nn.ReLU()]
@@ -419,8 +412,12 @@ class DomainEncoder(nn.Module):
         super().__init__()
         self.fronts = nn.ModuleList(nn.Sequential(*_stride_stages(cfg, True, channels))
                                     for channels in (cfg.channels, cfg.channels_b))
-        self.shared = nn.Sequential(*_base_convs(cfg, True), nn.Flatten(),
-                                    nn.Linear(_flat_features(cfg), 2 * cfg.latent_dim))
+        if cfg.latent_channels:  # a spatial latent: mean and log-variance maps at the base resolution
+            top = cfg.width << (conv_stages(cfg.image_size) - 1)
+            self.shared = nn.Sequential(*_base_convs(cfg, True), nn.Conv2d(top, 2 * cfg.latent_channels, 3, padding=1))
+        else:
+            self.shared = nn.Sequential(*_base_convs(cfg, True), nn.Flatten(),
+                                        nn.Linear(_flat_features(cfg), 2 * cfg.latent_dim))
 
     def forward(self, x: torch.Tensor | tuple[torch.Tensor, ...], domain: Domains = 0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -428,8 +425,8 @@ class DomainEncoder(nn.Module):
             h = self.fronts[domain](x)
         else:  # one chunk per domain, concatenated after their own stages
             h = torch.cat([self.fronts[d](chunk) for chunk, d in zip(x, domain)])
-        mean, logvar = self.shared(h).chunk(2, dim=1)
-        return mean, logvar
+        mean, logvar = self.shared(h).chunk(2, dim=1)  # spatial: (B, C, base, base) each, flattened to (B, K)
+        return mean.flatten(1), logvar.flatten(1)
 
 
 class DomainDecoder(nn.Module):
@@ -472,13 +469,99 @@ class DomainDiscriminators(nn.Module):
         return self.domains[domain](x)
 
 
+def unlabelled(cfg: ModelConfig) -> ModelConfig:
+    """mvae: the config its image decoder and discriminator are built from. The joint model's label is a modality
+    it encodes and decodes, not a condition: those two networks take none, as a VAE-GAN's."""
+    return dataclasses.replace(cfg, kind="vaegan", conditional=False, num_classes=0) if cfg.kind == "mvae" else cfg
+
+
+LOGVAR_BOUND = 10.0  # mvae: experts' log-variances are bounded to +-10 (softly, by a tanh): precisions up to e^10
+                     # stay finite in fp16
+
+
+def _bounded(out: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An expert's (B, 2K) output -> (mean, logvar), logvar bounded by LOGVAR_BOUND. Static slices (not chunk), so the
+    ONNX graph keeps its shapes for FLOP counting, and a tanh (not a Clip, whose fp16 bounds onnxconverter-common
+    leaves in fp32)."""
+    return out[:, :k], LOGVAR_BOUND * torch.tanh(out[:, k:] / LOGVAR_BOUND)
+
+
+def product_of_experts(*experts: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussian posterior of the modalities observed: the N(0, I) prior times each expert's N(mean, exp(logvar))
+    (Wu & Goodman 2018). Precisions add; the mean is the precision-weighted mean. -> (mean, logvar), each (B, K)."""
+    if not experts:
+        raise ValueError("a product of experts needs at least one expert beside the prior")
+    precision, weighted = 1.0, 0.0
+    for mean, logvar in experts:
+        p = torch.exp(-logvar)
+        precision = precision + p
+        weighted = weighted + mean * p
+    return weighted / precision, -torch.log(precision)
+
+
+class MaskedEncoder(nn.Module):
+    """mvae: the image's expert. (x (B, C, H, W), mask (B, 1, H, W), 1 observed) -> its Gaussian over the latent. The
+    missing pixels are zeroed (mid-grey) and the mask is a channel of its own, so it knows what it did not see and
+    widens its variance there. forward returns the posterior given the image (times the prior); expert() the expert
+    alone, as training multiplies it with the label's."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        layers = _downsampling(cfg, batch_norm=True, in_channels=cfg.channels + 1)
+        self.latent_dim = cfg.latent_dim
+        self.net = nn.Sequential(*layers, nn.Linear(_flat_features(cfg), 2 * cfg.latent_dim))
+
+    def expert(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if mask is None:
+            mask = torch.ones_like(x[:, :1])
+        # A pixel is observed where its mask is above 0.5 (a resized or soft mask is read as 0/1). One node reads the
+        # graph input: onnxconverter-common's fp16 conversion fails on a graph input that several nodes read
+        mask = (mask > 0.5).to(x.dtype)
+        return _bounded(self.net(torch.cat([x * mask, mask], dim=1)), self.latent_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return product_of_experts(self.expert(x, mask))
+
+
+class LabelEncoder(nn.Module):
+    """mvae: the label's expert. labels (B,) -> its Gaussian over the latent: where that class's images lie. forward
+    returns the posterior given the label (times the prior), expert() the expert alone."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.latent_dim = cfg.latent_dim
+        self.net = nn.Sequential(nn.Embedding(cfg.num_classes, cfg.hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(cfg.hidden, cfg.hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(cfg.hidden, 2 * cfg.latent_dim))
+
+    def expert(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _bounded(self.net(labels), self.latent_dim)
+
+    def forward(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return product_of_experts(self.expert(labels))
+
+
+class Classifier(nn.Module):
+    """mvae: the label's decoder. latents (B, K) -> class logits (B, num_classes)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(cfg.hidden, cfg.num_classes))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
 _BUILDERS = {
     "encoder": lambda cfg: (CoarseEncoder(cfg) if cfg.kind == "hier" else DomainEncoder(cfg) if cfg.kind == "cyclevae"
-                            else Encoder(cfg)),
-    "decoder": lambda cfg: DomainDecoder(cfg) if cfg.kind == "cyclevae" else Decoder(cfg),
+                            else MaskedEncoder(cfg) if cfg.kind == "mvae" else Encoder(cfg)),
+    "decoder": lambda cfg: DomainDecoder(cfg) if cfg.kind == "cyclevae" else Decoder(unlabelled(cfg)),
     "discriminator": lambda cfg: (JointDiscriminator(cfg) if cfg.kind == "ali" else
                                   PairDiscriminator(cfg) if cfg.kind == "hier" else
-                                  DomainDiscriminators(cfg) if cfg.kind == "cyclevae" else Discriminator(cfg)),
+                                  DomainDiscriminators(cfg) if cfg.kind == "cyclevae" else Discriminator(unlabelled(cfg))),
+    "label_encoder": LabelEncoder,
+    "classifier": Classifier,
     "prior_encoder": PriorEncoder,
     "prior_decoder": PriorDecoder,
     "coarse": CoarseDecoder,

@@ -14,7 +14,8 @@ from torch.nn import functional as F
 
 from gvtool.train.augment import diff_augment
 from gvtool.train.config import ModelConfig
-from gvtool.train.models import coarsen
+from gvtool.masks import MASK_KINDS
+from gvtool.train.models import coarsen, product_of_experts
 
 
 @dataclass
@@ -310,8 +311,83 @@ def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x
     return StepLosses(losses, metrics)
 
 
+# mvae's training masks: the share of items seen whole, then of each masks.MASK_KINDS kind; the share hidden by a
+# mask is uniform on MASK_MISSING
+MASK_MIX = (0.3, 0.125, 0.125, 0.125, 0.125, 0.2)
+MASK_MISSING = (0.1, 0.9)
+
+
+def training_masks(n: int, side: int, device: torch.device | str) -> torch.Tensor:
+    """n masks (n, 1, side, side) float32, 1 observed, drawn on the device (no host sync: it runs in a captured step):
+    MASK_MIX[0] of the items whole, the rest one of masks.MASK_KINDS each (masks.make_masks's rule: a band of rows
+    or columns, or independent pixels) hiding a share uniform on MASK_MISSING."""
+    cumulative = torch.tensor(MASK_MIX, device=device).cumsum(0)[:-1]
+    kind = (torch.rand(n, 1, device=device) > cumulative).sum(dim=1)  # 0: whole, 1 + index in MASK_KINDS
+    low, high = MASK_MISSING
+    missing = (low + (high - low) * torch.rand(n, device=device)).view(n, 1, 1, 1)
+    centres = (torch.arange(side, device=device) + 0.5) / side
+    rows, cols = centres.view(1, 1, side, 1), centres.view(1, 1, 1, side)
+    # in MASK_KINDS' order: top, bottom, left, right, random -> (kinds, n, 1, side, side)
+    hidden = torch.stack(torch.broadcast_tensors(rows < missing, rows > 1 - missing, cols < missing, cols > 1 - missing,
+                                                 torch.rand(n, 1, side, side, device=device) < missing))
+    chosen = F.one_hot(kind, len(MASK_KINDS) + 1)[:, 1:].T.view(len(MASK_KINDS), n, 1, 1, 1).bool()
+    return (~(hidden & chosen).any(dim=0)).float()
+
+
+def _mvae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor) -> StepLosses:
+    """A joint model of images and labels (MVAE, Wu & Goodman 2018) with the VAE-GAN's decoder (Larsen et al.): an
+    expert per modality, the posterior of any observed subset the product of their Gaussians with the prior. Each
+    step trains three subsets, as MVAE's subsampling does: image and label, image alone, label alone; the image is
+    seen through a random mask (training_masks), and every subset's code is decoded into both modalities: the whole
+    image, so that a partly seen image is completed (inpainting), and the label (classification).
+
+    Encoders, classifier: KL + feature NLL of the decoded image + label_weight * cross-entropy, averaged over subsets
+    Decoder:              gamma * feature NLL + GAN terms on the three subsets' images and prior samples
+    Discriminator:        real vs those fakes"""
+    b = x.shape[0]
+    mask = training_masks(b, cfg.image_size, x.device)
+    image = nets["encoder"].expert(x, mask)
+    label = nets["label_encoder"].expert(y)
+    subsets = [product_of_experts(image, label), product_of_experts(image), product_of_experts(label)]
+    mean, logvar = (torch.cat(parts) for parts in zip(*subsets))  # (3B, K): joint, image, label
+    z = reparameterize(mean, logvar)
+    fakes = nets["decoder"](torch.cat([z, torch.randn_like(z[:b])]))  # (4B, *item): three decodings, then samples
+    logits = nets["classifier"](z)
+    x_d = _real_for_d(cfg, x)
+    # x and its three decodings take one augmentation, so that their features compare like with like
+    draw = torch.cat([torch.arange(b, device=x.device).repeat(4), torch.arange(b, 2 * b, device=x.device)])
+    seen = diff_augment(torch.cat([x_d, fakes]), cfg.augment, draw, n_draws=2 * b)
+    d_logits, feats = nets["discriminator"](seen, None)
+    l_real, l_dec, l_prior = d_logits[:b], d_logits[b:4 * b], d_logits[4 * b:]
+    f_real, f_dec = feats[:b].detach().repeat(3, 1), feats[b:4 * b]
+    decoded, x3, y3 = fakes[:3 * b], x.repeat(3, 1, 1, 1), y.repeat(3)
+
+    kl = kl_to_prior(mean, logvar)
+    feat_nll = gaussian_nll(f_dec, f_real, 1.0)
+    pix_nll = gaussian_nll(decoded, x3, cfg.recon_sigma)
+    label_nll = F.cross_entropy(logits.float(), y3)
+    elbo = cfg.kl_weight * kl + feat_nll + cfg.pixel_weight * pix_nll + cfg.label_weight * label_nll
+    adv = g_loss(cfg, l_dec) + g_loss(cfg, l_prior)
+    losses = {
+        "encoder": elbo, "label_encoder": elbo, "classifier": elbo,
+        "decoder": cfg.feature_weight * feat_nll + cfg.pixel_weight * pix_nll + cfg.adv_weight * adv,
+        "discriminator": d_loss_real(cfg, l_real) + 0.5 * (d_loss_fake(cfg, l_dec) + d_loss_fake(cfg, l_prior))
+                         + _r1(cfg, l_real, x_d),
+    }
+    hidden = 1 - mask
+    inpainted = ((decoded[b:2 * b].detach() - x).pow(2) * hidden).sum() / (hidden.sum() * x.shape[1]).clamp(min=1)
+    correct = (logits.detach().argmax(dim=1) == y3).float().view(3, b).mean(dim=1)
+    metrics = {
+        "kl": kl.detach(), "recon": F.mse_loss(decoded[:b].detach(), x), "inpaint": inpainted,
+        "label_acc": correct[1],  # the label from the (partly seen) image alone
+        "d_real_acc": _accuracy(l_real, True), "d_fake_acc": _accuracy(l_prior, False),
+    }
+    return StepLosses(losses, metrics)
+
+
 OBJECTIVES: dict[str, Callable[..., StepLosses]] = {"vaegan": _vaegan, "vae": _vae, "gan": _gan, "ali": _ali,
-                                                    "prior": _prior, "hier": _hier, "cyclevae": _cyclevae}
+                                                    "prior": _prior, "hier": _hier, "cyclevae": _cyclevae,
+                                                    "mvae": _mvae}
 
 
 def compute_losses(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None,
