@@ -29,7 +29,10 @@ BACKENDS = (*(b for b in RUNTIME_BACKENDS if b != "auto"), "torch")
 PATHS = {"translate_ab": (DOMAIN_GRAPHS[0][0], DOMAIN_GRAPHS[1][1]),
          "translate_ba": (DOMAIN_GRAPHS[1][0], DOMAIN_GRAPHS[0][1]),
          # a text-conditioned model: one prompt encoded, then the batch of images it conditions
-         "prompt_to_images": (TEXT_GRAPH, "decoder")}
+         "prompt_to_images": (TEXT_GRAPH, "decoder"),
+         # a joint model: a partly observed image -> its posterior mean -> the decoded image, or the label
+         "impute": ("encoder", "decoder"), "classify": ("encoder", "classifier")}
+JOINT_PATHS = ("impute", "classify")  # timed by default for a joint model only (another's encoder -> decoder is not one)
 
 
 MAX_BATCH = 1 << 16
@@ -57,8 +60,10 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
     manifest = read_manifest(bundle)
     if graphs is None:  # every graph the bundle has, in the order its chains run them, and its translation paths
         present = {g.graph for g in manifest.graphs.values()}
-        graphs = [g for g in ("encoder", TEXT_GRAPH, *manifest.model.sampling, *DOMAIN_GRAPHS[1]) if g in present]
-        graphs += [path for path, chain in PATHS.items() if all(g in present for g in chain)]
+        graphs = [g for g in ("encoder", TEXT_GRAPH, *manifest.model.sampling, *DOMAIN_GRAPHS[1], "classifier")
+                  if g in present]
+        graphs += [path for path, chain in PATHS.items() if all(g in present for g in chain)
+                   and (path not in JOINT_PATHS or manifest.model.kind == "mvae")]
     for name, values, allowed in (("--backend", backends, BACKENDS), ("--precision", precisions, PRECISIONS),
                                   ("--graph", graphs, GRAPHS + tuple(PATHS))):
         unknown = [v for v in values if v not in allowed]
@@ -121,7 +126,8 @@ def _cases(bundle, manifest, graph, backend, precision, device, with_compile, cu
 
 def _path_cases(bundle, manifest, path, backend, precision, device, with_compile, cuda_graphs) -> list[Case]:
     """A path's cases: each backend's runners of its two graphs, chained and timed as one call: a translation from
-    image to image (the encoder's mean is the decoder's latents), or a prompt to images (PromptRunner)."""
+    image to image (the encoder's mean is the decoder's latents; a joint model's imputation and classification run
+    so too, the decoder's image or the classifier's logits at the end), or a prompt to images (PromptRunner)."""
     first, second = (_cases(bundle, manifest, graph, backend, precision, device, with_compile, cuda_graphs)
                      for graph in PATHS[path])
     cases = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gvtool.manifest import BATCH_AXIS, ModelInfo, TensorSpec, cycled_labels, item_name
+from gvtool.manifest import BATCH_AXIS, MASK_INPUT, ModelInfo, TensorSpec, cycled_labels, item_name
 
 ITEM_LIKE = ("images", "vectors", "coarse")  # fed uniform on [-1, 1], the model range of images
 # A text encoder's tokens: a prompt of PROMPT_PIECES word pieces (ids from a range every BERT vocabulary holds), the
@@ -31,6 +31,9 @@ def feeds_for(model: ModelInfo, graph: str, batch: int, rng: np.random.Generator
             feeds[spec.name] = rng.integers(*TOKEN_IDS, size=shape).astype(np.int64)
         elif spec.name == "attention_mask":
             feeds[spec.name] = (np.arange(shape[1]) < min(PROMPT_PIECES, shape[1])).astype(np.int64)[None].repeat(batch, 0)
+        elif spec.name == MASK_INPUT:  # a joint model's encoder: the top half missing
+            feeds[spec.name] = np.ones(shape, np.float32)
+            feeds[spec.name][:, :, :shape[2] // 2] = 0.0
         elif spec.name in ITEM_LIKE:
             feeds[spec.name] = rng.uniform(-1, 1, shape).astype(np.float32)
         else:

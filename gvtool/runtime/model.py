@@ -227,7 +227,8 @@ class GenerativeModel:
         """Model-range items -> the encoder's (mean, logvar); a joint model's encoder also takes the mask of observed
         pixels (None: all observed)."""
         feeds = {self._item: x}
-        if any(spec.name == MASK_INPUT for spec in self._entries["encoder"].inputs):
+        entry = self._entries.get("encoder")  # a model without one is refused by _run, as before
+        if entry is not None and any(spec.name == MASK_INPUT for spec in entry.inputs):
             feeds[MASK_INPUT] = resolve_masks(mask, len(x), self.item_shape[1])
         mean, logvar = self._run("encoder", feeds)
         return mean, logvar

@@ -529,13 +529,14 @@ class LabelEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.latent_dim = cfg.latent_dim
-        self.net = nn.Sequential(nn.Embedding(cfg.num_classes, cfg.hidden), nn.LeakyReLU(0.2),
+        self.latent_dim, self.num_classes = cfg.latent_dim, cfg.num_classes
+        # one-hot into a linear layer, not an embedding: the same map, and its int8 weights quantize per channel
+        self.net = nn.Sequential(nn.Linear(cfg.num_classes, cfg.hidden), nn.LeakyReLU(0.2),
                                  nn.Linear(cfg.hidden, cfg.hidden), nn.LeakyReLU(0.2),
                                  nn.Linear(cfg.hidden, 2 * cfg.latent_dim))
 
     def expert(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _bounded(self.net(labels), self.latent_dim)
+        return _bounded(self.net(F.one_hot(labels, self.num_classes).float()), self.latent_dim)
 
     def forward(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return product_of_experts(self.expert(labels))

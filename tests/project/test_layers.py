@@ -49,7 +49,7 @@ class TestImportDirections:
             assert not {m for m in top if m.split(".")[0] == "torch" or m.startswith(("gvtool.train", "gvtool.export"))}, name
 
     def test_shared_modules_import_no_layer(self):
-        for name in ("errors", "fileio", "manifest", "imaging", "system"):
+        for name in ("errors", "fileio", "manifest", "imaging", "system", "prompts", "masks"):
             tree = ast.parse((ROOT / "gvtool" / f"{name}.py").read_text())
             modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
             modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

@@ -27,6 +27,7 @@ RUNS = {
     "hier-conditional": ("labelled_npz", "hier", True),
     "hier-ring8": ("ring8", "hier", False),
     "cyclevae": ("labelled_npz", "cyclevae", False),  # domain B: colour_npz (RGB, another size)
+    "mvae": ("labelled_npz", "mvae", True),  # a joint model of images and labels
 }
 ALL_PRECISIONS = ("fp32", "fp16", "int8")
 BUNDLE_PRECISIONS = {name: ALL_PRECISIONS for name in RUNS}
