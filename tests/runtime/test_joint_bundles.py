@@ -242,6 +242,7 @@ class TestCommands:
     def test_bench_of_another_model_has_no_joint_paths(self, tiny_bundle, tmp_path):
         result = invoke("bench", "run", tiny_bundle("vaegan")[0], "--backend", "onnxruntime", "--precision", "fp32",
                         "--batch-sizes", "1", "--iterations", 2, "--warmup-ms", 0, "--json", tmp_path / "b.json")
+        assert result.exit_code == 0, result.output
         rows = json.loads((tmp_path / "b.json").read_text())["results"]
         assert not {"impute", "classify"} & {r["graph"] for r in rows}
 
