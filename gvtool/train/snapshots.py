@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from gvtool.fileio import atomic_write_text
 from gvtool.imaging import save_grid
 from gvtool.manifest import CHAINS, DOMAIN_GRAPHS, cycled_labels, item_name
+from gvtool.masks import make_masks
 from gvtool.train.config import ModelConfig
 from gvtool.train.graphs import condition_input, graph_modules, run_chain, torch_draw
 from gvtool.train.data import MIXTURES, Dataset, mixture_centres, to_model, to_uint8
@@ -28,6 +29,7 @@ def writes_samples(epoch: int, epochs: int) -> bool:
     return epoch == epochs or epoch % math.ceil(epochs / MAX_SAMPLE_IMAGES) == 0
 EVAL_BATCH = 256
 PROMPTS_FILE = "prompts.txt"  # a text-conditioned run: the caption of each image of the sample grids, in grid order
+INPAINTED_ITEMS = 8  # mvae: held-out items inpainted under its samples (a row each: items, seen, completed)
 TRANSLATED_ITEMS = 8  # cyclevae: held-out items per domain in each epoch's translations (a row of originals, a row
                       # of their translations, per direction)
 
@@ -72,6 +74,8 @@ class Snapshots:
             row = {"val_recon": self._held_out_recon(nets)} if "encoder" in nets and len(self.held_out) else {}
             if CHAINS[self.cfg.kind].translates and len(self.held_out):
                 row["val_cycle"] = self._held_out_cycle(nets)
+            if self.cfg.kind == "mvae" and len(self.held_out):
+                row["val_inpaint"] = self._held_out_inpaint(nets)
             return row
         finally:
             for module, training in modes:
@@ -84,11 +88,34 @@ class Snapshots:
         draw = torch_draw(torch.Generator().manual_seed(self.seed), self.device)
         out = run_chain(graphs, chain, values, self.n, draw)[item_name(self.cfg.data_kind)].float()
         path = self.folder / f"epoch_{epoch:04d}.png"
+        if self.cfg.kind == "mvae" and len(self.held_out):
+            out = torch.cat([out, *self._inpainted(graphs, self.ncols or INPAINTED_ITEMS)])
         if self.cfg.data_kind == "image":
             save_grid(to_uint8(out).permute(0, 2, 3, 1).cpu().numpy(), path, ncols=self.ncols)
         else:
             plot_points(out.cpu().numpy(), path, centres=self.centres, reference=self.reference,
                         title=f"{self.cfg.kind}, epoch {epoch}")
+
+    def _inpainted(self, graphs, n: int) -> list[torch.Tensor]:
+        """A joint model's rows under its samples: n held-out items, what is seen of them with the top half
+        missing (grey), and their completions from the posterior mean (the observed pixels kept)."""
+        x = to_model(self.held_out.x[:n].to(self.device))
+        mask = torch.from_numpy(make_masks("top", len(x), self.cfg.image_size, 0.5)).to(self.device)
+        mean, _ = graphs["encoder"](x, mask)
+        completed = x * mask + graphs["decoder"](mean).float() * (1 - mask)
+        return [x, x * mask, completed]
+
+    def _held_out_inpaint(self, nets) -> float:
+        """A joint model: the mean squared error (model range) on the missing pixels of held-out items whose top half
+        is missing, completed from the posterior mean."""
+        total, count = torch.zeros((), device=self.device), 0
+        for start in range(0, len(self.held_out), EVAL_BATCH):
+            x = to_model(self.held_out.x[start:start + EVAL_BATCH].to(self.device))
+            mask = torch.from_numpy(make_masks("top", len(x), self.cfg.image_size, 0.5)).to(self.device)
+            out = nets["decoder"](nets["encoder"](x, mask)[0]).float()
+            total += ((out - x).pow(2) * (1 - mask)).sum()
+            count += (1 - mask).sum().item() * x.shape[1]
+        return round(total.item() / count, 6)
 
     def _write_translations(self, nets, epoch: int) -> None:
         """A translation model's epoch image: held-out items of A over their translations into B, then B's over

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from checkpoint_helpers import assert_same_training_state
 from gvtool.errors import BadInputError
@@ -172,6 +173,11 @@ class TestTraining:
         assert result.step > 0 and (tmp_path / "run" / "samples" / "epoch_0001.png").is_file()
         steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
         assert {"inpaint", "label_acc", "loss_classifier"} <= set(next(r for r in steps if r["type"] == "step"))
+        assert "val_inpaint" in next(r for r in steps if r["type"] == "epoch")
+        # the samples (16 fixed latents, a column per class: 4 rows) over three rows of held-out items: as they
+        # are, with the top half missing, completed
+        grid = Image.open(tmp_path / "run" / "samples" / "epoch_0001.png")
+        assert grid.size[1] == 2 + (4 + 3) * 18
 
     def test_resumes_exactly(self, labelled_npz, make_train_config, tmp_path):
         config = make_train_config(labelled_npz, kind="mvae", conditional=True)
