@@ -124,6 +124,26 @@ class TestManifest:
         assert all(g.validation.passed for g in manifest.graphs.values())
 
 
+    @pytest.mark.parametrize("graph, layers", [("label_encoder", 3), ("classifier", 2)])
+    def test_the_int8_mlps_are_weight_only_and_close_to_fp32(self, tiny_bundle, graph, layers):
+        import onnx
+        import onnxruntime as ort
+
+        folder, manifest, _ = tiny_bundle("mvae")
+        int8 = onnx.load(str(folder / manifest.graphs[f"{graph}.int8"].file)).graph
+        assert {n.op_type for n in int8.node} >= {"DequantizeLinear"} and "QuantizeLinear" not in {n.op_type for n in int8.node}
+        weights = [i for i in int8.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
+        assert len(weights) == layers  # every Linear's weight, one scale per output row (a torch Linear's Gemm)
+        axes = [a.i for n in int8.node if n.op_type == "DequantizeLinear" for a in n.attribute if a.name == "axis"]
+        assert axes == [0] * layers
+        feeds = {"labels": np.arange(4, dtype=np.int64), "latent_noise": np.zeros((4, 4), np.float32)} \
+            if graph == "label_encoder" else {"latents": np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)}
+        runs = [ort.InferenceSession(str(folder / manifest.graphs[f"{graph}.{p}"].file)).run(None, feeds)
+                for p in ("fp32", "int8")]
+        for a, b in zip(*runs):
+            np.testing.assert_allclose(a, b, atol=0.05 * max(1.0, np.abs(a).max()))
+
+
 class TestRuntime:
     def test_classify_gives_probabilities(self, model, images):
         p = model.classify(images)
