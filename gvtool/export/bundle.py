@@ -235,8 +235,10 @@ class _Inputs:
         c, chains = self.cfg, CHAINS[self.cfg.kind]
         domains = ({"domains": domain_names(self.run.config.data, self.run.config.data_b),
                     "item_shape_b": tuple(c.item_shape_b)} if chains.translates else {})
-        return ModelInfo(kind=c.kind, conditional=c.conditional, num_classes=c.num_classes, data_kind=c.data_kind,
-                         item_shape=tuple(c.item_shape), latent_dim=c.latent_dim, class_names=tuple(self.class_names),
+        # a translation model that learnt domain A's classes keeps them to itself: its graphs take no labels
+        return ModelInfo(kind=c.kind, conditional=c.conditional, num_classes=c.num_classes if c.conditional else 0,
+                         data_kind=c.data_kind, item_shape=tuple(c.item_shape), latent_dim=c.latent_dim,
+                         class_names=tuple(self.class_names) if c.conditional else (),
                          latent_prior=chains.latent_prior, decoding=chains.decoding, text=self.text, **domains)
 
     def _draw(self, name: str, n: int, shape: tuple[int, ...]) -> torch.Tensor:

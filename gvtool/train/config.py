@@ -172,6 +172,10 @@ class ModelConfig:
                                     # latent_channels * base**2 (8 * 7 * 7 = 392 at 28 px); 0: a flat latent_dim vector
     label_weight: float = 50.0      # mvae: weight of the label's likelihood (cross-entropy, nats) beside the image's,
                                     # which sums hundreds of features: MVAE (Wu & Goodman 2018) weighs MNIST's label 50
+    class_weight: float = 0.0       # cyclevae: > 0 when domain A is labelled (UNIT's domain-adaptation setting): a
+                                    # classifier on the shared latent learns A's classes from A's codes, and A's
+                                    # translations into B, encoded back, must keep them (B's into A keep the class the
+                                    # classifier reads from B's codes); the weight of those cross-entropies. 0: unsupervised
     cycle_weight: float = 1.0       # cyclevae: weight of the cycle terms (A -> B -> A and B -> A -> B), measured like
                                     # the reconstruction they extend
     ema_decay: float = 0.999        # decoder weights averaged over ~1/(1-decay) steps (Karras et al. 2018; Yazici et
@@ -185,7 +189,8 @@ class ModelConfig:
             _check(self.num_classes == 0 or self.num_classes >= 2,
                    f"a conditional model needs >= 2 classes, got {self.num_classes}")
         else:
-            _check(self.num_classes == 0, f"an unconditional model has num_classes 0, got {self.num_classes}")
+            _check(self.num_classes == 0 or self.class_weight > 0,  # a translation model learning domain A's classes
+                   f"an unconditional model has num_classes 0, got {self.num_classes}")
         if self.data_kind == "image":
             _check(self.channels in (1, 3), f"images must have 1 or 3 channels, got {self.channels}")
             _check(16 <= self.image_size <= 64 and self.image_size % 4 == 0,
@@ -245,6 +250,9 @@ class ModelConfig:
         else:
             _check(self.channels_b == 0, f"channels_b is for --model cyclevae, not {self.kind}")
         _check(self.label_weight >= 0, f"label_weight must be >= 0, got {self.label_weight}")
+        _check(self.class_weight >= 0, f"class_weight must be >= 0, got {self.class_weight}")
+        _check(self.class_weight == 0 or self.kind == "cyclevae",
+               f"--class-weight teaches a translation model domain A's classes; a {self.kind} model has none")
         if self.kind == "mvae":
             _check(self.data_kind == "image", "--model mvae models images with their labels, not vector data")
             _check(self.conditional and not self.text_dim, "--model mvae learns images with their labels (labelled "
@@ -262,12 +270,13 @@ class ModelConfig:
     @property
     def condition_size(self) -> int:
         """What a conditional network takes beside its input: a sentence embedding's size, or the one-hot classes."""
-        return self.text_dim or self.num_classes
+        return self.text_dim or (self.num_classes if self.conditional else 0)
 
     @property
     def networks(self) -> tuple[str, ...]:
-        """Every network of the model, by name."""
-        return NETWORKS[self.kind]
+        """Every network of the model, by name (a translation model that learns domain A's classes has a classifier
+        on its latent too)."""
+        return NETWORKS[self.kind] + (("classifier",) if self.class_weight > 0 else ())
 
     @property
     def trained(self) -> tuple[str, ...]:

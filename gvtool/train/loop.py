@@ -84,7 +84,10 @@ def complete_config(config: TrainConfig, data: Dataset, data_b: Dataset | None =
         fields = {"data_kind": "vector", "vector_dim": shape[0],
                   "vector_mean": tuple(float(f"{v:.6g}") for v in data.x.double().mean(dim=0).tolist()),
                   "vector_std": tuple(float(f"{v:.6g}") for v in std.tolist())}
-    fields["num_classes"] = data.num_classes if model.conditional and not text else 0
+    if model.class_weight > 0 and data.num_classes == 0:
+        raise BadInputError(f"--class-weight learns domain A's classes, and {data.source} has no labels (use a folder "
+                            "with one subfolder per class, or an .npz with a `y` array)")
+    fields["num_classes"] = data.num_classes if (model.conditional or model.class_weight > 0) and not text else 0
     if text:  # the networks take a sentence embedding where a conditional model takes labels
         fields["text_dim"] = text_dim()
     if data_b is not None:

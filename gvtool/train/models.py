@@ -71,6 +71,8 @@ def _one_hot(labels: torch.Tensor | None, num_classes: int, like: torch.Tensor) 
 def condition_vector(labels: torch.Tensor | None, cfg: ModelConfig, like: torch.Tensor) -> torch.Tensor | None:
     """What a conditional network appends to its input: the sentence embeddings (B, text_dim) of a text-conditioned
     model as they are, else the labels one-hot; None for an unconditional model."""
+    if not cfg.conditional:  # (a translation model learning domain A's classes knows them, but takes none)
+        return None
     if cfg.text_dim:  # no cast when the types agree: an exported fp16 graph keeps no stray Cast-to-float32 then
         return labels if labels.dtype == like.dtype else labels.to(like.dtype)
     return _one_hot(labels, cfg.num_classes, like)

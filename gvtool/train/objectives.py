@@ -266,6 +266,23 @@ def _domain_terms(cfg: ModelConfig, disc, domain: int, x: torch.Tensor, rec: tor
     }
 
 
+def _kept_classes(classifier, z_a: torch.Tensor, z_b: torch.Tensor, translated: torch.Tensor, y: torch.Tensor
+                  ) -> dict[str, torch.Tensor]:
+    """cyclevae with domain A's labels: the classifier learns A's classes from A's codes ("learnt"); the codes of the
+    translations (A's into B, then B's into A: `translated`, (2B, K), each encoded in its new domain) must be read as
+    the class of the image they came from ("kept"): A's label, and for B's the class the classifier reads from B's own
+    code (a pseudo-label, held fixed). Only the encoders and decoders learn from "kept", so the classifier cannot
+    learn to read whatever the decoders make."""
+    b = z_a.shape[0]
+    logits_a = classifier(z_a)
+    pseudo = classifier(z_b).detach().argmax(dim=1)
+    logits_t = classifier(translated)
+    learnt = F.cross_entropy(logits_a.float(), y)
+    kept = F.cross_entropy(logits_t.float(), torch.cat([y, pseudo]))
+    return {"learnt": learnt, "kept": kept, "acc_a": (logits_a.detach().argmax(dim=1) == y).float().mean(),
+            "acc_ab": (logits_t[:b].detach().argmax(dim=1) == y).float().mean()}
+
+
 def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x_b: torch.Tensor) -> StepLosses:
     """UNIT (Liu et al. 2017) built from the VAE-GAN: each domain is a VAE-GAN, both share one latent space (the
     encoders' inner layers and the decoders' are one set of weights, models.Domain*), and translating A -> B is
@@ -306,6 +323,12 @@ def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x
         "discriminator": total("d"),
     }
     metrics = {"kl": kl.detach() / 2, "recon": total("recon") / 2, "cycle": total("cycle") / 2}
+    if cfg.class_weight > 0:  # domain A's classes, read off the shared latent (UNIT's domain-adaptation setting)
+        semantic = _kept_classes(nets["classifier"], z[:b], z[b:], mean_c, y)
+        losses["encoder"] = losses["encoder"] + cfg.class_weight * (semantic["learnt"] + semantic["kept"])
+        losses["decoder"] = losses["decoder"] + cfg.class_weight * semantic["kept"]
+        losses["classifier"] = semantic["learnt"]
+        metrics |= {"class_acc_a": semantic["acc_a"], "class_kept_ab": semantic["acc_ab"]}
     for d, name in enumerate("ab"):
         metrics |= {f"d_real_acc_{name}": terms[d]["d_real_acc"], f"d_trans_acc_{name}": terms[d]["d_trans_acc"]}
     return StepLosses(losses, metrics)
@@ -410,5 +433,5 @@ def compute_losses(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | No
     if cfg.kind == "cyclevae":
         if x_b is None:
             raise ValueError("a cyclevae step needs a batch of each domain")
-        return _cyclevae(cfg, nets, x, None, x_b)
+        return _cyclevae(cfg, nets, x, y if cfg.class_weight > 0 else None, x_b)
     return OBJECTIVES[cfg.kind](cfg, nets, x, y if cfg.conditional else None)
