@@ -286,3 +286,65 @@ class TestRefusals:
     def test_channels_b_for_another_model(self):
         with pytest.raises(BadInputError, match="channels_b is for --model cyclevae"):
             ModelConfig(channels_b=3)
+
+
+class TestDomainAClasses:
+    """--class-weight: domain A's labels learnt on the shared latent and kept through translation."""
+
+    def test_a_classifier_joins_the_networks(self):
+        assert "classifier" in _cfg(class_weight=1.0, num_classes=4).networks
+        assert "classifier" not in _cfg().networks
+
+    def test_the_classifier_learns_from_domain_a_codes_alone(self):
+        cfg = _cfg(class_weight=2.0, num_classes=4)
+        nets = build_networks(cfg)
+        x, x_b, y = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1, torch.arange(4)
+        out = compute_losses(cfg, nets, x, y, x_b)
+        assert {"class_acc_a", "class_kept_ab"} <= set(out.metrics)
+        # the classifier's own loss reaches neither the decoder (what translations look like) nor anything else
+        grads = torch.autograd.grad(out.losses["classifier"], list(nets["decoder"].parameters()), allow_unused=True,
+                                    retain_graph=True)
+        assert all(g is None for g in grads)
+        # while the decoder is taught to keep the class through translation
+        grads = torch.autograd.grad(out.losses["decoder"], list(nets["decoder"].fronts[1].parameters()),
+                                    allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+    def test_the_weight_scales_the_class_terms(self):
+        x, x_b, y = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1, torch.arange(4)
+        encoder = []
+        for weight in (1.0, 3.0):
+            cfg = _cfg(class_weight=weight, num_classes=4)
+            torch.manual_seed(0)
+            nets = build_networks(cfg)
+            torch.manual_seed(1)
+            encoder.append(compute_losses(cfg, nets, x, y, x_b).losses["encoder"].item())
+        torch.manual_seed(0)
+        nets = build_networks(_cfg(class_weight=1.0, num_classes=4))
+        torch.manual_seed(1)
+        out = compute_losses(_cfg(class_weight=1.0, num_classes=4), nets, x, y, x_b)
+        # encoder(3) - encoder(1) = 2 x (learnt + kept); learnt is the classifier's own loss
+        assert encoder[1] - encoder[0] > 2 * out.losses["classifier"].item()
+
+    def test_trains_and_exports_a_bundle_without_the_classifier(self, labelled_npz, colour_npz, make_train_config,
+                                                                tmp_path):
+        from gvtool.export.bundle import export_bundle
+
+        config = make_train_config(labelled_npz, kind="cyclevae", data_b=colour_npz)
+        config = config.replace(model=dataclasses.replace(config.model, class_weight=1.0))
+        train(config, tmp_path / "run")
+        ckpt = load_checkpoint(tmp_path / "run" / rundir.CHECKPOINT_FILE)
+        assert "classifier" in ckpt.models
+        _, manifest = export_bundle(tmp_path / "run", tmp_path / "bundle", precisions=("fp32",))
+        assert {g.graph for g in manifest.graphs.values()} == {"encoder", "decoder", "encoder_b", "decoder_b"}
+        assert manifest.model.num_classes == 0 and not manifest.model.conditional
+
+    def test_unlabelled_domain_a(self, unlabelled_npz, colour_npz, make_train_config, tmp_path):
+        config = make_train_config(unlabelled_npz, kind="cyclevae", data_b=colour_npz)
+        config = config.replace(model=dataclasses.replace(config.model, class_weight=1.0))
+        with pytest.raises(BadInputError, match="--class-weight learns domain A's classes, and .* has no labels"):
+            train(config, tmp_path / "run")
+
+    def test_another_model(self):
+        with pytest.raises(BadInputError, match="a vaegan model has none"):
+            ModelConfig(class_weight=1.0)
