@@ -402,7 +402,9 @@ def _mvae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor) -> StepLosse
     pix_nll = gaussian_nll(decoded, x2, cfg.recon_sigma)
     label_nll = F.cross_entropy(logits.float(), y2)
     elbo = cfg.kl_weight * kl + feat_nll + cfg.pixel_weight * pix_nll + cfg.label_weight * label_nll
-    cover = kl_between(alone[0].detach(), alone[1].detach(), label_mean, label_logvar)
+    with torch.no_grad():  # where the class's whole images are: the target the label's posterior covers
+        whole = nets["encoder"](x)
+    cover = kl_between(whole[0], whole[1], label_mean, label_logvar)
     adv = g_loss(cfg, l_dec) + g_loss(cfg, l_prior)
     losses = {
         "encoder": elbo, "classifier": elbo, "label_encoder": cover,
