@@ -46,6 +46,28 @@ def write_results(out: Path, stem: str, rows: list[dict], table: str) -> None:
     (out / f"{stem}.md").write_text(table + "\n")
 
 
+def seeds_main(description: str, stem: str, run_one, table, samples_grid) -> None:
+    """The command line of a one-data-set quality script: [--data mnist] [--seeds 0,1,2] [--epochs N] [--out DIR].
+    Each seed's rows come from run_one(data, seed, epochs, out), and out/STEM.json and .md are written after each;
+    samples_grid(first row, out / "STEM-samples.png") draws the first seed's samples at the end."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        rows += run_one(args.data, seed, args.epochs, args.out)
+        print(f"{args.data} seed {seed}: done", flush=True)
+        write_results(args.out, stem, rows, table(rows))
+    samples_grid(rows[0], args.out / f"{stem}-samples.png")
+    print(table(rows), flush=True)
+
+
 def _trained_like(config: TrainConfig, stored: TrainConfig) -> bool:
     """Whether a checkpoint whose stored config is `stored` was trained with `config`, up to what a resume may change
     (epochs, device, precision). The stored config was completed from the data (shape, vector statistics), so

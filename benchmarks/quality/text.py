@@ -19,13 +19,12 @@ Writes text.json (every run and precision), text.md (mean ± std, worst seed in 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 from pathlib import Path
 
 import torch
-from common import get, measured, summary, write_results  # benchmarks/quality/common.py, beside this script
+from common import get, measured, seeds_main, summary  # benchmarks/quality/common.py, beside this script
 
 from gvtool.train.config import TrainConfig
 
@@ -90,20 +89,8 @@ def samples_grid(bundle: Path, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="mnist")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results"))
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        rows += run_one(args.data, seed, args.epochs, args.out)
-        print(f"{args.data} seed {seed}: done", flush=True)
-        write_results(args.out, "text", rows, table(rows))
-    samples_grid(Path(rows[0]["bundle"]), args.out / "text-samples.png")
-    print(table(rows), flush=True)
+    seeds_main(__doc__.splitlines()[0], "text", run_one, table,
+               lambda row, path: samples_grid(Path(row["bundle"]), path))
 
 
 if __name__ == "__main__":
