@@ -172,10 +172,9 @@ class ModelConfig:
                                     # latent_channels * base**2 (8 * 7 * 7 = 392 at 28 px); 0: a flat latent_dim vector
     label_weight: float = 50.0      # mvae: weight of the label's likelihood (cross-entropy, nats) beside the image's,
                                     # which sums hundreds of features: MVAE (Wu & Goodman 2018) weighs MNIST's label 50
-    class_weight: float = 0.0       # cyclevae: > 0 when domain A is labelled (UNIT's domain-adaptation setting): a
-                                    # classifier on the shared latent learns A's classes from A's codes, and A's
-                                    # translations into B, encoded back, must keep them (B's into A keep the class the
-                                    # classifier reads from B's codes); the weight of those cross-entropies. 0: unsupervised
+    class_weight: float = 0.0       # cyclevae: > 0 when domain A is labelled (a domain-adaptation setting): a classifier
+                                    # of A's images learns A's labels, and translations must keep the class it reads
+                                    # (CyCADA's semantic consistency); the weight of that cross-entropy. 0: unsupervised
     cycle_weight: float = 1.0       # cyclevae: weight of the cycle terms (A -> B -> A and B -> A -> B), measured like
                                     # the reconstruction they extend
     ema_decay: float = 0.999        # decoder weights averaged over ~1/(1-decay) steps (Karras et al. 2018; Yazici et

@@ -556,6 +556,19 @@ class Classifier(nn.Module):
         return self.net(z)
 
 
+class PixelClassifier(nn.Module):
+    """cyclevae with domain A's labels: a classifier of A's images, (B, C, H, W) -> logits (B, classes): the
+    discriminator's conv layers (no batch norm: it also reads translations, which must not move its statistics),
+    then a linear layer."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.net = nn.Sequential(*_downsampling(cfg, batch_norm=False), nn.Linear(_flat_features(cfg), cfg.num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 _BUILDERS = {
     "encoder": lambda cfg: (CoarseEncoder(cfg) if cfg.kind == "hier" else DomainEncoder(cfg) if cfg.kind == "cyclevae"
                             else MaskedEncoder(cfg) if cfg.kind == "mvae" else Encoder(cfg)),
@@ -564,7 +577,7 @@ _BUILDERS = {
                                   PairDiscriminator(cfg) if cfg.kind == "hier" else
                                   DomainDiscriminators(cfg) if cfg.kind == "cyclevae" else Discriminator(unlabelled(cfg))),
     "label_encoder": LabelEncoder,
-    "classifier": Classifier,
+    "classifier": lambda cfg: PixelClassifier(cfg) if cfg.kind == "cyclevae" else Classifier(cfg),
     "prior_encoder": PriorEncoder,
     "prior_decoder": PriorDecoder,
     "coarse": CoarseDecoder,

@@ -266,21 +266,30 @@ def _domain_terms(cfg: ModelConfig, disc, domain: int, x: torch.Tensor, rec: tor
     }
 
 
-def _kept_classes(classifier, z_a: torch.Tensor, z_b: torch.Tensor, translated: torch.Tensor, y: torch.Tensor
+def _in_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Images with `channels` channels: colour averaged to grey, or grey repeated into colour."""
+    if images.shape[1] == channels:
+        return images
+    return images.mean(dim=1, keepdim=True) if channels == 1 else images.expand(-1, channels, -1, -1)
+
+
+def _kept_classes(classifier, x: torch.Tensor, y: torch.Tensor, x_b: torch.Tensor, ab: torch.Tensor, ba: torch.Tensor
                   ) -> dict[str, torch.Tensor]:
-    """cyclevae with domain A's labels: the classifier learns A's classes from A's codes ("learnt"); the codes of the
-    translations (A's into B, then B's into A: `translated`, (2B, K), each encoded in its new domain) must be read as
-    the class of the image they came from ("kept"): A's label, and for B's the class the classifier reads from B's own
-    code (a pseudo-label, held fixed). Only the encoders and decoders learn from "kept", so the classifier cannot
-    learn to read whatever the decoders make."""
-    b = z_a.shape[0]
-    logits_a = classifier(z_a)
-    pseudo = classifier(z_b).detach().argmax(dim=1)
-    logits_t = classifier(translated)
-    learnt = F.cross_entropy(logits_a.float(), y)
-    kept = F.cross_entropy(logits_t.float(), torch.cat([y, pseudo]))
-    return {"learnt": learnt, "kept": kept, "acc_a": (logits_a.detach().argmax(dim=1) == y).float().mean(),
-            "acc_ab": (logits_t[:b].detach().argmax(dim=1) == y).float().mean()}
+    """cyclevae with domain A's labels, as CyCADA's semantic consistency (Hoffman et al. 2018): a classifier of
+    domain A's images learns A's labels from A's real images ("learnt"), and reads the translations ("kept"): A's
+    images translated into B must read as their label, B's translated into A as the class it reads from the B image
+    itself (a pseudo-label, held fixed; B's images shown to it in A's colour mode). The classifier never learns from
+    translations, so the decoders cannot teach it to read what they make; the realism of each domain's translations
+    is its discriminator's to judge."""
+    channels = x.shape[1]
+    logits_a = classifier(x)
+    with torch.no_grad():
+        pseudo = classifier(_in_channels(x_b, channels)).argmax(dim=1)
+    logits_ab = classifier(_in_channels(ab, channels))
+    kept = F.cross_entropy(logits_ab.float(), y) + F.cross_entropy(classifier(ba).float(), pseudo)
+    return {"learnt": F.cross_entropy(logits_a.float(), y), "kept": kept,
+            "acc_a": (logits_a.detach().argmax(dim=1) == y).float().mean(),
+            "acc_ab": (logits_ab.detach().argmax(dim=1) == y).float().mean()}
 
 
 def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x_b: torch.Tensor) -> StepLosses:
@@ -323,9 +332,9 @@ def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x
         "discriminator": total("d"),
     }
     metrics = {"kl": kl.detach() / 2, "recon": total("recon") / 2, "cycle": total("cycle") / 2}
-    if cfg.class_weight > 0:  # domain A's classes, read off the shared latent (UNIT's domain-adaptation setting)
-        semantic = _kept_classes(nets["classifier"], z[:b], z[b:], mean_c, y)
-        losses["encoder"] = losses["encoder"] + cfg.class_weight * (semantic["learnt"] + semantic["kept"])
+    if cfg.class_weight > 0:  # domain A's labels kept through translation (a domain-adaptation setting)
+        semantic = _kept_classes(nets["classifier"], x, y, x_b, ab, ba)
+        losses["encoder"] = losses["encoder"] + cfg.class_weight * semantic["kept"]
         losses["decoder"] = losses["decoder"] + cfg.class_weight * semantic["kept"]
         losses["classifier"] = semantic["learnt"]
         metrics |= {"class_acc_a": semantic["acc_a"], "class_kept_ab": semantic["acc_ab"]}

@@ -289,13 +289,13 @@ class TestRefusals:
 
 
 class TestDomainAClasses:
-    """--class-weight: domain A's labels learnt on the shared latent and kept through translation."""
+    """--class-weight: a classifier of domain A's images learns A's labels; translations must keep the class it reads."""
 
     def test_a_classifier_joins_the_networks(self):
         assert "classifier" in _cfg(class_weight=1.0, num_classes=4).networks
         assert "classifier" not in _cfg().networks
 
-    def test_the_classifier_learns_from_domain_a_codes_alone(self):
+    def test_the_classifier_learns_from_domain_a_images_alone(self):
         cfg = _cfg(class_weight=2.0, num_classes=4)
         nets = build_networks(cfg)
         x, x_b, y = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1, torch.arange(4)
