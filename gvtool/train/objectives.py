@@ -381,8 +381,10 @@ def _mvae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor) -> StepLosse
     the image alone, are decoded into both modalities: the whole image, so that a partly seen image is completed
     (inpainting), and the label (classification). The label alone is not decoded: its posterior learns to cover
     the joint posteriors of its class, KL(q(z|x, y) || q(z|y)) with the joint one held fixed (JMVAE-kl, Suzuki et
-    al. 2016). Decoding the label's posterior instead (MVAE's own subsampling) taught it to aim at the class's
-    average digit: MNIST seed 0 drew from labels at FD 44 and recall 0.49.
+    al. 2016). MNIST seed 0, drawing from labels: decoding the label's posterior instead (MVAE's own subsampling)
+    aimed it at the class's average digit (FD 44, recall 0.49, the class drawn 98.6% of the time); covering the joint
+    posteriors, FD 26, recall 0.51, 98.1%; covering the whole images' posteriors (no label in them), recall 0.82 but
+    the class drawn 83% of the time (FD 37); covering the masked images' posteriors, 70% (FD 55).
 
     Encoder, classifier: KL + feature NLL of the decoded image + label_weight * cross-entropy, over the two subsets
     Label encoder:       KL(joint posterior || the label's)
@@ -411,9 +413,7 @@ def _mvae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor) -> StepLosse
     pix_nll = gaussian_nll(decoded, x2, cfg.recon_sigma)
     label_nll = F.cross_entropy(logits.float(), y2)
     elbo = cfg.kl_weight * kl + feat_nll + cfg.pixel_weight * pix_nll + cfg.label_weight * label_nll
-    with torch.no_grad():  # where the class's whole images are: the target the label's posterior covers
-        whole = nets["encoder"](x)
-    cover = kl_between(whole[0], whole[1], label_mean, label_logvar)
+    cover = kl_between(joint[0].detach(), joint[1].detach(), label_mean, label_logvar)
     adv = g_loss(cfg, l_dec) + g_loss(cfg, l_prior)
     losses = {
         "encoder": elbo, "classifier": elbo, "label_encoder": cover,
