@@ -269,7 +269,8 @@ class TestCommands:
 
 class TestEval:
     def test_imputation_metrics(self, tiny_run, tmp_path, monkeypatch):
-        from gvtool.eval.evaluate import IMPUTE_MISSING, _imputation_metrics, open_target
+        from gvtool.eval.evaluate import _evaluator, open_target
+        from gvtool.eval.imputation import IMPUTE_MISSING, imputation_metrics
         from gvtool.train.data import split
         from gvtool.train.loop import load_data
 
@@ -277,7 +278,9 @@ class TestEval:
         target = open_target(tiny_run("mvae"))
         data, _ = load_data(target.config)
         data_split = split(data, 0.25, 0)  # the tiny data's default holds out too few for the whole of eval
-        result = _imputation_metrics(target, target.sample(8, 0), data, data_split, target.config, 0, lambda _: None)
+        evaluator, meta = _evaluator(data, target.config, lambda _: None)
+        result = imputation_metrics(target.classify, target.impute, target.sample(8, 0), data_split, 4, 0,
+                                    evaluator, meta)
         assert 0 <= result["label_from_image"]["accuracy"] <= 1
         assert 0 <= result["image_from_label"]["accuracy"] <= 1
         assert list(result["inpainting"]) == [f"{m:g}" for m in IMPUTE_MISSING]
