@@ -42,6 +42,10 @@ from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE, load_dataset, split, to
 # embedding, and a joint model's tiny label encoder and classifier (MLPs of a few thousand weights) lose accuracy to
 # them for no speed
 WEIGHT_ONLY_INT8 = (TEXT_GRAPH, "label_encoder", "classifier")
+# Graphs whose static int8 covers the convs and linear layers only: a joint model's encoder ends in the product of
+# Gaussian experts, whose precisions span e^-10 to e^10; int8 activations there moved its outputs by 0.085 on average
+# after one MNIST epoch (tolerance 0.03), while the convs hold nearly all its multiply-adds
+INT8_CONV_ONLY = {("mvae", "encoder")}
 VALIDATION_BATCHES = (1, 16)   # batch 1 and a larger one: a wrong dynamic axis shows at one of them
 CALIBRATION_ITEMS = 512        # int8 ranges: 512 items in batches of 32 settle the min/max of every layer
 CALIBRATION_BATCH = 32
@@ -316,7 +320,8 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
         elif precision == "int8" and graph in WEIGHT_ONLY_INT8:
             to_int8_weights(fp32_path, path)
         elif precision == "int8":
-            to_int8(fp32_path, path, inputs.feeds(graph, [CALIBRATION_BATCH] * (CALIBRATION_ITEMS // CALIBRATION_BATCH)))
+            to_int8(fp32_path, path, inputs.feeds(graph, [CALIBRATION_BATCH] * (CALIBRATION_ITEMS // CALIBRATION_BATCH)),
+                    ("Conv", "Gemm") if (run.config.model.kind, graph) in INT8_CONV_ONLY else None)
         validation = validate_graph(path, specs_out, reference, check_feeds, precision, note, scale,
                                     by_cosine=graph == TEXT_GRAPH and precision == "int8")
         verdict = "ok" if validation.passed else "MISMATCH"

@@ -89,9 +89,11 @@ def _quiet_axis_warnings():
         logging.getLogger().removeFilter(quiet)
 
 
-def to_int8(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]]) -> None:
+def to_int8(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]],
+            op_types: tuple[str, ...] | None = None) -> None:
     """Static int8 in QDQ form: symmetric int8 activations (min/max calibrated on `calibration`) and
-    symmetric per-channel int8 weights, the form TensorRT's explicit quantization reads."""
+    symmetric per-channel int8 weights, the form TensorRT's explicit quantization reads. `op_types` limits it to
+    those operators (None: every operator onnxruntime quantizes)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -101,7 +103,7 @@ def to_int8(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]]) -> N
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(quantized), _Feeds(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=op_types,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
         model = onnx.load(str(quantized))
     atomic_write_bytes(dst, model.SerializeToString())

@@ -124,6 +124,17 @@ class TestManifest:
         assert all(g.validation.passed for g in manifest.graphs.values())
 
 
+    def test_the_int8_encoder_quantizes_its_convs_and_linears_only(self, tiny_bundle):
+        import onnx
+
+        folder, manifest, _ = tiny_bundle("mvae")
+        graph = onnx.load(str(folder / manifest.graphs["encoder.int8"].file)).graph
+        made_by = {out: n.op_type for n in graph.node for out in n.output}
+        quantized = {made_by.get(n.input[0], "input") for n in graph.node if n.op_type == "QuantizeLinear"}
+        assert {"Conv", "Gemm"} & quantized  # what the convs and linear layers make is quantized
+        # and nothing of the product of experts: the precisions and the posterior stay float
+        assert not quantized & {"Tanh", "Exp", "Add", "Mul", "Div", "Log", "Neg"}
+
     @pytest.mark.parametrize("graph, layers", [("label_encoder", 3), ("classifier", 2)])
     def test_the_int8_mlps_are_weight_only_and_close_to_fp32(self, tiny_bundle, graph, layers):
         import onnx
