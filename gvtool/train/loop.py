@@ -74,7 +74,8 @@ def complete_config(config: TrainConfig, data: Dataset, data_b: Dataset | None =
     model = config.model
     text = data.captions is not None and model.conditional
     if model.conditional and data.num_classes == 0 and not text:
-        raise BadInputError(f"--conditional needs labelled data, and {data.source} has no labels "
+        needs = "--model mvae learns images with their labels" if model.kind == "mvae" else "--conditional needs labelled data"
+        raise BadInputError(f"{needs}, and {data.source} has no labels "
                             "(use a folder with one subfolder per class, or an .npz with a `y` array)")
     shape = data.shape
     if data.kind == "image":

@@ -196,7 +196,7 @@ class TestTraining:
 
 class TestRefusals:
     def test_unlabelled_data(self, unlabelled_npz, make_train_config, tmp_path):
-        with pytest.raises(BadInputError, match="needs labelled data"):
+        with pytest.raises(BadInputError, match="--model mvae learns images with their labels, and .* has no labels"):
             train(make_train_config(unlabelled_npz, kind="mvae", conditional=True), tmp_path / "run")
 
     def test_vector_data(self):
