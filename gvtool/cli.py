@@ -137,7 +137,7 @@ def main() -> None:
               help="hier: how strongly the detail keeps the coarse structure it is given [default: 1; 2-D mixtures 0].")
 @click.option("--latent-channels", type=click.IntRange(0, 256),
               help="cyclevae: a spatial latent of this many maps at the convs' base resolution (its size is then "
-                   "channels x base^2, 392 at 28 px); 0 for a flat --latent-dim vector [default: 8].")
+                   "channels x base^2, 392 at 28 px); 0 for a flat --latent-dim vector [default: 0].")
 @click.option("--class-weight", type=click.FloatRange(min=0),
               help="cyclevae: a classifier learns domain A's labels, and translations must keep the class it "
                    "reads, with this weight (a domain-adaptation setting) [default: 0, unsupervised].")
@@ -629,11 +629,12 @@ def impute(bundle, images, mask, missing, count, label, seed, out, backend, devi
     check_output(out, (".png", ".npy"), True)
     model = _load(bundle, backend, device, precision, "impute")
     fitted = np.stack(_read_images(images, model))
-    completed = model.impute(fitted, mask, label, count, missing, seed)
+    masks = resolve_masks(mask, len(fitted), model.item_shape[1], missing, seed)  # once: the completions and the grid
+    completed = model.impute(fitted, masks, label, count, missing, seed)
     if out.suffix.lower() == ".npy":
         save_items(completed, out)
     else:
-        seen = resolve_masks(mask, len(fitted), model.item_shape[1], missing, seed).transpose(0, 2, 3, 1)
+        seen = masks.transpose(0, 2, 3, 1)
         shown = np.where(seen > 0, fitted, 128).astype(np.uint8)
         rows = np.concatenate([fitted[:, None], shown[:, None], completed], axis=1)
         save_items(rows.reshape(-1, *rows.shape[2:]), out, ncols=rows.shape[1])

@@ -16,15 +16,13 @@ import numpy as np
 from gvtool.errors import BadInputError
 
 MASK_KINDS = ("top", "bottom", "left", "right", "random")
-BANDS = MASK_KINDS[:4]
 
 
 def band_hidden(kind: str, side: int, missing: float) -> np.ndarray:
     """(side, side) bool: True where a band mask of `kind` hides a pixel. A row or column is hidden when its centre
     lies in the hidden share of the side, so `missing` 0.25 of 28 rows hides 7."""
     centres = (np.arange(side) + 0.5) / side
-    line = {"top": centres < missing, "bottom": centres > 1 - missing,
-            "left": centres < missing, "right": centres > 1 - missing}[kind]
+    line = centres < missing if kind in ("top", "left") else centres > 1 - missing
     return np.broadcast_to(line[:, None] if kind in ("top", "bottom") else line[None, :], (side, side))
 
 

@@ -225,11 +225,11 @@ class GenerativeModel:
 
     def _encode(self, x: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Model-range items -> the encoder's (mean, logvar); a joint model's encoder also takes the mask of observed
-        pixels (None: all observed)."""
+        pixels, (N, 1, H, W) as _observed resolved it (None: all observed)."""
         feeds = {self._item: x}
         entry = self._entries.get("encoder")  # a model without one is refused by _run, as before
         if entry is not None and any(spec.name == MASK_INPUT for spec in entry.inputs):
-            feeds[MASK_INPUT] = resolve_masks(mask, len(x), self.item_shape[1])
+            feeds[MASK_INPUT] = np.ones((len(x), 1, *self.item_shape[1:]), np.float32) if mask is None else mask
         mean, logvar = self._run("encoder", feeds)
         return mean, logvar
 

@@ -44,8 +44,8 @@ MAX_HIDDEN = 16384      # MLP units (the default is 128)
 MAX_BATCH = 1 << 16
 MAX_EPOCHS = 1_000_000
 CYCLE_EPOCHS = 20       # cyclevae: epochs of domain A in the CPU default
-MVAE_EPOCHS = 25        # mvae: a step decodes three subsets of the modalities and prior samples: 25 epochs take
-                        # about the time of the vaegan's 35
+MVAE_EPOCHS = 25        # mvae: a step decodes two subsets of the modalities and prior samples: 25 epochs take
+                        # about the time of the vaegan's 35 (289-356 s on 2 cores)
 COARSE_FACTOR = 4       # hier: the coarse stage's images are average-pooled by this factor per side (28 -> 7)
 
 
@@ -274,7 +274,7 @@ class ModelConfig:
     @property
     def networks(self) -> tuple[str, ...]:
         """Every network of the model, by name (a translation model that learns domain A's classes has a classifier
-        on its latent too)."""
+        of A's images too)."""
         return NETWORKS[self.kind] + (("classifier",) if self.class_weight > 0 else ())
 
     @property

@@ -149,7 +149,7 @@ class MaskedEncoderGraph(Graph):
     observed (the image's expert times the prior). The mask of a whole image is all ones."""
 
     def __init__(self, cfg: ModelConfig, encoder: nn.Module):
-        super().__init__(unlabelled(cfg))
+        super().__init__(cfg)
         self.encoder = encoder
         self.inputs = ((item_name(cfg.data_kind), "float32", cfg.item_shape),
                        (MASK_INPUT, "float32", (1, cfg.image_size, cfg.image_size)))
@@ -215,7 +215,7 @@ _GRAPHS = {  # graph -> (its module, the network it runs)
     "label_encoder": (LabelEncoderGraph, "label_encoder"),
     "classifier": (ClassifierGraph, "classifier"),
 }
-_JOINT_GRAPHS = {"encoder": MaskedEncoderGraph}  # mvae's own modules for graphs other kinds have too
+LABEL_GRAPHS = ("label_encoder", "classifier")  # a joint model's graphs of its label; its image graphs take none
 
 
 def graph_modules(cfg: ModelConfig, nets, replace: dict[str, nn.Module] | None = None) -> dict[str, Graph]:
@@ -227,10 +227,10 @@ def graph_modules(cfg: ModelConfig, nets, replace: dict[str, nn.Module] | None =
         nets[TEXT_GRAPH] = load_text_encoder()
     def build(graph: str) -> Graph:
         module, network = _GRAPHS[graph]
-        if cfg.kind == "mvae":  # its image decoder takes no labels: the label is a modality, not a condition
-            return _JOINT_GRAPHS.get(graph, module)(cfg if graph in ("label_encoder", "classifier") else unlabelled(cfg),
-                                                   nets[network])
-        return module(cfg, nets[network])
+        if cfg.kind == "mvae" and graph == "encoder":  # the image's expert takes the mask of observed pixels too
+            module = MaskedEncoderGraph
+        # a joint model's image graphs take no labels: its label is a modality, not a condition (models.unlabelled)
+        return module(cfg if graph in LABEL_GRAPHS else unlabelled(cfg), nets[network])
 
     return {graph: build(graph).eval() for graph in model_graphs(cfg.kind, bool(cfg.text_dim))}
 

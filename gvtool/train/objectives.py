@@ -392,10 +392,10 @@ def _mvae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor) -> StepLosse
     Discriminator:       real vs those fakes"""
     b = x.shape[0]
     mask = training_masks(b, cfg.image_size, x.device)
-    image = nets["encoder"].expert(x, mask)
-    joint, alone = product_of_experts(image, nets["label_encoder"].expert(y)), product_of_experts(image)
+    image, label = nets["encoder"].expert(x, mask), nets["label_encoder"].expert(y)
+    joint, alone = product_of_experts(image, label), product_of_experts(image)
     mean, logvar = torch.cat([joint[0], alone[0]]), torch.cat([joint[1], alone[1]])  # (2B, K)
-    label_mean, label_logvar = nets["label_encoder"](y)
+    label_mean, label_logvar = product_of_experts(label)
     z = reparameterize(mean, logvar)
     fakes = nets["decoder"](torch.cat([z, torch.randn_like(z[:b])]))  # (3B, *item): two decodings, then samples
     logits = nets["classifier"](z)

@@ -89,31 +89,33 @@ class Snapshots:
         out = run_chain(graphs, chain, values, self.n, draw)[item_name(self.cfg.data_kind)].float()
         path = self.folder / f"epoch_{epoch:04d}.png"
         if self.cfg.kind == "mvae" and len(self.held_out):
-            out = torch.cat([out, *self._inpainted(graphs, self.ncols or INPAINTED_ITEMS)])
+            out = torch.cat([out, *self._inpainted(nets, self.ncols or INPAINTED_ITEMS)])
         if self.cfg.data_kind == "image":
             save_grid(to_uint8(out).permute(0, 2, 3, 1).cpu().numpy(), path, ncols=self.ncols)
         else:
             plot_points(out.cpu().numpy(), path, centres=self.centres, reference=self.reference,
                         title=f"{self.cfg.kind}, epoch {epoch}")
 
-    def _inpainted(self, graphs, n: int) -> list[torch.Tensor]:
-        """A joint model's rows under its samples: n held-out items, what is seen of them with the top half
-        missing (grey), and their completions from the posterior mean (the observed pixels kept)."""
-        x = to_model(self.held_out.x[:n].to(self.device))
+    def _top_half_completed(self, nets, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A joint model's held-out items [start, stop) in model range, the mask hiding their top half (1 observed)
+        and what the decoder makes of the posterior mean given the rest -> (x, mask, decoded)."""
+        x = to_model(self.held_out.x[start:stop].to(self.device))
         mask = torch.from_numpy(make_masks("top", len(x), self.cfg.image_size, 0.5)).to(self.device)
-        mean, _ = graphs["encoder"](x, mask)
-        completed = x * mask + graphs["decoder"](mean).float() * (1 - mask)
-        return [x, x * mask, completed]
+        return x, mask, nets["decoder"](nets["encoder"](x, mask)[0]).float()
+
+    def _inpainted(self, nets, n: int) -> list[torch.Tensor]:
+        """A joint model's rows under its samples: n held-out items, what is seen of them with the top half
+        missing (grey), and their completions (the observed pixels kept)."""
+        x, mask, decoded = self._top_half_completed(nets, 0, n)
+        return [x, x * mask, x * mask + decoded * (1 - mask)]
 
     def _held_out_inpaint(self, nets) -> float:
         """A joint model: the mean squared error (model range) on the missing pixels of held-out items whose top half
         is missing, completed from the posterior mean."""
         total, count = torch.zeros((), device=self.device), 0
         for start in range(0, len(self.held_out), EVAL_BATCH):
-            x = to_model(self.held_out.x[start:start + EVAL_BATCH].to(self.device))
-            mask = torch.from_numpy(make_masks("top", len(x), self.cfg.image_size, 0.5)).to(self.device)
-            out = nets["decoder"](nets["encoder"](x, mask)[0]).float()
-            total += ((out - x).pow(2) * (1 - mask)).sum()
+            x, mask, decoded = self._top_half_completed(nets, start, start + EVAL_BATCH)
+            total += ((decoded - x).pow(2) * (1 - mask)).sum()
             count += (1 - mask).sum().item() * x.shape[1]
         return round(total.item() / count, 6)
 
