@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from gvtool.train.device import filled
+
 TRANSLATION_RATIO = 0.125  # DiffAugment's default: shifts of up to 1/8 of the side (+-4 px at 28x28)
 CUTOUT_RATIO = 0.5         # DiffAugment's default: a square of half the side is blanked
 
@@ -57,7 +59,7 @@ def cut_out(x: torch.Tensor, centre: torch.Tensor, size: tuple[int, int]) -> tor
 
 def _translation(x: torch.Tensor, n_draws: int, draw: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[2:]
-    limit = torch.tensor([int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)], device=x.device)
+    limit = filled([int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)], x.device)
     shift = (torch.rand(n_draws, 2, device=x.device) * (2 * limit + 1)).long() - limit  # uniform in [-limit, limit]
     return translate(x, shift[draw])
 
@@ -65,7 +67,7 @@ def _translation(x: torch.Tensor, n_draws: int, draw: torch.Tensor) -> torch.Ten
 def _cutout(x: torch.Tensor, n_draws: int, draw: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[2:]
     size = (int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5))
-    centre = (torch.rand(n_draws, 2, device=x.device) * torch.tensor([h, w], device=x.device)).long()
+    centre = (torch.rand(n_draws, 2, device=x.device) * filled([h, w], x.device)).long()
     return cut_out(x, centre[draw], size)
 
 

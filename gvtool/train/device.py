@@ -42,3 +42,9 @@ def resolve_precision(spec: str, device: torch.device) -> str:
     if spec == "fp16" and device.type != "cuda":
         raise BadInputError("--precision fp16 needs a CUDA device (it relies on loss scaling); use bf16 or fp32 on the CPU")
     return spec
+
+
+def filled(values: list[float] | list[int], device: torch.device | str) -> torch.Tensor:
+    """A small constant vector made on `device` by fill kernels: torch.tensor(values, device=...) copies it from the
+    host, which a step captured as a CUDA graph cannot do."""
+    return torch.stack([torch.full((), v, device=device) for v in values])

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from gvtool.errors import BackendUnavailableError, BadInputError
 
@@ -91,6 +93,32 @@ def launched(device: str, environ=os.environ):
         yield device
     finally:
         dist.destroy_process_group()
+
+
+def wrapped(net: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
+    """`net` in DistributedDataParallel without its buffer broadcast at every forward. A step runs some networks
+    forward twice before their backward (a translation model's encoder and decoders: the codes, then the cycle), and
+    that broadcast writes the batch-norm statistics in place, which the first forward's backward may have saved
+    (torch 2.11's batch norm does: autograd then refuses). Rank 0's buffers reach the others between steps instead
+    (sync_buffers). The keyword is forward_sync_buffers from torch 2.13, broadcast_buffers before."""
+    keyword = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+               else "broadcast_buffers")
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None, **{keyword: False})
+
+
+def sync_buffers(nets, world: World) -> None:
+    """Rank 0's buffers (batch-norm statistics, spectral norm's vectors) copied into every rank's `nets`, one
+    broadcast per dtype, so the ranks step from the same state as they did with DistributedDataParallel's own
+    broadcast."""
+    if world.size == 1 or not world.is_distributed:
+        return
+    buffers = [b for net in nets for b in net.buffers()]
+    for dtype in dict.fromkeys(b.dtype for b in buffers):
+        same = [b for b in buffers if b.dtype == dtype]
+        flat = torch.cat([b.detach().reshape(-1) for b in same])
+        dist.broadcast(flat, src=0)
+        for b, part in zip(same, flat.split([b.numel() for b in same])):
+            b.copy_(part.view_as(b))
 
 
 def shard(batch: torch.Tensor, world: World) -> torch.Tensor:

@@ -18,7 +18,6 @@ from typing import Protocol
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from gvtool import __version__, system
 from gvtool.errors import BadInputError
@@ -134,7 +133,7 @@ def _restore(path: Path, device: torch.device, nets, optimizers, ema: WeightAver
         for name, net in nets.items():
             net.load_state_dict(ckpt.models[name])
             if name in optimizers:  # a prior's frozen base networks have none
-                optimizers[name].load_state_dict(ckpt.optimizers[name])
+                optimizers[name].load_state_dict(_as_built(ckpt.optimizers[name], optimizers[name]))
                 _match_layouts(optimizers[name])
         if ema is not None:
             ema.net.load_state_dict(ckpt.models[average_name(ema_of)])
@@ -182,6 +181,15 @@ def _check_memory(mcfg, device: torch.device) -> None:
         raise BadInputError(f"the networks have {count / 1e6:,.0f} M parameters: training them needs about "
                             f"{needed / 1e9:,.1f} GB, and {free / 1e9:,.1f} GB is free on {device}; pass a smaller "
                             "--width or --hidden")
+
+
+def _as_built(state: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """A saved optimizer state with this process's `capturable` and `fused` flags: a run saved by an eager step (the
+    CPU, a torchrun world) and resumed by a captured one needs its step counts on the device (load_state_dict puts
+    them there for a capturable group), and a torch without a fused Adam for this device resumes a fused one."""
+    groups = [saved | {key: built[key] for key in ("capturable", "fused") if key in built}
+              for saved, built in zip(state["param_groups"], optimizer.param_groups)]
+    return state | {"param_groups": groups}
 
 
 def _adam(params: list, config: TrainConfig, capturable: bool = False) -> torch.optim.Adam:
@@ -349,8 +357,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     # What the step runs: the networks themselves, or (torchrun) their DistributedDataParallel wrappers, which
     # average each network's gradients over the ranks as its own backward pass produces them
     stepped = dict(nets.items()) if not world.is_distributed else {
-        name: DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-        if name in mcfg.trained else net for name, net in nets.items()}
+        name: distributed.wrapped(net, device) if name in mcfg.trained else net for name, net in nets.items()}
+    distributed.sync_buffers(nets.values(), world)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         # Written again on resume: --epochs, --device or --precision may have changed.
@@ -437,6 +445,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
                     values = runner(index, step)
                 else:
                     values = body(index)
+                    distributed.sync_buffers(nets.values(), world)
                     if ema is not None:
                         ema.update(nets[averaged], step)
                 batch_in_epoch += 1

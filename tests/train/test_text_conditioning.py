@@ -107,6 +107,7 @@ class TestConfig:
         with pytest.raises(BadInputError, match="not vector data"):
             make_model_config(conditional=True, text_dim=8, data_kind="vector")
 
+    @pytest.mark.text_encoder
     def test_captions_fill_in_the_text_dim_and_no_classes(self, make_train_config, labelled_npz, tmp_path):
         (tmp_path / "c.txt").write_text("a thing\n" * N)
         config = make_train_config(labelled_npz, conditional=True, captions=str(tmp_path / "c.txt"))
@@ -133,12 +134,14 @@ class TestNetworks:
 
 
 class TestEmbedCaptions:
+    @pytest.mark.text_encoder
     def test_items_with_fewer_captions_repeat_their_own(self):
         e = embed_captions((("a thin 4", "a thick 4"), ("a 7",)), torch.device("cpu"))
         assert e.shape == (2, 2, 384)
         assert torch.equal(e[1, 0], e[1, 1]) and not torch.equal(e[0, 0], e[0, 1])
 
 
+@pytest.mark.text_encoder
 def test_a_tiny_text_conditioned_run_trains_resumes_and_lists_its_prompts(make_train_config, labelled_npz, tmp_path):
     (tmp_path / "c.txt").write_text("".join(f"a {'thin' if i % 2 else 'thick'} {i % 4}\n" for i in range(N)))
     config = make_train_config(labelled_npz, conditional=True, captions=str(tmp_path / "c.txt"))
