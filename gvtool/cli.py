@@ -435,10 +435,14 @@ def _read_npy(path: Path, what: str):
 
 
 def _condition(model, label, prompt, default_label=None):
-    """What a conditional model is given: a class (--label), or a text-conditioned model's --prompt; refused in one
-    line when it does not fit the model."""
+    """What a conditional model is given: a class (--label), or a text-conditioned model's --prompt (a joint model
+    with captions takes either); refused in one line when it does not fit the model."""
     from gvtool.errors import BadInputError
 
+    if model.text is not None and model.num_classes:  # a joint model with captions: a class or a prompt
+        if label is not None and prompt is not None:
+            raise BadInputError("give --label or --prompt, not both: this model takes either")
+        return prompt if prompt is not None else default_label if label is None else label
     if model.text is not None:
         if label is not None:
             raise BadInputError("--label is for class-conditional models; this text-conditioned one takes --prompt")
@@ -460,7 +464,8 @@ PROMPT_OPTION = click.option("--prompt", default=None, help="Text-conditioned mo
 @click.option("--seed", type=int, default=None, help="Same seed, same samples.")
 @click.option("--label", type=int, default=None, help="Conditional models: one class for all [default: cycle the classes].")
 @click.option("--prompt", "prompts", multiple=True,
-              help="Text-conditioned models: what to draw, e.g. \"a thin 4\"; repeat for several (--n each, a row each).")
+              help="Text-conditioned models (and joint models with captions): what to draw, e.g. \"a thin 4\"; repeat "
+                   "for several (--n each, a row each).")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Scale of the prior latents.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
               help=".png (a grid) or .npy (streamed with bounded memory for large --n).")
@@ -473,7 +478,7 @@ def sample(bundle, count, seed, label, prompts, temperature, out, backend, devic
 
     model = _load(bundle, backend, device, precision, "sample")
     _condition(model, label, prompts[0] if prompts else None)  # refuses what does not fit the model
-    if model.text is not None:
+    if prompts:
         label = [p for p in prompts for _ in range(count)]  # --n items per prompt, prompt by prompt
         count *= len(prompts)
     check_output(out, (".png", ".npy"), model.is_image)
@@ -612,13 +617,16 @@ MASK_HELP = ("Which pixels are missing: top, bottom, left or right (a band of ro
               help="The share of each image a mask kind hides.")
 @click.option("--n", "count", type=click.IntRange(1, 64), default=4, show_default=True, help="Completions per image.")
 @click.option("--label", type=int, default=None, help="The images' class, when known: the completions keep it.")
+@click.option("--prompt", default=None,
+              help="A joint model with captions: what the images show, in words (e.g. \"a thick 7\"); the completions "
+                   "follow it.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same completions (and random masks).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("imputed.png"), show_default=True,
               help=".png: a row per image: the original, what was seen (missing pixels grey), the completions; "
                    ".npy: the completions, (N, n, H, W, C) uint8.")
 @runtime_options
 @reports_errors
-def impute(bundle, images, mask, missing, count, label, seed, out, backend, device, precision) -> None:
+def impute(bundle, images, mask, missing, count, label, prompt, seed, out, backend, device, precision) -> None:
     """Fill in the missing part of image files (a joint model: gvtool train --model mvae), several ways each."""
     replaced = out.is_file()  # said after writing: the file is replaced, as asked
     import numpy as np
@@ -630,7 +638,7 @@ def impute(bundle, images, mask, missing, count, label, seed, out, backend, devi
     model = _load(bundle, backend, device, precision, "impute")
     fitted = np.stack(_read_images(images, model))
     masks = resolve_masks(mask, len(fitted), model.item_shape[1], missing, seed)  # once: the completions and the grid
-    completed = model.impute(fitted, masks, label, count, missing, seed)
+    completed = model.impute(fitted, masks, _condition(model, label, prompt), count, missing, seed)
     if out.suffix.lower() == ".npy":
         save_items(completed, out)
     else:

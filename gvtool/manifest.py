@@ -21,12 +21,16 @@ MANIFEST_FILE = "manifest.json"
 FORMAT = 1  # bump on any change a reader of the old format would misread
 PRECISIONS = ("fp32", "fp16", "int8")
 GRAPHS = ("encoder", "decoder", "prior", "coarse", "detail", "encoder_b", "decoder_b", "text_encoder", "label_encoder",
-          "classifier")
+          "classifier", "caption_encoder")
 # A text-conditioned model's sentence encoder: (input_ids, attention_mask) of a tokenised prompt -> its embedding, the
 # condition its other graphs take in place of labels. It is exported beside the kind's own graphs (CHAINS).
 TEXT_GRAPH = "text_encoder"
 TEXT_INPUTS = ("input_ids", "attention_mask")
 TEXT_EMBEDDING = "text_embedding"
+# A joint model (mvae) with captions: the caption's expert, (text_embedding, latent_noise) -> the latents drawn from
+# the posterior given the caption and that posterior (LABEL_POSTERIOR's names: the posterior given the condition). Its
+# prompts run text_encoder -> caption_encoder where its labels run label_encoder.
+CAPTION_GRAPH = "caption_encoder"
 # A translation model's domains, by the graphs that encode from and decode to each: "encoder" and "decoder" are
 # domain A's (so that sampling, encoding and reconstruction work on A as on any model), the *_b graphs domain B's.
 DOMAIN_GRAPHS = (("encoder", "decoder"), ("encoder_b", "decoder_b"))
@@ -81,7 +85,8 @@ TEXT_KINDS = ("vaegan", "vae", "gan")  # the kinds that can be text-conditioned:
 # in this order); every other input must come from an earlier graph or the caller (labels).
 NOISE_INPUTS = ("latents", "noise", "detail_noise", "latent_noise")
 MASK_INPUT = "mask"  # a joint model's encoder: (N, 1, H, W) float, 1 where the pixel is observed (gvtool.masks)
-LABEL_POSTERIOR = ("label_mean", "label_logvar")  # a joint model's label_encoder: the posterior given the label
+LABEL_POSTERIOR = ("label_mean", "label_logvar")  # a joint model's label_encoder (caption_encoder): the posterior given
+                                                  # the label (the caption)
 DATA_KINDS = ("image", "vector")
 TENSOR_DTYPES = ("float32", "float16", "int64", "int32", "uint8")
 MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is a few KB; this bounds what a hostile one makes us parse
@@ -214,7 +219,7 @@ class ModelInfo:
     decoding: tuple[str, ...] | None = None      # from before they were recorded): the kind's declaration
     domains: tuple[str, ...] = ()   # a translation model's two domains (their data sources), A first; else none
     item_shape_b: tuple[int, ...] = ()  # a translation model's domain B items (C, H, W); A's are item_shape
-    text: TextInfo | None = None    # a text-conditioned model's prompts; None for every other model
+    text: TextInfo | None = None    # a text-conditioned model's prompts (a joint model's captions); None for every other
 
     def __post_init__(self) -> None:
         if isinstance(self.text, dict):
@@ -243,6 +248,12 @@ class ModelInfo:
     def graphs(self) -> tuple[str, ...]:
         """Every graph the model exports: its kind's, and a text-conditioned model's text encoder."""
         return model_graphs(self.kind, self.text is not None)
+
+    @property
+    def prompted_prior(self) -> tuple[str, ...]:
+        """The graphs between a prompt's embedding and the latents: a joint model's caption expert; for a model that
+        takes the embedding as its decoder's condition, the latent prior as without prompts."""
+        return (CAPTION_GRAPH,) if self.kind == "mvae" else self.latent_prior
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self) | {"item_shape": list(self.item_shape), "class_names": list(self.class_names),
@@ -296,8 +307,9 @@ class Manifest:
 
 
 def model_graphs(kind: str, text: bool) -> tuple[str, ...]:
-    """The graphs a model of `kind` exports (CHAINS), with the text encoder when it is text-conditioned."""
-    return CHAINS[kind].graphs + ((TEXT_GRAPH,) if text else ())
+    """The graphs a model of `kind` exports (CHAINS), with the text encoder when it takes text (and a joint model's
+    caption expert)."""
+    return CHAINS[kind].graphs + (((CAPTION_GRAPH,) if kind == "mvae" else ()) + (TEXT_GRAPH,) if text else ())
 
 
 def cycled_labels(n: int, num_classes: int) -> list[int]:
@@ -484,10 +496,12 @@ def check_manifest(raw: object) -> None:
     conditional = _get(model, "conditional", "model", (bool,))
     classes = _int(model, "num_classes", "model", 0, 1 << 16)
     text = _text(model)
-    if text and (not conditional or classes or model["kind"] not in TEXT_KINDS):
-        raise SchemaError(f"model.text is for conditional {', '.join(TEXT_KINDS)} models without classes, not a "
-                          f"{'conditional' if conditional else 'unconditional'} {model['kind']} of {classes} classes")
-    if not text and (conditional != (classes >= 2) or (not conditional and classes)):
+    joint = model["kind"] == "mvae"  # a joint model's caption is a third modality beside its classes
+    if text and (not conditional or (classes >= 2) != joint or model["kind"] not in (*TEXT_KINDS, "mvae")):
+        raise SchemaError(f"model.text is for conditional {', '.join(TEXT_KINDS)} models without classes and joint "
+                          f"(mvae) models with them, not a {'conditional' if conditional else 'unconditional'} "
+                          f"{model['kind']} of {classes} classes")
+    if (not text or joint) and (conditional != (classes >= 2) or (not conditional and classes)):
         raise SchemaError(f"model.num_classes {classes} does not fit conditional {conditional} (>= 2 when conditional, "
                           "else 0)")
     names = _get(model, "class_names", "model", (list, type(None)), required=False)

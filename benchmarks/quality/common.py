@@ -46,10 +46,12 @@ def write_results(out: Path, stem: str, rows: list[dict], table: str) -> None:
     (out / f"{stem}.md").write_text(table + "\n")
 
 
-def seeds_main(description: str, stem: str, run_one, table, samples_grid) -> None:
-    """The command line of a one-data-set quality script: [--data mnist] [--seeds 0,1,2] [--epochs N] [--out DIR].
-    Each seed's rows come from run_one(data, seed, epochs, out), and out/STEM.json and .md are written after each;
-    samples_grid(first row, out / "STEM-samples.png") draws the first seed's samples at the end."""
+def seeds_main(description: str, stem: str, run_one, table, samples_grid, options: dict[str, str] | None = None) -> None:
+    """The command line of a one-data-set quality script: [--data mnist] [--seeds 0,1,2] [--epochs N] [--out DIR],
+    and the script's own `options` (name -> help: --NAME VALUE, passed to run_one as NAME=VALUE, None when not given).
+    Each seed's rows come from run_one(data, seed, epochs, out, **options), and out/STEM.json and .md are written after
+    each (STEM-NAME for each option given); samples_grid(first row, out / "STEM-samples.png") draws the first seed's
+    samples at the end."""
     import argparse
 
     parser = argparse.ArgumentParser(description=description)
@@ -57,11 +59,15 @@ def seeds_main(description: str, stem: str, run_one, table, samples_grid) -> Non
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results"))
+    for name, help_text in (options or {}).items():
+        parser.add_argument(f"--{name}", default=None, help=help_text)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    given = {name: getattr(args, name) for name in options or {}}
+    stem += "".join(f"-{name}" for name, value in given.items() if value is not None)
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows += run_one(args.data, seed, args.epochs, args.out)
+        rows += run_one(args.data, seed, args.epochs, args.out, **given)
         print(f"{args.data} seed {seed}: done", flush=True)
         write_results(args.out, stem, rows, table(rows))
     samples_grid(rows[0], args.out / f"{stem}-samples.png")

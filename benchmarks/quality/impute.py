@@ -1,7 +1,8 @@
 """Missing modalities (gvtool train --model mvae): a joint model of images and labels, given part of what it models,
 fills in the rest. Over several seeds, through the exported bundle at every precision.
 
-    python benchmarks/quality/impute.py [--data mnist] [--seeds 0,1,2] [--epochs N] [--out benchmarks/quality/results]
+    python benchmarks/quality/impute.py [--data mnist] [--seeds 0,1,2] [--epochs N] [--captions builtin]
+                                        [--out benchmarks/quality/results]
 
 Each seed trains `gvtool train --model mvae`'s defaults (or --epochs): an expert per modality (a partly observed
 image with its mask; a label), a product of their Gaussians as the posterior of what is observed, the VAE-GAN's
@@ -14,6 +15,11 @@ filling them with the mean training image, the evaluator's accuracy on the compl
 mean-filled ones, the label read from the visible part alone, and the completions' spread. Beside them: the median
 latency of imputing one image and 64 (onnxruntime on the CPU, fp32: encoder -> decoder). Finished runs and bundles
 are reused (common.py).
+
+With --captions (builtin: captions made from each digit's label and measured thickness, slant, size and position),
+the joint model has a third modality, a caption, and the image drawn from a held-out caption (phrased as no training
+caption is) is measured as `gvtool eval` measures a text-conditioned model: the prompted digit and the attribute
+errors against the described image's; the results go to impute-captions.json and .md.
 
 Writes impute.json (every run and precision), impute.md (mean ± std, worst seed in brackets) and
 impute-samples.png (seed 0's fp32 bundle: per held-out digit, the original, what was seen, four completions; a
@@ -34,6 +40,11 @@ MISSING = ("0.25", "0.5", "0.75")
 FIGURES = [("label from image", ("imputation", "label_from_image", "accuracy"), "max"),
            ("image from label", ("imputation", "image_from_label", "accuracy"), "max"),
            ("FD", ("frechet_distance",), "min")]
+CAPTION_FIGURES = [("image from caption: digit", ("text", "class_accuracy"), "max"),
+                   ("slant error °", ("text", "slant", "mean_abs_error"), "min"),
+                   ("ignoring it", ("text", "slant", "mean_abs_error_ignoring_it"), "min"),
+                   ("thickness error px", ("text", "thickness", "mean_abs_error"), "min"),
+                   ("ignoring it", ("text", "thickness", "mean_abs_error_ignoring_it"), "min")]
 INPAINT = [("MSE", "masked_mse", "min"), ("best of 4", "masked_mse_best", "min"), ("mean fill", "masked_mse_mean_fill", "min"),
            ("evaluator", "evaluator_accuracy", "max"), ("mean fill", "evaluator_accuracy_mean_fill", "max"),
            ("label", "label_accuracy", "max"), ("spread", "diversity", "max")]
@@ -55,9 +66,10 @@ def impute_latency_ms(bundle_dir: Path, seconds: float = 1.0) -> dict[str, float
                 for n in LATENCY_BATCHES}
 
 
-def run_one(data: str, seed: int, epochs: int | None, out: Path) -> list[dict]:
-    name = f"impute-{data}-s{seed}-t{torch.get_num_threads()}"
-    config = TrainConfig.defaults_for(data, "cpu", "mvae").replace(seed=seed, **({"epochs": epochs} if epochs else {}))
+def run_one(data: str, seed: int, epochs: int | None, out: Path, captions: str | None = None) -> list[dict]:
+    name = f"impute-{data}{'-captions' if captions else ''}-s{seed}-t{torch.get_num_threads()}"
+    config = TrainConfig.defaults_for(data, "cpu", "mvae").replace(seed=seed, captions=captions,
+                                                                    **({"epochs": epochs} if epochs else {}))
     results = measured(config, out, name)
     results[0]["impute_latency_ms"] = impute_latency_ms(out / "bundles" / name)
     return [r | {"run_dir": str(out / "runs" / name), "bundle": str(out / "bundles" / name)} for r in results]
@@ -65,15 +77,18 @@ def run_one(data: str, seed: int, epochs: int | None, out: Path) -> list[dict]:
 
 def table(results: list[dict]) -> str:
     n_seeds = len({r["seed"] for r in results})
-    head = (f"### {results[0]['data']}: a joint model of images and labels ({n_seeds} seed{'s' if n_seeds > 1 else ''}, "
+    captioned = any("text" in r for r in results)
+    figures = FIGURES + (CAPTION_FIGURES if captioned else [])
+    modalities = "images, labels and captions" if captioned else "images and labels"
+    head = (f"### {results[0]['data']}: a joint model of {modalities} ({n_seeds} seed{'s' if n_seeds > 1 else ''}, "
             "mean ± std; worst seed in brackets)")
-    lines = [head, "", "| precision | " + " | ".join(label for label, _, _ in FIGURES)
-             + " | impute ms b1 | b64 | train s |", "|---" * (len(FIGURES) + 4) + "|"]
+    lines = [head, "", "| precision | " + " | ".join(label for label, _, _ in figures)
+             + " | impute ms b1 | b64 | train s |", "|---" * (len(figures) + 4) + "|"]
     precisions = list(dict.fromkeys(r["precision"] for r in results))
     for precision in precisions:
         rows = [r for r in results if r["precision"] == precision]
         cells = [summary([v for r in rows if (v := get(r, path)) is not None], better == "max")
-                 for _, path, better in FIGURES + [(str(n), ("impute_latency_ms", str(n)), "min") for n in LATENCY_BATCHES]
+                 for _, path, better in figures + [(str(n), ("impute_latency_ms", str(n)), "min") for n in LATENCY_BATCHES]
                  + [("train s", ("train_seconds",), "min")]]
         lines.append(f"| {precision} | " + " | ".join(cells) + " |")
     lines += ["", "Inpainting, mean over the five mask kinds (MSE on the missing pixels, model scale [-1, 1]; "
@@ -116,7 +131,8 @@ def samples_grid(bundle: Path, run_dir: Path, path: Path) -> None:
 
 def main() -> None:
     seeds_main(__doc__.splitlines()[0], "impute", run_one, table,
-               lambda row, path: samples_grid(Path(row["bundle"]), Path(row["run_dir"]), path))
+               lambda row, path: samples_grid(Path(row["bundle"]), Path(row["run_dir"]), path),
+               {"captions": "a third modality: builtin (captions made from the digits) or a captions file"})
 
 
 if __name__ == "__main__":

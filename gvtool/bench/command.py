@@ -14,7 +14,7 @@ import numpy as np
 
 from gvtool import system
 from gvtool.errors import BadInputError
-from gvtool.manifest import DOMAIN_GRAPHS, GRAPHS, PRECISIONS, TEXT_GRAPH, ModelInfo, read_manifest
+from gvtool.manifest import CAPTION_GRAPH, DOMAIN_GRAPHS, GRAPHS, PRECISIONS, TEXT_GRAPH, ModelInfo, read_manifest
 from gvtool.runtime.backends import BACKENDS as RUNTIME_BACKENDS
 from gvtool.runtime.backends import open_backend
 from gvtool.bench.core import (BenchReport, bundle_info, cuda_devices_info, library_versions, machine_info,
@@ -32,7 +32,8 @@ PATHS = {"translate_ab": (DOMAIN_GRAPHS[0][0], DOMAIN_GRAPHS[1][1]),
          "prompt_to_images": (TEXT_GRAPH, "decoder"),
          # a joint model: a partly observed image -> its posterior mean -> the decoded image, or the label
          "impute": ("encoder", "decoder"), "classify": ("encoder", "classifier")}
-JOINT_PATHS = ("impute", "classify")  # timed by default for a joint model only (another's encoder -> decoder is not one)
+JOINT_PATHS = ("impute", "classify")  # timed by default for a joint model only (another's encoder -> decoder is not
+# one), and the other paths for other models only
 
 
 MAX_BATCH = 1 << 16
@@ -60,10 +61,10 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
     manifest = read_manifest(bundle)
     if graphs is None:  # every graph the bundle has, in the order its chains run them, and its translation paths
         present = {g.graph for g in manifest.graphs.values()}
-        graphs = [g for g in ("encoder", TEXT_GRAPH, *manifest.model.sampling, *DOMAIN_GRAPHS[1], "classifier")
-                  if g in present]
+        graphs = [g for g in ("encoder", TEXT_GRAPH, CAPTION_GRAPH, *manifest.model.sampling, *DOMAIN_GRAPHS[1],
+                              "classifier") if g in present]
         graphs += [path for path, chain in PATHS.items() if all(g in present for g in chain)
-                   and (path not in JOINT_PATHS or manifest.model.kind == "mvae")]
+                   and (path in JOINT_PATHS) == (manifest.model.kind == "mvae")]
     for name, values, allowed in (("--backend", backends, BACKENDS), ("--precision", precisions, PRECISIONS),
                                   ("--graph", graphs, GRAPHS + tuple(PATHS))):
         unknown = [v for v in values if v not in allowed]
@@ -71,6 +72,9 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
             raise BadInputError(f"unknown {name} {','.join(unknown) or '(none)'}; expected some of {','.join(allowed)}")
     if not devices:
         raise BadInputError("--device names no device; expected cpu, cuda or cuda:I, comma-separated")
+    if "prompt_to_images" in graphs and manifest.model.kind == "mvae":
+        raise BadInputError("prompt_to_images is a text-conditioned model's path (text_encoder -> decoder); a joint "
+                            "model's prompts run text_encoder -> caption_encoder -> decoder: time those graphs")
     _check_memory(manifest.model, max(batch_sizes))
     devices = [_device_name(d) for d in devices]
     # A value given twice would be measured twice and reported as two rows.

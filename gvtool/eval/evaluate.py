@@ -21,7 +21,7 @@ from gvtool.eval import metrics
 from gvtool.eval.copies import copy_check
 from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
 from gvtool.eval.imputation import imputation_metrics
-from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle,
+from gvtool.manifest import (CAPTION_GRAPH, CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle,
                              item_name, read_manifest)
 from gvtool.train.captions import BUILTIN, bands, captions, measure
 from gvtool.train.loop import load_data
@@ -88,10 +88,11 @@ def _run_target(run_dir: Path) -> Target:
 
     @torch.no_grad()
     def conditions(n: int, labels=None) -> dict:
-        """The condition values for n items: labels (given, or cycled), a text-conditioned model's prompts embedded."""
+        """The condition values for n items: labels (given, or cycled), or prompts embedded (a text-conditioned
+        model's, and a joint model's with captions)."""
         if not cfg.conditional:
             return {}
-        if cfg.text_dim:
+        if cfg.text_dim and (labels is not None and isinstance(labels[0], str) or not cfg.num_classes):
             if labels is None:
                 raise BadInputError("a text-conditioned model needs prompts")
             return {TEXT_EMBEDDING: embed_captions(tuple((p,) for p in labels), torch.device("cpu"))[:, 0]}
@@ -99,7 +100,8 @@ def _run_target(run_dir: Path) -> Target:
 
     @torch.no_grad()
     def sample(n: int, seed: int, prompts: list[str] | None = None) -> np.ndarray:
-        return finished(run_chain(graphs, chains.sampling, conditions(n, prompts), n, drawn(Noise(seed)))[item])
+        prior = (CAPTION_GRAPH,) if prompts is not None and cfg.kind == "mvae" else chains.latent_prior  # a caption's expert
+        return finished(run_chain(graphs, prior + chains.decoding, conditions(n, prompts), n, drawn(Noise(seed)))[item])
 
     @torch.no_grad()
     def reconstruct(items: np.ndarray, labels=None) -> np.ndarray:
@@ -213,7 +215,8 @@ def evaluate(target: Path, *, data_source: str | None = None, n: int | None = No
         result["translation"] = _translation_metrics(t, config, data, data_b, (train_set, held_out), log)
     if t.impute is not None:
         evaluator, meta = _evaluator(data, config, log)
-        result["imputation"] = imputation_metrics(t.classify, t.impute, fake, (train_set, held_out),
+        from_labels = fake if prompts is None else t.sample(n, seed)  # image from label: samples of cycled classes
+        result["imputation"] = imputation_metrics(t.classify, t.impute, from_labels, (train_set, held_out),
                                                   config.model.num_classes, seed, evaluator, meta)
     return result
 

@@ -29,9 +29,9 @@ from gvtool.export.validate import validate_graph
 from gvtool.export.variants import to_fp16, to_int8, to_int8_weights
 from gvtool.runtime.bundles import BUNDLES_ROOT
 from gvtool.masks import mixed_masks
-from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, MASK_INPUT, PRECISIONS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, GraphEntry,
-                             Manifest, ModelInfo, TextInfo, cycled_labels, domain_names, is_bundle, item_name,
-                             model_graphs, read_manifest, sha256_file, write_manifest)
+from gvtool.manifest import (CAPTION_GRAPH, CHAINS, DOMAIN_GRAPHS, MASK_INPUT, PRECISIONS, TEXT_EMBEDDING, TEXT_GRAPH,
+                             TEXT_INPUTS, GraphEntry, Manifest, ModelInfo, TextInfo, cycled_labels, domain_names,
+                             is_bundle, item_name, model_graphs, read_manifest, sha256_file, write_manifest)
 from gvtool.prompts import MAX_TOKENS, PromptTokenizer
 from gvtool.train.captions import captioned
 from gvtool.train.text import TEXT_ENCODER_NAME, TOKENIZER_FILE, text_encoder_dir
@@ -41,7 +41,7 @@ from gvtool.train.data import PIXEL_OFFSET, PIXEL_SCALE, load_dataset, split, to
 # Graphs whose int8 variant is weight-only (variants.to_int8_weights): static int8 activations wreck a transformer's
 # embedding, and a joint model's tiny label encoder and classifier (MLPs of a few thousand weights) lose accuracy to
 # them for no speed
-WEIGHT_ONLY_INT8 = (TEXT_GRAPH, "label_encoder", "classifier")
+WEIGHT_ONLY_INT8 = (TEXT_GRAPH, "label_encoder", "classifier", CAPTION_GRAPH)
 # Graphs whose static int8 covers the convs and linear layers only: a joint model's encoder ends in the product of
 # Gaussian experts, whose precisions span e^-10 to e^10; int8 activations there moved its outputs by 0.085 on average
 # after one MNIST epoch (tolerance 0.03), while the convs hold nearly all its multiply-adds
@@ -227,13 +227,16 @@ class _Inputs:
                              tokenizer_sha256=sha256_file(tokenizer_path), encoder=TEXT_ENCODER_NAME)
 
     def _conditions(self, n: int) -> dict[str, torch.Tensor]:
-        """What a conditional graph is fed beside its other inputs: labels cycled through the classes, or the held-out
-        captions' embeddings cycled."""
+        """What a conditional graph is fed beside its other inputs: labels cycled through the classes, and (a model
+        that takes text) the held-out captions' embeddings cycled."""
         if not self.cfg.conditional:
             return {}
+        conditions = {}
         if self.cfg.text_dim:
-            return {TEXT_EMBEDDING: torch.from_numpy(self.embeddings[np.arange(n) % len(self.embeddings)])}
-        return {"labels": torch.tensor(cycled_labels(n, self.cfg.num_classes))}
+            conditions[TEXT_EMBEDDING] = torch.from_numpy(self.embeddings[np.arange(n) % len(self.embeddings)])
+        if self.cfg.num_classes:
+            conditions["labels"] = torch.tensor(cycled_labels(n, self.cfg.num_classes))
+        return conditions
 
     def model_info(self) -> ModelInfo:
         c, chains = self.cfg, CHAINS[self.cfg.kind]
@@ -300,6 +303,8 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
     chain = CHAINS[cfg.kind].sampling
     if graph in inputs.notes:  # an encoder's items
         note = inputs.notes[graph]
+    elif graph == CAPTION_GRAPH:
+        note = "the held-out captions' sentence embeddings"
     elif graph in chain[1:]:
         note = f"seeded N(0, I) noise through {' -> '.join(chain[:chain.index(graph)])}"
     else:

@@ -53,11 +53,12 @@ OPERATIONS = ("sample", "decode", "encode", "reconstruct", "interpolate", "trans
 
 def graphs_for(model: ModelInfo, operation: str) -> list[str]:
     """The graphs an operation runs on a model, from its declared chains."""
-    text = (TEXT_GRAPH,) if model.text is not None else ()  # a text-conditioned model encodes its prompts first
+    # a model that takes text encodes its prompts first (a joint model's then run its caption expert)
+    text = () if model.text is None else (TEXT_GRAPH, *(g for g in model.prompted_prior if g not in model.latent_prior))
     needs = {"sample": text + model.sampling, "decode": text + model.decoding, "encode": ("encoder",),
              "reconstruct": ("encoder", *text, *model.decoding), "interpolate": ("encoder", *text, *model.sampling),
              "translate": tuple(g for pair in DOMAIN_GRAPHS for g in pair),
-             "classify": ("encoder", "classifier"), "impute": ("encoder", "label_encoder", "decoder")}
+             "classify": ("encoder", "classifier"), "impute": ("encoder", "label_encoder", "decoder", *text)}
     if operation not in needs:
         raise BadInputError(f"unknown operation {operation!r}; expected one of {', '.join(OPERATIONS)}")
     return list(dict.fromkeys(needs[operation]))
@@ -168,14 +169,16 @@ class GenerativeModel:
         _check_count(n)
         _check_temperature(temperature)
         noise = Noise(seed, temperature)
-        if not self.latent_prior:
+        labels = self._labels(labels, n) if labels is not None or self.latent_prior else None
+        prior = self._prior(labels)
+        if not prior:
             return noise("latents", n, (self.latent_dim,))
-        return self._chain(self.latent_prior, self._with_labels({}, self._labels(labels, n)), n, noise)["latents"]
+        return self._chain(prior, self._with_labels({}, labels), n, noise)["latents"]
 
     def sample(self, n: int, seed: int | None = None, labels=None, temperature: float = 1.0) -> np.ndarray:
         """n items from the sampling chain. Conditional models: `labels` is one class for all, or (n,) classes;
         None cycles through the classes. A text-conditioned model's labels are prompts: one string for all, or n
-        strings. `temperature` scales every noise the chain draws."""
+        strings; a joint model with captions takes either. `temperature` scales every noise the chain draws."""
         return next(self.sample_chunks(n, seed, labels, temperature, chunk=n))
 
     def sample_chunks(self, n: int, seed: int | None = None, labels=None, temperature: float = 1.0,
@@ -187,13 +190,14 @@ class GenerativeModel:
         chunk = DEFAULT_CHUNK if chunk is None else chunk
         if chunk < 1:
             raise BadInputError(f"chunk must be >= 1, got {chunk}")
-        self._need(self.latent_prior + self.decoding, "sample")
         labels = self._labels(labels, n)
+        chain = self._prior(labels) + self.decoding
+        self._need(chain, "sample")
         noise = Noise(seed, temperature)  # one stream per noise input: chunks draw what one call would
         for start in range(0, n, chunk):
             size = min(chunk, n - start)
             values = self._with_labels({}, None if labels is None else labels[start:start + size])
-            yield self._to_items(self._chain(self.latent_prior + self.decoding, values, size, noise)[self._item])
+            yield self._to_items(self._chain(chain, values, size, noise)[self._item])
 
     # --- decoding and encoding -----------------------------------------------------------------
 
@@ -294,7 +298,8 @@ class GenerativeModel:
                temperature: float = 1.0) -> np.ndarray:
         """n completions of each partly observed image -> uint8 (N, n, H, W, C): the observed pixels as given, the
         missing ones decoded from latents drawn (seeded) from the posterior given what is observed: the pixels, and
-        the label too when `labels` (one class for all, or one per image) is given. Where the visible part is
+        the label too when `labels` (one class for all, or one per image; a joint model with captions takes prompts
+        too) is given. Where the visible part is
         ambiguous, the completions differ. `temperature` scales the draws (0: the posterior mean, one completion
         repeated). `mask` as classify takes it."""
         _check_count(n)
@@ -303,8 +308,9 @@ class GenerativeModel:
         x, mask = self._observed(images, mask, missing, seed, "impute")
         mean, logvar = self._encode(x, mask)
         if labels is not None:
-            values = self._chain(("label_encoder",), {"labels": self._labels(labels, len(x)),
-                                                      "latent_noise": np.zeros_like(mean)}, len(x), Noise(seed))
+            labels = self._labels(labels, len(x))
+            values = self._chain(self._prior(labels), self._with_labels({"latent_noise": np.zeros_like(mean)}, labels),
+                                 len(x), Noise(seed))
             mean, logvar = combine_posteriors((mean, logvar), tuple(values[name] for name in LABEL_POSTERIOR))
         draws = np.random.default_rng(seed).standard_normal((len(x), n, self.latent_dim)) * temperature
         z = (mean[:, None] + np.exp(0.5 * logvar)[:, None] * draws).astype(np.float32).reshape(-1, self.latent_dim)
@@ -350,7 +356,7 @@ class GenerativeModel:
             if labels is not None:
                 raise BadInputError("this model is unconditional: it takes no labels")
             return None
-        if self.text is not None:
+        if self.text is not None and (not self.num_classes or _are_prompts(labels)):
             return self._prompt_embeddings(labels, n)
         if labels is None:
             return np.array(cycled_labels(n, self.num_classes), dtype=np.int64)
@@ -391,9 +397,15 @@ class GenerativeModel:
         return self._run(TEXT_GRAPH, dict(zip(TEXT_INPUTS, (ids, mask))))[0].astype(np.float32, copy=False)
 
     def _with_labels(self, values: dict, labels: np.ndarray | None) -> dict:
+        """`values` with what _labels gave: int64 labels, or prompts' float32 embeddings."""
         if labels is None:
             return values
-        return values | {TEXT_EMBEDDING if self.text is not None else "labels": labels}
+        return values | {TEXT_EMBEDDING if labels.dtype.kind == "f" else "labels": labels}
+
+    def _prior(self, labels: np.ndarray | None) -> tuple[str, ...]:
+        """The graphs that draw the latents for these conditions: prompts' embeddings go through a joint model's
+        caption expert, labels through its label expert (the latent prior the chains declare)."""
+        return self._info.prompted_prior if labels is not None and labels.dtype.kind == "f" else self.latent_prior
 
     def _need(self, chain: tuple[str, ...], operation: str) -> None:
         missing = [g for g in chain if g not in self.choice.runners]
@@ -478,6 +490,11 @@ class GenerativeModel:
 
         pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
         return fit_square(convert_channels(pil, c), h)
+
+
+def _are_prompts(labels) -> bool:
+    """Whether a caller's labels are prompts (a string, or strings), not classes."""
+    return isinstance(labels, str) or (isinstance(labels, (list, tuple)) and any(isinstance(p, str) for p in labels))
 
 
 def _check_temperature(temperature) -> None:

@@ -118,7 +118,8 @@ class ModelConfig:
     conditional: bool = False
     num_classes: int = 0            # conditional: filled in from the labelled data; 0 until then
     text_dim: int = 0               # text-conditioned (--captions): the sentence embedding's size (384, filled in when
-                                    # training starts); the decoder and discriminator take it in place of labels
+                                    # training starts); the decoder and discriminator take it in place of labels,
+                                    # or (mvae) a caption expert takes it, a third modality beside images and labels
     data_kind: str = "image"        # "image" (conv nets) or "vector" (MLPs)
     channels: int = 1               # images: 1 or 3
     channels_b: int = 0             # cyclevae: domain B's channels (1 or 3, from its data); 0 for every other model
@@ -238,8 +239,8 @@ class ModelConfig:
         _check(0 <= self.text_dim <= 4096, f"text_dim must be from 0 to 4096, got {self.text_dim}")
         if self.text_dim:
             _check(self.conditional, "a text-conditioned model (text_dim > 0) is conditional")
-            _check(self.kind in TEXT_KINDS, f"--captions conditions a {', '.join(TEXT_KINDS)} model on text, "
-                                            f"not a {self.kind}")
+            _check(self.kind in (*TEXT_KINDS, "mvae"), f"--captions conditions a {', '.join(TEXT_KINDS)} model on "
+                                                       f"text, or give a joint model (mvae) a third modality; not a {self.kind}")
             _check(self.data_kind == "image", "--captions describe images, not vector data")
         if self.kind == "cyclevae":
             _check(self.data_kind == "image", "--model cyclevae translates between two image domains, not vector data")
@@ -254,8 +255,7 @@ class ModelConfig:
                f"--class-weight teaches a translation model domain A's classes; a {self.kind} model has none")
         if self.kind == "mvae":
             _check(self.data_kind == "image", "--model mvae models images with their labels, not vector data")
-            _check(self.conditional and not self.text_dim, "--model mvae learns images with their labels (labelled "
-                                                            "data; captions are not one of its modalities yet)")
+            _check(self.conditional, "--model mvae learns images with their labels (labelled data)")
         _check(0 <= self.latent_channels <= 256, f"--latent-channels must be from 0 to 256, got {self.latent_channels}")
         if self.latent_channels:
             _check(self.kind == "cyclevae", f"--latent-channels (a spatial latent) is for --model cyclevae, not {self.kind}")
@@ -267,15 +267,22 @@ class ModelConfig:
                                             f"latent of {self.latent_dim} values; at most 4096")
 
     @property
+    def text_conditioned(self) -> bool:
+        """Whether the networks take a sentence embedding in place of labels (--captions on a vaegan, vae or gan); a
+        joint model's caption is a modality of its own instead (its caption expert)."""
+        return self.text_dim > 0 and self.kind != "mvae"
+
+    @property
     def condition_size(self) -> int:
         """What a conditional network takes beside its input: a sentence embedding's size, or the one-hot classes."""
-        return self.text_dim or (self.num_classes if self.conditional else 0)
+        return self.text_dim if self.text_conditioned else (self.num_classes if self.conditional else 0)
 
     @property
     def networks(self) -> tuple[str, ...]:
         """Every network of the model, by name (a translation model that learns domain A's classes has a classifier
-        of A's images too)."""
-        return NETWORKS[self.kind] + (("classifier",) if self.class_weight > 0 else ())
+        of A's images too; a joint model with captions, the caption's expert)."""
+        return NETWORKS[self.kind] + (("classifier",) if self.class_weight > 0 else ()) + (
+            ("caption_encoder",) if self.kind == "mvae" and self.text_dim else ())
 
     @property
     def trained(self) -> tuple[str, ...]:

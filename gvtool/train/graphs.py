@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from gvtool.manifest import (LABEL_POSTERIOR, MASK_INPUT, NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH, TEXT_INPUTS, item_name,
-                             model_graphs)
+from gvtool.manifest import (CAPTION_GRAPH, LABEL_POSTERIOR, MASK_INPUT, NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH,
+                             TEXT_INPUTS, item_name, model_graphs)
 from gvtool.prompts import MAX_TOKENS
 from gvtool.train.config import ModelConfig
 from gvtool.train.models import unlabelled
@@ -29,7 +29,7 @@ def condition_input(cfg: ModelConfig) -> Tensor | None:
     """The condition a conditional model's graphs take: labels, or a text-conditioned model's sentence embeddings."""
     if not cfg.conditional:
         return None
-    return (TEXT_EMBEDDING, "float32", (cfg.text_dim,)) if cfg.text_dim else LABELS
+    return (TEXT_EMBEDDING, "float32", (cfg.text_dim,)) if cfg.text_conditioned else LABELS
 
 
 class Graph(nn.Module):
@@ -165,15 +165,24 @@ class LabelEncoderGraph(Graph):
 
     def __init__(self, cfg: ModelConfig, label_encoder: nn.Module):
         super().__init__(cfg)
-        self.label_encoder = label_encoder
+        self.posterior = label_encoder  # the label's (a caption's) posterior: its expert times the prior
         self.inputs = (LABELS, ("latent_noise", "float32", (cfg.latent_dim,)))
         self.outputs = (("latents", "float32", (cfg.latent_dim,)),
                         *((name, "float32", (cfg.latent_dim,)) for name in LABEL_POSTERIOR))
 
     def forward(self, labels: torch.Tensor, latent_noise: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mean, logvar = self.label_encoder(labels)
+        mean, logvar = self.posterior(labels)
         return mean + (0.5 * logvar).exp() * latent_noise, mean, logvar
+
+
+class CaptionEncoderGraph(LabelEncoderGraph):
+    """mvae with captions: text_embedding (B, text_dim), latent_noise (B, K) -> latents drawn from the posterior given
+    the caption, and that posterior (LABEL_POSTERIOR's names), as the label's graph gives them for a label."""
+
+    def __init__(self, cfg: ModelConfig, caption_encoder: nn.Module):
+        super().__init__(cfg, caption_encoder)
+        self.inputs = ((TEXT_EMBEDDING, "float32", (cfg.text_dim,)), ("latent_noise", "float32", (cfg.latent_dim,)))
 
 
 class ClassifierGraph(Graph):
@@ -214,8 +223,10 @@ _GRAPHS = {  # graph -> (its module, the network it runs)
     TEXT_GRAPH: (TextEncoderGraph, TEXT_GRAPH),
     "label_encoder": (LabelEncoderGraph, "label_encoder"),
     "classifier": (ClassifierGraph, "classifier"),
+    CAPTION_GRAPH: (CaptionEncoderGraph, CAPTION_GRAPH),
 }
-LABEL_GRAPHS = ("label_encoder", "classifier")  # a joint model's graphs of its label; its image graphs take none
+# a joint model's graphs of its label and caption; its image graphs take neither
+MODALITY_GRAPHS = ("label_encoder", "classifier", CAPTION_GRAPH, TEXT_GRAPH)
 
 
 def graph_modules(cfg: ModelConfig, nets, replace: dict[str, nn.Module] | None = None) -> dict[str, Graph]:
@@ -230,7 +241,7 @@ def graph_modules(cfg: ModelConfig, nets, replace: dict[str, nn.Module] | None =
         if cfg.kind == "mvae" and graph == "encoder":  # the image's expert takes the mask of observed pixels too
             module = MaskedEncoderGraph
         # a joint model's image graphs take no labels: its label is a modality, not a condition (models.unlabelled)
-        return module(cfg if graph in LABEL_GRAPHS else unlabelled(cfg), nets[network])
+        return module(cfg if graph in MODALITY_GRAPHS else unlabelled(cfg), nets[network])
 
     return {graph: build(graph).eval() for graph in model_graphs(cfg.kind, bool(cfg.text_dim))}
 

@@ -72,7 +72,8 @@ def complete_config(config: TrainConfig, data: Dataset, data_b: Dataset | None =
     translation model's domain B)."""
     model = config.model
     text = data.captions is not None and model.conditional
-    if model.conditional and data.num_classes == 0 and not text:
+    joint = model.kind == "mvae"  # its captions are a modality beside its labels, not in their place
+    if model.conditional and data.num_classes == 0 and (not text or joint):
         needs = "--model mvae learns images with their labels" if model.kind == "mvae" else "--conditional needs labelled data"
         raise BadInputError(f"{needs}, and {data.source} has no labels "
                             "(use a folder with one subfolder per class, or an .npz with a `y` array)")
@@ -87,8 +88,9 @@ def complete_config(config: TrainConfig, data: Dataset, data_b: Dataset | None =
     if model.class_weight > 0 and data.num_classes == 0:
         raise BadInputError(f"--class-weight learns domain A's classes, and {data.source} has no labels (use a folder "
                             "with one subfolder per class, or an .npz with a `y` array)")
-    fields["num_classes"] = data.num_classes if (model.conditional or model.class_weight > 0) and not text else 0
-    if text:  # the networks take a sentence embedding where a conditional model takes labels
+    fields["num_classes"] = (data.num_classes if (model.conditional or model.class_weight > 0) and (not text or joint)
+                             else 0)
+    if text:  # the networks take a sentence embedding where a conditional model takes labels (mvae: its caption expert)
         fields["text_dim"] = text_dim()
     if data_b is not None:
         fields["channels_b"] = data_b.shape[0]
@@ -237,8 +239,8 @@ def _prior_batches(cfg, nets, device: torch.device, seed: int, epoch: int, condi
     for _ in range(RECALIBRATION_BATCHES):
         z = torch.randn(RECALIBRATION_BATCH, cfg.latent_dim, generator=gen, device=device)
         labels = (torch.randint(cfg.num_classes, (RECALIBRATION_BATCH,), generator=gen, device=device)
-                  if cfg.conditional and not cfg.text_dim else None)
-        if cfg.text_dim:
+                  if cfg.conditional and not cfg.text_conditioned else None)
+        if cfg.text_conditioned:
             pool = conditions.flatten(0, 1)
             labels = pool[torch.randint(len(pool), (RECALIBRATION_BATCH,), generator=gen, device=device)]
         if cfg.averaged == "detail":
@@ -378,8 +380,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
 
     x_all = train_set.x.to(device, memory_format=memory_format)  # (N, C, H, W) uint8 or (N, D) float32
     y_all = train_set.y.to(device) if train_set.y is not None else None
-    if mcfg.text_dim:  # a text-conditioned model's "labels": (N, captions per item, text_dim) sentence embeddings
-        y_all = embed_captions(train_set.captions, device)
+    # (N, captions per item, text_dim) sentence embeddings: a text-conditioned model's "labels", a joint model's captions
+    captions_all = embed_captions(train_set.captions, device) if mcfg.text_dim else None
+    if mcfg.text_conditioned:
+        y_all = captions_all
     x_b_all = train_b.x.to(device, memory_format=memory_format) if train_b is not None else None
     autocast_dtype = AUTOCAST_DTYPES[precision]
     params = {name: list(nets[name].parameters()) for name in mcfg.trained}
@@ -393,13 +397,15 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
             x_b = to_model(x_b_all[index_b])
         x = to_model(x_all[index]) if data.kind == "image" else x_all[index]
         y = y_all[index] if y_all is not None else None
-        if mcfg.text_dim:  # one of each item's captions, drawn afresh at every step
-            y = y[torch.arange(len(index), device=device), torch.randint(y.shape[1], (len(index),), device=device)]
+        text = None
+        if captions_all is not None:  # one of each item's captions, drawn afresh at every step
+            text = captions_all[index, torch.randint(captions_all.shape[1], (len(index),), device=device)]
+            y = text if mcfg.text_conditioned else y
         # A captured step must not use autocast's cache of cast weights: the cache is filled at capture, and
         # PyTorch's CUDA-graph notes require cache_enabled=False under capture
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
                             cache_enabled=not graphed):
-            out = compute_losses(mcfg, stepped, x, y, x_b)
+            out = compute_losses(mcfg, stepped, x, y, x_b, text)
         _update(out.losses, params, optimizers, scaler)
         return {f"loss_{k}": v.detach() for k, v in out.losses.items()} | out.metrics
 
@@ -472,7 +478,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
                 continue
             if ema is not None:
                 ema.recalibrate(_prior_batches(mcfg, nets, device, config.seed, epoch,
-                                               y_all if mcfg.text_dim else None))
+                                               y_all if mcfg.text_conditioned else None))
             shown = nn.ModuleDict(dict(nets.items()) | ({averaged: ema.net} if ema is not None else {}))
             row = {"epoch": epoch, "step": step} | snaps.epoch_end(shown, epoch, writes_samples(epoch, config.epochs))
             log.write_epoch(row)

@@ -73,7 +73,7 @@ def condition_vector(labels: torch.Tensor | None, cfg: ModelConfig, like: torch.
     model as they are, else the labels one-hot; None for an unconditional model."""
     if not cfg.conditional:  # (a translation model learning domain A's classes knows them, but takes none)
         return None
-    if cfg.text_dim:  # no cast when the types agree: an exported fp16 graph keeps no stray Cast-to-float32 then
+    if cfg.text_conditioned:  # no cast when the types agree: an exported fp16 graph keeps no stray Cast-to-float32 then
         return labels if labels.dtype == like.dtype else labels.to(like.dtype)
     return _one_hot(labels, cfg.num_classes, like)
 
@@ -207,8 +207,8 @@ class Discriminator(nn.Module):
         self.standardize = _standardize(cfg)
         self.head = nn.Linear(n_features, 1)
         # a text-conditioned model projects its sentence embedding instead of looking up a class's
-        self.embed = (None if not cfg.conditional else nn.Linear(cfg.text_dim, n_features, bias=False) if cfg.text_dim
-                      else nn.Embedding(cfg.num_classes, n_features))
+        self.embed = (None if not cfg.conditional else nn.Linear(cfg.text_dim, n_features, bias=False)
+                      if cfg.text_conditioned else nn.Embedding(cfg.num_classes, n_features))
         if cfg.spectral_norm:
             for module in self.modules():
                 if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
@@ -474,7 +474,8 @@ class DomainDiscriminators(nn.Module):
 def unlabelled(cfg: ModelConfig) -> ModelConfig:
     """mvae: the config its image decoder and discriminator are built from. The joint model's label is a modality
     it encodes and decodes, not a condition: those two networks take none, as a VAE-GAN's."""
-    return dataclasses.replace(cfg, kind="vaegan", conditional=False, num_classes=0) if cfg.kind == "mvae" else cfg
+    return (dataclasses.replace(cfg, kind="vaegan", conditional=False, num_classes=0, text_dim=0)
+            if cfg.kind == "mvae" else cfg)
 
 
 LOGVAR_BOUND = 10.0  # mvae: experts' log-variances are bounded to +-10 (softly, by a tanh): precisions up to e^10
@@ -544,6 +545,25 @@ class LabelEncoder(nn.Module):
         return product_of_experts(self.expert(labels))
 
 
+class CaptionEncoder(nn.Module):
+    """mvae with captions: the caption's expert. A caption's sentence embedding (B, text_dim), from the frozen text
+    encoder, -> its Gaussian over the latent: where the images it describes lie. forward returns the posterior given
+    the caption (times the prior), expert() the expert alone."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.latent_dim = cfg.latent_dim
+        self.net = nn.Sequential(nn.Linear(cfg.text_dim, cfg.hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(cfg.hidden, cfg.hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(cfg.hidden, 2 * cfg.latent_dim))
+
+    def expert(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _bounded(self.net(embeddings), self.latent_dim)
+
+    def forward(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return product_of_experts(self.expert(embeddings))
+
+
 class Classifier(nn.Module):
     """mvae: the label's decoder. latents (B, K) -> class logits (B, num_classes)."""
 
@@ -577,6 +597,7 @@ _BUILDERS = {
                                   PairDiscriminator(cfg) if cfg.kind == "hier" else
                                   DomainDiscriminators(cfg) if cfg.kind == "cyclevae" else Discriminator(unlabelled(cfg))),
     "label_encoder": LabelEncoder,
+    "caption_encoder": CaptionEncoder,
     "classifier": lambda cfg: PixelClassifier(cfg) if cfg.kind == "cyclevae" else Classifier(cfg),
     "prior_encoder": PriorEncoder,
     "prior_decoder": PriorDecoder,
@@ -587,7 +608,7 @@ _BUILDERS = {
 
 def build_networks(cfg: ModelConfig) -> nn.ModuleDict:
     """The networks of the model kind, by name (config.NETWORKS)."""
-    if cfg.conditional and not cfg.text_dim and cfg.num_classes < 2:
+    if cfg.conditional and not cfg.text_conditioned and cfg.num_classes < 2:
         raise BadInputError(f"a conditional model needs the number of classes (>= 2) before its networks are built, "
                             f"got {cfg.num_classes}")
     return nn.ModuleDict({name: _BUILDERS[name](cfg) for name in cfg.networks})

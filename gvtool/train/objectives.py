@@ -376,7 +376,7 @@ def kl_between(mean_p: torch.Tensor, logvar_p: torch.Tensor, mean_q: torch.Tenso
                   ).sum(dim=1).mean()
 
 
-def _mvae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor) -> StepLosses:
+def _mvae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor, text: torch.Tensor | None = None) -> StepLosses:
     """A joint model of images and labels (MVAE, Wu & Goodman 2018) with the VAE-GAN's decoder (Larsen et al.): an
     expert per modality, the posterior of any observed subset the product of their Gaussians with the prior. The
     image is seen through a random mask (training_masks); the codes of two subsets, image and label together and
@@ -388,8 +388,13 @@ def _mvae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor) -> StepLosse
     posteriors, FD 26, recall 0.51, 98.1%; covering the whole images' posteriors (no label in them), recall 0.82 but
     the class drawn 83% of the time (FD 37); covering the masked images' posteriors, 70% (FD 55).
 
+    With captions (`text`: one caption's sentence embedding per item), the caption's expert learns as the label's
+    does, to cover the joint posteriors of the images it describes: the posterior given "a thick, slanted seven" lies
+    over the thick, slanted sevens' codes, not over every seven's.
+
     Encoder, classifier: KL + feature NLL of the decoded image + label_weight * cross-entropy, over the two subsets
     Label encoder:       KL(joint posterior || the label's)
+    Caption encoder:     KL(joint posterior || the caption's)
     Decoder:             gamma * feature NLL + GAN terms on the two subsets' images and prior samples
     Discriminator:       real vs those fakes"""
     b = x.shape[0]
@@ -415,7 +420,8 @@ def _mvae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor) -> StepLosse
     pix_nll = gaussian_nll(decoded, x2, cfg.recon_sigma)
     label_nll = F.cross_entropy(logits.float(), y2)
     elbo = cfg.kl_weight * kl + feat_nll + cfg.pixel_weight * pix_nll + cfg.label_weight * label_nll
-    cover = kl_between(joint[0].detach(), joint[1].detach(), label_mean, label_logvar)
+    target = joint[0].detach(), joint[1].detach()
+    cover = kl_between(*target, label_mean, label_logvar)
     adv = g_loss(cfg, l_dec) + g_loss(cfg, l_prior)
     losses = {
         "encoder": elbo, "classifier": elbo, "label_encoder": cover,
@@ -431,6 +437,9 @@ def _mvae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor) -> StepLosse
         "label_acc": (logits[b:].detach().argmax(dim=1) == y).float().mean(),  # from the (partly seen) image alone
         "d_real_acc": _accuracy(l_real, True), "d_fake_acc": _accuracy(l_prior, False),
     }
+    if text is not None:
+        losses["caption_encoder"] = kl_between(*target, *nets["caption_encoder"](text))
+        metrics["caption_cover"] = losses["caption_encoder"].detach()
     return StepLosses(losses, metrics)
 
 
@@ -440,11 +449,16 @@ OBJECTIVES: dict[str, Callable[..., StepLosses]] = {"vaegan": _vaegan, "vae": _v
 
 
 def compute_losses(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None,
-                   x_b: torch.Tensor | None = None) -> StepLosses:
-    """x: (B, *item) in model range; y: (B,) int64 labels for conditional models, else None; x_b: cyclevae's batch of
-    domain B (B, *item_b), drawn apart from x (the domains are unpaired)."""
+                   x_b: torch.Tensor | None = None, text: torch.Tensor | None = None) -> StepLosses:
+    """x: (B, *item) in model range; y: (B,) int64 labels for conditional models (a text-conditioned model's: (B, D)
+    sentence embeddings), else None; x_b: cyclevae's batch of domain B (B, *item_b), drawn apart from x (the domains
+    are unpaired); text: a joint model's captions, (B, D) sentence embeddings, where it has a caption expert."""
     if cfg.kind == "cyclevae":
         if x_b is None:
             raise ValueError("a cyclevae step needs a batch of each domain")
         return _cyclevae(cfg, nets, x, y if cfg.class_weight > 0 else None, x_b)
+    if cfg.kind == "mvae" and cfg.text_dim:
+        if text is None:
+            raise ValueError("a joint model with captions steps on a caption per item")
+        return _mvae(cfg, nets, x, y, text)
     return OBJECTIVES[cfg.kind](cfg, nets, x, y if cfg.conditional else None)

@@ -52,9 +52,9 @@ class Snapshots:
         self.n = n
         self.seed = seed + 1  # apart from the training stream; the same noise every epoch
         self.labels = (torch.tensor(cycled_labels(n, cfg.num_classes), device=device)
-                       if cfg.conditional and not cfg.text_dim else None)
+                       if cfg.conditional and not cfg.text_conditioned else None)
         self.held_out_conditions = None
-        if cfg.text_dim and len(held_out):  # the grid draws from held-out items' first captions, listed in prompts.txt
+        if cfg.text_conditioned and len(held_out):  # the grid draws from held-out items' first captions, listed in prompts.txt
             self.held_out_conditions = embed_captions(tuple(c[:1] for c in held_out.captions), device)[:, 0]
             cycled = [i % len(held_out) for i in range(n)]
             self.labels = self.held_out_conditions[cycled]
@@ -152,7 +152,7 @@ class Snapshots:
             x = self.held_out.x[start:start + EVAL_BATCH].to(self.device)
             x = to_model(x) if self.cfg.data_kind == "image" else x
             labels = (None if not self.cfg.conditional else self.held_out_conditions[start:start + EVAL_BATCH]
-                      if self.cfg.text_dim else self.held_out.y[start:start + EVAL_BATCH].to(self.device))
+                      if self.cfg.text_conditioned else self.held_out.y[start:start + EVAL_BATCH].to(self.device))
             mean, _ = nets["encoder"](x)
             values = {"latents": mean} | ({} if labels is None else {condition_input(self.cfg)[0]: labels})
             out = run_chain(graphs, decoding, values, len(x), draw)[item_name(self.cfg.data_kind)]

@@ -1,6 +1,7 @@
 """Bundles of a joint model of images and labels (mvae), end to end: its graphs in the manifest, the masks, imputing
 and classifying in the runtime and the CLI (torch-free), a run and its bundle agreeing, the paths bench times, the
-imputation metrics of eval, and the refusals."""
+imputation metrics of eval, and the refusals; with captions as a third modality, prompts through the caption's
+expert."""
 
 from __future__ import annotations
 
@@ -299,3 +300,123 @@ class TestEval:
             assert set(block["by_kind"]) == set(MASK_KINDS)
             m = block["mean_over_kinds"]
             assert m["masked_mse_best"] <= m["masked_mse"] and m["diversity"] > 0
+
+
+PROMPTS = ("a thin 0", "a thick 1", "a thin 2", "a thick 3")  # the tiny data's labels are i % 4
+_captioned: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module")
+def captioned_run(tmp_path_factory, labelled_npz, make_train_config):
+    """A tiny joint model of images, labels and captions (one caption per item, naming its label)."""
+    from gvtool.train.loop import train
+
+    if "run" not in _captioned:
+        folder = tmp_path_factory.mktemp("captioned")
+        (folder / "captions.txt").write_text("".join(f"{PROMPTS[i % 4]}\n" for i in range(40)))
+        train(make_train_config(labelled_npz, kind="mvae", conditional=True, captions=str(folder / "captions.txt")),
+              folder / "run")
+        _captioned["run"] = folder / "run"
+    return _captioned["run"]
+
+
+@pytest.fixture(scope="module")
+def captioned_bundle(captioned_run):
+    from gvtool.export.bundle import export_bundle
+
+    if "bundle" not in _captioned:
+        _captioned["bundle"] = captioned_run.parent / "bundle"
+        export_bundle(captioned_run, _captioned["bundle"], precisions=("fp32", "int8"))
+    return _captioned["bundle"]
+
+
+@pytest.fixture(scope="module")
+def joint(captioned_bundle):
+    return load(captioned_bundle, backend="onnxruntime", device="cpu")
+
+
+@pytest.mark.text_encoder
+class TestCaptions:
+    """A joint model with captions: prompts draw through the caption's expert, labels through the label's; both
+    condition imputation; the manifest records classes and text together."""
+
+    def test_the_manifest_has_classes_text_and_the_caption_expert(self, captioned_bundle):
+        from gvtool.manifest import read_manifest
+
+        manifest = read_manifest(captioned_bundle)
+        assert manifest.model.num_classes == 4 and manifest.model.text is not None
+        assert {"caption_encoder", "text_encoder", "label_encoder"} <= {g.graph for g in manifest.graphs.values()}
+        caption = manifest.graph("caption_encoder", "fp32")
+        assert [t.name for t in caption.inputs] == ["text_embedding", "latent_noise"]
+        assert [t.name for t in caption.outputs] == ["latents", "label_mean", "label_logvar"]
+
+    @pytest.mark.parametrize("change, message", [
+        (lambda m: m.update(num_classes=0, conditional=True), "joint \\(mvae\\) models with them"),
+        (lambda m: m.update(kind="vaegan"), "without classes")])
+    def test_text_beside_classes_is_a_joint_models_only(self, captioned_bundle, change, message):
+        from gvtool.manifest import MANIFEST_FILE, SchemaError, check_manifest
+
+        raw = json.loads((captioned_bundle / MANIFEST_FILE).read_text())
+        change(raw["model"])
+        with pytest.raises(SchemaError, match=message):
+            check_manifest(raw)
+
+    def test_a_prompt_draws_through_the_caption_expert_and_a_label_through_the_labels(self, joint, monkeypatch):
+        ran = []
+        original = joint._run
+        monkeypatch.setattr(joint, "_run", lambda graph, feeds: ran.append(graph) or original(graph, feeds))
+        by_prompt = joint.sample(4, seed=1, labels="a thick 1")
+        assert ran == ["text_encoder", "caption_encoder", "decoder"]
+        ran.clear()
+        by_label = joint.sample(4, seed=1, labels=1)
+        assert ran == ["label_encoder", "decoder"]
+        assert by_prompt.shape == by_label.shape == (4, 16, 16, 1) and not (by_prompt == by_label).all()
+        assert (joint.sample(4, seed=1, labels="a thick 1") == by_prompt).all()
+        assert (joint.sample(2, seed=1, labels=["a thin 0", "a thick 3"])
+                != joint.sample(2, seed=1, labels="a thin 0")).any()
+
+    def test_a_prompt_moves_the_completions_and_keeps_the_observed_pixels(self, joint, images):
+        from_prompt = joint.impute(images, "top", labels="a thick 3", temperature=0.0)
+        assert not (from_prompt == joint.impute(images, "top", temperature=0.0)).all()
+        mask = make_masks("top", len(images), 16, 0.5)[:, 0, :, :, None] > 0
+        assert (np.where(mask, from_prompt[:, 0], 0) == np.where(mask, images, 0)).all()
+
+    def test_a_run_and_its_bundle_draw_from_prompts_alike(self, captioned_run, captioned_bundle):
+        from gvtool.eval.evaluate import open_target
+
+        prompts = list(PROMPTS) * 2
+        run, bundle = open_target(captioned_run), open_target(captioned_bundle)
+        assert np.abs(run.sample(8, 0, prompts).astype(int) - bundle.sample(8, 0, prompts)).max() <= 1
+        assert np.abs(run.sample(8, 0).astype(int) - bundle.sample(8, 0)).max() <= 1  # labels cycled
+
+    def test_sample_and_impute_take_prompts_without_torch(self, captioned_bundle, files, tmp_path):
+        env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        code = "import sys; sys.modules['torch'] = None; from gvtool.cli import main; main()"
+        for args in (("sample", captioned_bundle, "--prompt", "a thin 2", "--prompt", "a thick 1", "--n", "3",
+                      "--out", "s.png"),
+                     ("impute", captioned_bundle, *files, "--prompt", "a thick 3", "--n", "2", "--out", "i.png")):
+            result = subprocess.run([sys.executable, "-c", code, *map(str, args), *CPU], cwd=tmp_path, env=env,
+                                    capture_output=True, text=True, timeout=180)
+            assert result.returncode == 0, result.stderr
+        assert Image.open(tmp_path / "s.png").size == (3 * 18 + 2, 2 * 18 + 2)  # a row per prompt
+        assert Image.open(tmp_path / "i.png").size == (4 * 18 + 2, 3 * 18 + 2)
+
+    @pytest.mark.parametrize("args, message", [
+        (("sample", "--label", "1", "--prompt", "a thin 1"), "give --label or --prompt, not both"),
+        (("sample", "--prompt", ""), "has no words"),
+        (("bench", "run", "--graph", "prompt_to_images"), "a joint model's prompts run text_encoder -> caption_encoder")])
+    def test_refusals_are_one_line(self, captioned_bundle, tmp_path, args, message):
+        command, *rest = args
+        args = (command, *rest[:1], captioned_bundle, *rest[1:]) if command == "bench" else (command, captioned_bundle,
+                                                                                              *rest)
+        line = error_line(invoke(*args, "--out" if command == "sample" else "--json", tmp_path / "o.png", *(
+            CPU if command == "sample" else ())))
+        assert message in line
+
+    def test_bench_times_the_caption_expert_and_no_text_models_path(self, captioned_bundle, tmp_path):
+        result = invoke("bench", "run", captioned_bundle, "--backend", "onnxruntime", "--precision", "fp32",
+                        "--batch-sizes", "1", "--iterations", 2, "--warmup-ms", 0, "--json", tmp_path / "b.json")
+        assert result.exit_code == 0, result.output
+        graphs = {r["graph"] for r in json.loads((tmp_path / "b.json").read_text())["results"]}
+        assert {"caption_encoder", "text_encoder", "impute", "classify"} <= graphs
+        assert "prompt_to_images" not in graphs

@@ -167,6 +167,60 @@ class TestGraphs:
         torch.testing.assert_close(values["latents"], mean + (0.5 * logvar).exp() * noise)
 
 
+class TestCaptions:
+    """A caption as a third modality: its expert learns, as the label's, to cover the joint posteriors."""
+
+    @pytest.fixture
+    def captioned(self, cfg):
+        return dataclasses.replace(cfg, text_dim=12)
+
+    def test_a_caption_expert_beside_the_others_and_the_image_networks_take_no_text(self, captioned):
+        nets = build_networks(captioned)
+        assert "caption_encoder" in nets and captioned.trained[-1] == "caption_encoder"
+        assert nets["caption_encoder"].net[0].in_features == 12
+        assert nets["decoder"].cfg.text_dim == 0 and not nets["decoder"].cfg.conditional
+
+    def test_the_caption_posterior_covers_the_joint_one_and_moves_nothing_else(self, captioned):
+        nets = build_networks(captioned)
+        x, y, text = torch.rand(6, 1, 16, 16) * 2 - 1, torch.arange(6) % 4, torch.randn(6, 12)
+        out = compute_losses(captioned, nets, x, y, text=text)
+        assert set(out.losses) == {"encoder", "label_encoder", "decoder", "classifier", "discriminator",
+                                   "caption_encoder"}
+        assert out.metrics["caption_cover"] > 0
+        others = [p for name in ("encoder", "label_encoder", "decoder") for p in nets[name].parameters()]
+        grads = torch.autograd.grad(out.losses["caption_encoder"], others, allow_unused=True, retain_graph=True)
+        assert all(g is None for g in grads)
+        out.losses["caption_encoder"].backward(inputs=list(nets["caption_encoder"].parameters()))
+        assert all(p.grad.abs().sum() > 0 for p in nets["caption_encoder"].parameters())
+
+    def test_a_step_without_captions_is_a_bug(self, captioned):
+        with pytest.raises(ValueError, match="a caption per item"):
+            compute_losses(captioned, build_networks(captioned), torch.rand(2, 1, 16, 16), torch.arange(2))
+
+    def test_the_caption_graph_draws_from_the_captions_posterior(self, captioned):
+        from gvtool.train.graphs import CaptionEncoderGraph
+
+        nets = build_networks(captioned)
+        graph = CaptionEncoderGraph(captioned, nets["caption_encoder"]).eval()
+        assert [name for name, _, _ in graph.inputs] == ["text_embedding", "latent_noise"]
+        assert [name for name, _, _ in graph.outputs] == ["latents", "label_mean", "label_logvar"]
+        text, noise = torch.randn(3, 12), torch.randn(3, captioned.latent_dim)
+        latents, mean, logvar = graph(text, noise)
+        torch.testing.assert_close(latents, mean + (0.5 * logvar).exp() * noise)
+        torch.testing.assert_close((mean, logvar), nets["caption_encoder"].eval()(text))
+
+    def test_a_text_conditioned_model_has_no_caption_expert(self, make_model_config):
+        cfg = make_model_config(kind="vaegan", conditional=True, text_dim=12)
+        assert cfg.text_conditioned and "caption_encoder" not in cfg.networks
+        assert not dataclasses.replace(cfg, kind="mvae", num_classes=4).text_conditioned
+
+    def test_unlabelled_captioned_data_is_refused(self, unlabelled_npz, make_train_config, tmp_path):
+        (tmp_path / "c.txt").write_text("a digit\n" * 40)
+        config = make_train_config(unlabelled_npz, kind="mvae", conditional=True, captions=str(tmp_path / "c.txt"))
+        with pytest.raises(BadInputError, match="--model mvae learns images with their labels, and .* has no labels"):
+            train(config, tmp_path / "run")
+
+
 class TestTraining:
     def test_trains_and_writes_metrics_and_samples(self, labelled_npz, make_train_config, tmp_path):
         result = train(make_train_config(labelled_npz, kind="mvae", conditional=True), tmp_path / "run")
@@ -207,9 +261,10 @@ class TestRefusals:
         with pytest.raises(BadInputError, match="learns images with their labels"):
             ModelConfig(kind="mvae")
 
-    def test_captions(self):
-        with pytest.raises(BadInputError, match="on text, not a mvae"):
-            ModelConfig(kind="mvae", conditional=True, text_dim=384)
+    def test_captions_are_a_modality_of_the_joint_model_and_a_condition_of_three_kinds_only(self):
+        assert ModelConfig(kind="mvae", conditional=True, num_classes=4, text_dim=384).networks[-1] == "caption_encoder"
+        with pytest.raises(BadInputError, match="or give a joint model \\(mvae\\) a third modality; not a hier"):
+            ModelConfig(kind="hier", conditional=True, text_dim=384)
 
 
 class TestSpatialLatent:
