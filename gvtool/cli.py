@@ -93,9 +93,10 @@ def main() -> None:
 @click.option("--base", type=click.Path(path_type=Path),
               help="--model prior: the vaegan, vae or ali run whose codes it learns [default: the newest run].")
 @click.option("--conditional", is_flag=True, help="Class-conditional model (labels go to the decoder and the discriminator).")
-@click.option("--captions", help="Text-conditioned model (vaegan, vae, gan): 'builtin' describes each digit of mnist or "
-                                 "digits from its label and measured stroke, slant and width; or a captions file for "
-                                 "--data (.txt one per line, .json, .csv with file,caption).")
+@click.option("--captions", help="Text-conditioned model (vaegan, vae, gan), or a joint model's (mvae) third modality: "
+                                 "'builtin' describes each digit of mnist or digits from its label and measured "
+                                 "stroke, slant and width; or a captions file for --data (.txt one per line, .json, "
+                                 ".csv with file,caption).")
 @click.option("--epochs", type=click.IntRange(min=1),
               help="Passes over the training data [default: 35; stacked-mnist 9; 2-D mixtures 170; "
                                                              "images on CUDA 4x: 140, stacked-mnist 36].")
