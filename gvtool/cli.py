@@ -140,8 +140,9 @@ def main() -> None:
               help="cyclevae: a spatial latent of this many maps at the convs' base resolution (its size is then "
                    "channels x base^2, 392 at 28 px); 0 for a flat --latent-dim vector [default: 0].")
 @click.option("--class-weight", type=click.FloatRange(min=0),
-              help="cyclevae: a classifier learns domain A's labels, and translations must keep the class it "
-                   "reads, with this weight (a domain-adaptation setting) [default: 0, unsupervised].")
+              help="cyclevae: a classifier learns domain A's labels (and one B's, where B is labelled with the "
+                   "same classes), and translations must keep the class the target domain's classifier reads, with "
+                   "this weight [default: 0, unsupervised].")
 @click.option("--cycle-weight", type=click.FloatRange(min=0),
               help="cyclevae: weight of the cycle terms A -> B -> A and B -> A -> B [default: 1].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")

@@ -176,6 +176,8 @@ class ModelConfig:
     class_weight: float = 0.0       # cyclevae: > 0 when domain A is labelled (a domain-adaptation setting): a classifier
                                     # of A's images learns A's labels, and translations must keep the class it reads
                                     # (CyCADA's semantic consistency); the weight of that cross-entropy. 0: unsupervised
+    classes_b: int = 0              # cyclevae with class_weight: domain B's classes, where B is labelled with as many as
+                                    # A (the same classes): B's own classifier then reads A's translations into B
     cycle_weight: float = 1.0       # cyclevae: weight of the cycle terms (A -> B -> A and B -> A -> B), measured like
                                     # the reconstruction they extend
     ema_decay: float = 0.999        # decoder weights averaged over ~1/(1-decay) steps (Karras et al. 2018; Yazici et
@@ -251,6 +253,8 @@ class ModelConfig:
             _check(self.channels_b == 0, f"channels_b is for --model cyclevae, not {self.kind}")
         _check(self.label_weight >= 0, f"label_weight must be >= 0, got {self.label_weight}")
         _check(self.class_weight >= 0, f"class_weight must be >= 0, got {self.class_weight}")
+        _check(self.classes_b == 0 or (self.class_weight > 0 and self.classes_b == self.num_classes),
+               f"classes_b is domain B's classes beside domain A's under --class-weight, got {self.classes_b}")
         _check(self.class_weight == 0 or self.kind == "cyclevae",
                f"--class-weight teaches a translation model domain A's classes; a {self.kind} model has none")
         if self.kind == "mvae":
@@ -282,6 +286,7 @@ class ModelConfig:
         """Every network of the model, by name (a translation model that learns domain A's classes has a classifier
         of A's images too; a joint model with captions, the caption's expert)."""
         return NETWORKS[self.kind] + (("classifier",) if self.class_weight > 0 else ()) + (
+            ("classifier_b",) if self.classes_b else ()) + (
             ("caption_encoder",) if self.kind == "mvae" and self.text_dim else ())
 
     @property

@@ -94,6 +94,8 @@ def complete_config(config: TrainConfig, data: Dataset, data_b: Dataset | None =
         fields["text_dim"] = text_dim()
     if data_b is not None:
         fields["channels_b"] = data_b.shape[0]
+        if model.class_weight > 0 and data_b.num_classes == data.num_classes:  # B labelled too, with A's classes
+            fields["classes_b"] = data_b.num_classes
     return config.replace(model=dataclasses.replace(model, **fields))
 
 
@@ -385,16 +387,18 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     if mcfg.text_conditioned:
         y_all = captions_all
     x_b_all = train_b.x.to(device, memory_format=memory_format) if train_b is not None else None
+    y_b_all = train_b.y.to(device) if mcfg.classes_b else None
     autocast_dtype = AUTOCAST_DTYPES[precision]
     params = {name: list(nets[name].parameters()) for name in mcfg.trained}
 
     def body(index: torch.Tensor) -> dict[str, torch.Tensor]:
         """One update of every network on the items at `index` (a translation model's: A's items, then B's); its
         losses and metrics, left on the device."""
-        x_b = None
+        x_b = y_b = None
         if x_b_all is not None:
             index, index_b = index.chunk(2)
             x_b = to_model(x_b_all[index_b])
+            y_b = y_b_all[index_b] if y_b_all is not None else None
         x = to_model(x_all[index]) if data.kind == "image" else x_all[index]
         y = y_all[index] if y_all is not None else None
         text = None
@@ -405,7 +409,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
         # PyTorch's CUDA-graph notes require cache_enabled=False under capture
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
                             cache_enabled=not graphed):
-            out = compute_losses(mcfg, stepped, x, y, x_b, text)
+            out = compute_losses(mcfg, stepped, x, y, x_b, text, y_b)
         _update(out.losses, params, optimizers, scaler)
         return {f"loss_{k}": v.detach() for k, v in out.losses.items()} | out.metrics
 

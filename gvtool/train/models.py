@@ -577,7 +577,8 @@ class Classifier(nn.Module):
 
 
 class PixelClassifier(nn.Module):
-    """cyclevae with domain A's labels: a classifier of A's images, (B, C, H, W) -> logits (B, classes): the
+    """cyclevae with domain A's labels: a classifier of A's images (classifier_b: of B's, where B is labelled too),
+    (B, C, H, W) -> logits (B, classes): the
     discriminator's conv layers (no batch norm: it also reads translations, which must not move its statistics),
     then a linear layer."""
 
@@ -599,6 +600,7 @@ _BUILDERS = {
     "label_encoder": LabelEncoder,
     "caption_encoder": CaptionEncoder,
     "classifier": lambda cfg: PixelClassifier(cfg) if cfg.kind == "cyclevae" else Classifier(cfg),
+    "classifier_b": lambda cfg: PixelClassifier(dataclasses.replace(cfg, channels=cfg.channels_b)),
     "prior_encoder": PriorEncoder,
     "prior_decoder": PriorDecoder,
     "coarse": CoarseDecoder,

@@ -275,26 +275,39 @@ def _in_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     return images.mean(dim=1, keepdim=True) if channels == 1 else images.expand(-1, channels, -1, -1)
 
 
-def _kept_classes(classifier, x: torch.Tensor, y: torch.Tensor, x_b: torch.Tensor, ab: torch.Tensor, ba: torch.Tensor
-                  ) -> dict[str, torch.Tensor]:
+def _kept_classes(classifier, x: torch.Tensor, y: torch.Tensor, x_b: torch.Tensor, ab: torch.Tensor, ba: torch.Tensor,
+                  classifier_b=None, y_b: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """cyclevae with domain A's labels, as CyCADA's semantic consistency (Hoffman et al. 2018): a classifier of
     domain A's images learns A's labels from A's real images ("learnt"), and reads the translations ("kept"): A's
     images translated into B must read as their label, B's translated into A as the class it reads from the B image
     itself (a pseudo-label, held fixed; B's images shown to it in A's colour mode). The classifier never learns from
     translations, so the decoders cannot teach it to read what they make; the realism of each domain's translations
-    is its discriminator's to judge."""
+    is its discriminator's to judge.
+
+    Where B is labelled too (with A's classes; `classifier_b`, `y_b`), each domain's classifier learns its own
+    domain's labels and reads the translations into its domain: A's translated into B by B's classifier, B's into A
+    by A's, each against its true label. An A classifier reading translations into B asks them to look like A's
+    images, which B's discriminator forbids (mnist -> digits seed 0, 6 epochs: 39% kept with A's classifier alone)."""
     channels = x.shape[1]
     logits_a = classifier(x)
-    with torch.no_grad():
-        pseudo = classifier(_in_channels(x_b, channels)).argmax(dim=1)
-    logits_ab = classifier(_in_channels(ab, channels))
-    kept = F.cross_entropy(logits_ab.float(), y) + F.cross_entropy(classifier(ba).float(), pseudo)
-    return {"learnt": F.cross_entropy(logits_a.float(), y), "kept": kept,
-            "acc_a": (logits_a.detach().argmax(dim=1) == y).float().mean(),
-            "acc_ab": (logits_ab.detach().argmax(dim=1) == y).float().mean()}
+    out = {"learnt": F.cross_entropy(logits_a.float(), y), "acc_a": (logits_a.detach().argmax(dim=1) == y).float().mean()}
+    if classifier_b is None:
+        with torch.no_grad():
+            pseudo = classifier(_in_channels(x_b, channels)).argmax(dim=1)
+        logits_ab = classifier(_in_channels(ab, channels))
+        kept_ba = F.cross_entropy(classifier(ba).float(), pseudo)
+    else:
+        logits_b = classifier_b(x_b)
+        out |= {"learnt_b": F.cross_entropy(logits_b.float(), y_b),
+                "acc_b": (logits_b.detach().argmax(dim=1) == y_b).float().mean()}
+        logits_ab = classifier_b(ab)
+        kept_ba = F.cross_entropy(classifier(ba).float(), y_b)
+    return out | {"kept": F.cross_entropy(logits_ab.float(), y) + kept_ba,
+                  "acc_ab": (logits_ab.detach().argmax(dim=1) == y).float().mean()}
 
 
-def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x_b: torch.Tensor) -> StepLosses:
+def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x_b: torch.Tensor,
+              y_b: torch.Tensor | None = None) -> StepLosses:
     """UNIT (Liu et al. 2017) built from the VAE-GAN: each domain is a VAE-GAN, both share one latent space (the
     encoders' inner layers and the decoders' are one set of weights, models.Domain*), and translating A -> B is
     decoding A's code with B's decoder. A batch of each domain (unpaired) per step; for each domain d, other o:
@@ -335,11 +348,15 @@ def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x
     }
     metrics = {"kl": kl.detach() / 2, "recon": total("recon") / 2, "cycle": total("cycle") / 2}
     if cfg.class_weight > 0:  # domain A's labels kept through translation (a domain-adaptation setting)
-        semantic = _kept_classes(nets["classifier"], x, y, x_b, ab, ba)
+        semantic = _kept_classes(nets["classifier"], x, y, x_b, ab, ba, nets["classifier_b"] if cfg.classes_b else None,
+                                 y_b)
         losses["encoder"] = losses["encoder"] + cfg.class_weight * semantic["kept"]
         losses["decoder"] = losses["decoder"] + cfg.class_weight * semantic["kept"]
         losses["classifier"] = semantic["learnt"]
         metrics |= {"class_acc_a": semantic["acc_a"], "class_kept_ab": semantic["acc_ab"]}
+        if cfg.classes_b:
+            losses["classifier_b"] = semantic["learnt_b"]
+            metrics["class_acc_b"] = semantic["acc_b"]
     for d, name in enumerate("ab"):
         metrics |= {f"d_real_acc_{name}": terms[d]["d_real_acc"], f"d_trans_acc_{name}": terms[d]["d_trans_acc"]}
     return StepLosses(losses, metrics)
@@ -449,14 +466,18 @@ OBJECTIVES: dict[str, Callable[..., StepLosses]] = {"vaegan": _vaegan, "vae": _v
 
 
 def compute_losses(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None,
-                   x_b: torch.Tensor | None = None, text: torch.Tensor | None = None) -> StepLosses:
+                   x_b: torch.Tensor | None = None, text: torch.Tensor | None = None,
+                   y_b: torch.Tensor | None = None) -> StepLosses:
     """x: (B, *item) in model range; y: (B,) int64 labels for conditional models (a text-conditioned model's: (B, D)
     sentence embeddings), else None; x_b: cyclevae's batch of domain B (B, *item_b), drawn apart from x (the domains
-    are unpaired); text: a joint model's captions, (B, D) sentence embeddings, where it has a caption expert."""
+    are unpaired); text: a joint model's captions, (B, D) sentence embeddings, where it has a caption expert; y_b:
+    x_b's labels, for a translation model that learns both domains' classes (classes_b)."""
     if cfg.kind == "cyclevae":
         if x_b is None:
             raise ValueError("a cyclevae step needs a batch of each domain")
-        return _cyclevae(cfg, nets, x, y if cfg.class_weight > 0 else None, x_b)
+        if cfg.classes_b and y_b is None:
+            raise ValueError("a cyclevae step with both domains' classes needs domain B's labels")
+        return _cyclevae(cfg, nets, x, y if cfg.class_weight > 0 else None, x_b, y_b)
     if cfg.kind == "mvae" and cfg.text_dim:
         if text is None:
             raise ValueError("a joint model with captions steps on a caption per item")

@@ -339,6 +339,37 @@ class TestDomainAClasses:
         assert {g.graph for g in manifest.graphs.values()} == {"encoder", "decoder", "encoder_b", "decoder_b"}
         assert manifest.model.num_classes == 0 and not manifest.model.conditional
 
+    def test_where_b_is_labelled_too_its_own_classifier_reads_the_translations_into_b(self):
+        cfg = _cfg(class_weight=1.0, num_classes=4, classes_b=4)
+        assert cfg.networks[-2:] == ("classifier", "classifier_b")
+        nets = build_networks(cfg)
+        assert nets["classifier_b"].net[0].in_channels == 3  # B's colour images
+        x, x_b, y, y_b = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1, torch.arange(4), \
+            torch.tensor([3, 2, 1, 0])
+        out = compute_losses(cfg, nets, x, y, x_b, y_b=y_b)
+        assert {"classifier", "classifier_b"} <= set(out.losses) and "class_acc_b" in out.metrics
+        # each classifier learns from its own domain's real images only
+        for name, other in (("classifier", "classifier_b"), ("classifier_b", "classifier")):
+            grads = torch.autograd.grad(out.losses[name], list(nets[other].parameters()) + list(nets["decoder"].parameters()),
+                                        allow_unused=True, retain_graph=True)
+            assert all(g is None for g in grads)
+        # B's labels are what B's translations into A must keep: changing them changes the decoder's loss
+        again = compute_losses(cfg, nets, x, y, x_b, y_b=torch.tensor([0, 1, 2, 3]))
+        assert again.losses["decoder"].item() != pytest.approx(out.losses["decoder"].item())
+        with pytest.raises(ValueError, match="needs domain B's labels"):
+            compute_losses(cfg, nets, x, y, x_b)
+
+    def test_b_is_read_by_its_classifier_when_its_data_has_as_many_classes(self, labelled_npz, colour_npz,
+                                                                        unlabelled_npz, make_train_config):
+        from gvtool.train.loop import complete_config, load_data
+
+        for data_b, want in ((colour_npz, 4), (unlabelled_npz, 0)):
+            config = make_train_config(labelled_npz, kind="cyclevae", data_b=data_b)
+            config = config.replace(model=dataclasses.replace(config.model, class_weight=1.0))
+            assert complete_config(config, *load_data(config)).model.classes_b == want
+        with pytest.raises(BadInputError, match="classes_b is domain B's classes"):
+            _cfg(num_classes=4, classes_b=4)
+
     def test_unlabelled_domain_a(self, unlabelled_npz, colour_npz, make_train_config, tmp_path):
         config = make_train_config(unlabelled_npz, kind="cyclevae", data_b=colour_npz)
         config = config.replace(model=dataclasses.replace(config.model, class_weight=1.0))
