@@ -251,9 +251,7 @@ class ModelInfo:
 
     @property
     def prompted_prior(self) -> tuple[str, ...]:
-        """The graphs between a prompt's embedding and the latents: a joint model's caption expert; for a model that
-        takes the embedding as its decoder's condition, the latent prior as without prompts."""
-        return (CAPTION_GRAPH,) if self.kind == "mvae" else self.latent_prior
+        return prompted_prior(self.kind, self.latent_prior)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self) | {"item_shape": list(self.item_shape), "class_names": list(self.class_names),
@@ -304,6 +302,12 @@ class Manifest:
                    graphs={k: GraphEntry.from_dict(g) for k, g in d.get("graphs", {}).items()},
                    engines={k: EngineEntry.from_dict(e) for k, e in d.get("engines", {}).items()},
                    format=d["format"])
+
+
+def prompted_prior(kind: str, latent_prior: tuple[str, ...]) -> tuple[str, ...]:
+    """The graphs between a prompt's embedding and the latents: a joint model's caption expert; for a model whose
+    decoder takes the embedding as its condition, its latent prior as without prompts."""
+    return (CAPTION_GRAPH,) if kind == "mvae" else latent_prior
 
 
 def model_graphs(kind: str, text: bool) -> tuple[str, ...]:

@@ -21,8 +21,8 @@ from gvtool.eval import metrics
 from gvtool.eval.copies import copy_check
 from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
 from gvtool.eval.imputation import imputation_metrics
-from gvtool.manifest import (CAPTION_GRAPH, CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle,
-                             item_name, read_manifest)
+from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle, item_name,
+                             prompted_prior, read_manifest)
 from gvtool.train.captions import BUILTIN, bands, captions, measure
 from gvtool.train.loop import load_data
 from gvtool.train.text import embed_captions
@@ -92,7 +92,8 @@ def _run_target(run_dir: Path) -> Target:
         model's, and a joint model's with captions)."""
         if not cfg.conditional:
             return {}
-        if cfg.text_dim and (labels is not None and isinstance(labels[0], str) or not cfg.num_classes):
+        prompts = labels is not None and isinstance(labels[0], str)
+        if cfg.text_dim and (prompts or not cfg.num_classes):
             if labels is None:
                 raise BadInputError("a text-conditioned model needs prompts")
             return {TEXT_EMBEDDING: embed_captions(tuple((p,) for p in labels), torch.device("cpu"))[:, 0]}
@@ -100,7 +101,7 @@ def _run_target(run_dir: Path) -> Target:
 
     @torch.no_grad()
     def sample(n: int, seed: int, prompts: list[str] | None = None) -> np.ndarray:
-        prior = (CAPTION_GRAPH,) if prompts is not None and cfg.kind == "mvae" else chains.latent_prior  # a caption's expert
+        prior = chains.latent_prior if prompts is None else prompted_prior(cfg.kind, chains.latent_prior)
         return finished(run_chain(graphs, prior + chains.decoding, conditions(n, prompts), n, drawn(Noise(seed)))[item])
 
     @torch.no_grad()

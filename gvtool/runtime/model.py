@@ -299,9 +299,8 @@ class GenerativeModel:
         """n completions of each partly observed image -> uint8 (N, n, H, W, C): the observed pixels as given, the
         missing ones decoded from latents drawn (seeded) from the posterior given what is observed: the pixels, and
         the label too when `labels` (one class for all, or one per image; a joint model with captions takes prompts
-        too) is given. Where the visible part is
-        ambiguous, the completions differ. `temperature` scales the draws (0: the posterior mean, one completion
-        repeated). `mask` as classify takes it."""
+        too) is given. Where the visible part is ambiguous, the completions differ. `temperature` scales the draws
+        (0: the posterior mean, one completion repeated). `mask` as classify takes it."""
         _check_count(n)
         if not temperature >= 0:
             raise BadInputError(f"temperature must be >= 0, got {temperature}")
