@@ -58,21 +58,37 @@ class ChainedRunner:
 
 class PromptRunner(ChainedRunner):
     """A text encoder's runner, then a decoder's: what `gvtool sample --prompt P --n B` runs, timed from a prompt's
-    tokens to B images. The prompt (the feeds' first row) is encoded once and conditions all B images; the latents
-    are drawn once per batch size, outside the timed calls after the first."""
+    tokens to B images. The prompt (the feeds' first row) is encoded once and conditions all B images; the noise is
+    drawn once per batch size, outside the timed calls after the first. A joint model's prompt draws the latents
+    through its caption expert (`prior`) in between; another's embedding goes to the decoder beside the latents."""
 
-    def __init__(self, text_encoder: GraphRunner, decoder: GraphRunner, latent_dim: int):
+    def __init__(self, text_encoder: GraphRunner, decoder: GraphRunner, latent_dim: int,
+                 prior: GraphRunner | None = None):
         super().__init__(text_encoder, decoder)
-        self.max_batch = decoder.max_batch  # the text encoder runs one prompt whatever the batch
+        self.prior = prior
+        # the text encoder runs one prompt whatever the batch
+        limits = [r.max_batch for r in (decoder, prior) if r is not None and r.max_batch is not None]
+        self.max_batch = min(limits) if limits else None
+        syncs = [s for s in (getattr(r, "sync", None) for r in (text_encoder, prior, decoder) if r is not None) if s]
+        if syncs:
+            self.sync = lambda: [s() for s in syncs]
         self.latent_dim = latent_dim
-        self._latents: dict[int, np.ndarray] = {}
+        self._noise: dict[int, np.ndarray] = {}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         n = len(next(iter(feeds.values())))
-        if n not in self._latents:
-            self._latents[n] = np.random.default_rng(0).standard_normal((n, self.latent_dim)).astype(np.float32)
-        embedding = self.first.run({name: value[:1] for name, value in feeds.items()})[0]
-        return self.second.run({"latents": self._latents[n], TEXT_EMBEDDING: np.repeat(embedding, n, axis=0)})
+        if n not in self._noise:
+            self._noise[n] = np.random.default_rng(0).standard_normal((n, self.latent_dim)).astype(np.float32)
+        embedding = np.repeat(self.first.run({name: value[:1] for name, value in feeds.items()})[0], n, axis=0)
+        if self.prior is None:
+            return self.second.run({"latents": self._noise[n], TEXT_EMBEDDING: embedding})
+        latents = self.prior.run({TEXT_EMBEDDING: embedding, "latent_noise": self._noise[n]})[0]
+        return self.second.run({"latents": latents})
+
+    def close(self) -> None:
+        super().close()
+        if self.prior is not None:
+            getattr(self.prior, "close", lambda: None)()
 
 
 def run_cases(model: ModelInfo, cases: list[Case], batch_sizes: list[int], *, warmup_s: float, duration_s: float,

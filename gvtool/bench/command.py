@@ -28,12 +28,12 @@ BACKENDS = (*(b for b in RUNTIME_BACKENDS if b != "auto"), "torch")
 # A translation model's paths, timed whole beside their graphs: A's image -> its code -> B's decoder, and back
 PATHS = {"translate_ab": (DOMAIN_GRAPHS[0][0], DOMAIN_GRAPHS[1][1]),
          "translate_ba": (DOMAIN_GRAPHS[1][0], DOMAIN_GRAPHS[0][1]),
-         # a text-conditioned model: one prompt encoded, then the batch of images it conditions
+         # a model that takes text: one prompt encoded, then the batch of images it conditions (a joint model's drawn
+         # through its caption expert between: _path_cases)
          "prompt_to_images": (TEXT_GRAPH, "decoder"),
          # a joint model: a partly observed image -> its posterior mean -> the decoded image, or the label
          "impute": ("encoder", "decoder"), "classify": ("encoder", "classifier")}
-JOINT_PATHS = ("impute", "classify")  # timed by default for a joint model only (another's encoder -> decoder is not
-# one), and the other paths for other models only
+JOINT_PATHS = ("impute", "classify")  # timed by default for a joint model only (another's encoder -> decoder is not one)
 
 
 MAX_BATCH = 1 << 16
@@ -64,7 +64,7 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
         graphs = [g for g in ("encoder", TEXT_GRAPH, CAPTION_GRAPH, *manifest.model.sampling, *DOMAIN_GRAPHS[1],
                               "classifier") if g in present]
         graphs += [path for path, chain in PATHS.items() if all(g in present for g in chain)
-                   and (path in JOINT_PATHS) == (manifest.model.kind == "mvae")]
+                   and (path not in JOINT_PATHS or manifest.model.kind == "mvae")]
     for name, values, allowed in (("--backend", backends, BACKENDS), ("--precision", precisions, PRECISIONS),
                                   ("--graph", graphs, GRAPHS + tuple(PATHS))):
         unknown = [v for v in values if v not in allowed]
@@ -72,9 +72,6 @@ def bench_bundle(bundle, *, graphs, batch_sizes, backends, precisions, devices, 
             raise BadInputError(f"unknown {name} {','.join(unknown) or '(none)'}; expected some of {','.join(allowed)}")
     if not devices:
         raise BadInputError("--device names no device; expected cpu, cuda or cuda:I, comma-separated")
-    if "prompt_to_images" in graphs and manifest.model.kind == "mvae":
-        raise BadInputError("prompt_to_images is a text-conditioned model's path (text_encoder -> decoder); a joint "
-                            "model's prompts run text_encoder -> caption_encoder -> decoder: time those graphs")
     _check_memory(manifest.model, max(batch_sizes))
     devices = [_device_name(d) for d in devices]
     # A value given twice would be measured twice and reported as two rows.
@@ -134,17 +131,22 @@ def _path_cases(bundle, manifest, path, backend, precision, device, with_compile
     so too, the decoder's image or the classifier's logits at the end), or a prompt to images (PromptRunner)."""
     first, second = (_cases(bundle, manifest, graph, backend, precision, device, with_compile, cuda_graphs)
                      for graph in PATHS[path])
+    # a joint model's prompt draws the latents through its caption expert, between the text encoder and the decoder
+    caption = (_cases(bundle, manifest, CAPTION_GRAPH, backend, precision, device, with_compile, cuda_graphs)
+               if path == "prompt_to_images" and manifest.model.kind == "mvae" else [None] * len(first))
     cases = []
-    for a, b in zip(first, second):  # the same backend variants, in the same order
+    for a, b, c in zip(first, second, caption):  # the same backend variants, in the same order
         flops = a.flops_per_item + b.flops_per_item if a.flops_per_item and b.flops_per_item else None
-        if path == "prompt_to_images":  # per image: the decoder's (the one prompt's encoding is per call)
-            flops = b.flops_per_item
+        if path == "prompt_to_images":  # per image: the decoder's and a caption expert's (one encoding a call)
+            per_image = [b] + ([c] if c is not None else [])
+            flops = sum(x.flops_per_item for x in per_image) if all(x.flops_per_item for x in per_image) else None
         common = dict(graph=path, backend=a.backend, precision=precision, device=device, flops_per_item=flops,
                       note=a.note, inputs=a.inputs)
-        if a.make is None or b.make is None:
-            cases.append(Case(make=None, skip_reason=a.skip_reason or b.skip_reason, **common))
+        if a.make is None or b.make is None or (c is not None and c.make is None):
+            cases.append(Case(make=None, skip_reason=a.skip_reason or b.skip_reason or c.skip_reason, **common))
         else:
-            chain = ((lambda a=a, b=b: PromptRunner(a.make(), b.make(), manifest.model.latent_dim))
+            chain = ((lambda a=a, b=b, c=c: PromptRunner(a.make(), b.make(), manifest.model.latent_dim,
+                                                         c.make() if c is not None else None))
                      if path == "prompt_to_images" else (lambda a=a, b=b: ChainedRunner(a.make(), b.make())))
             cases.append(Case(make=chain, **common))
     return cases

@@ -403,20 +403,44 @@ class TestCaptions:
 
     @pytest.mark.parametrize("args, message", [
         (("sample", "--label", "1", "--prompt", "a thin 1"), "give --label or --prompt, not both"),
-        (("sample", "--prompt", ""), "has no words"),
-        (("bench", "run", "--graph", "prompt_to_images"), "a joint model's prompts run text_encoder -> caption_encoder")])
+        (("sample", "--prompt", ""), "has no words")])
     def test_refusals_are_one_line(self, captioned_bundle, tmp_path, args, message):
         command, *rest = args
-        args = (command, *rest[:1], captioned_bundle, *rest[1:]) if command == "bench" else (command, captioned_bundle,
-                                                                                              *rest)
-        line = error_line(invoke(*args, "--out" if command == "sample" else "--json", tmp_path / "o.png", *(
-            CPU if command == "sample" else ())))
+        line = error_line(invoke(command, captioned_bundle, *rest, "--out", tmp_path / "o.png", *CPU))
         assert message in line
 
-    def test_bench_times_the_caption_expert_and_no_text_models_path(self, captioned_bundle, tmp_path):
+    def test_bench_times_the_caption_expert_and_the_prompt_path_through_it(self, captioned_bundle, tmp_path):
         result = invoke("bench", "run", captioned_bundle, "--backend", "onnxruntime", "--precision", "fp32",
-                        "--batch-sizes", "1", "--iterations", 2, "--warmup-ms", 0, "--json", tmp_path / "b.json")
+                        "--batch-sizes", "1,4", "--iterations", 2, "--warmup-ms", 0, "--json", tmp_path / "b.json")
         assert result.exit_code == 0, result.output
-        graphs = {r["graph"] for r in json.loads((tmp_path / "b.json").read_text())["results"]}
-        assert {"caption_encoder", "text_encoder", "impute", "classify"} <= graphs
-        assert "prompt_to_images" not in graphs
+        rows = json.loads((tmp_path / "b.json").read_text())["results"]
+        assert {"caption_encoder", "text_encoder", "impute", "classify", "prompt_to_images"} <= {r["graph"] for r in rows}
+        assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"]
+        flops = {r["graph"]: r.get("flops_per_item") for r in rows}
+        assert flops["prompt_to_images"] == flops["caption_encoder"] + flops["decoder"]
+
+    def test_a_prompt_path_runs_the_caption_expert_between(self, joint, captioned_bundle):
+        from gvtool.bench.cases import PromptRunner
+        from gvtool.manifest import TEXT_INPUTS
+        from gvtool.prompts import PromptTokenizer
+
+        ran = []
+
+        class Recording:
+            backend, max_batch = "onnxruntime-cpu", None
+
+            def __init__(self, graph):
+                self.graph = graph
+
+            def run(self, feeds):
+                ran.append((self.graph, sorted(feeds)))
+                return joint._run(self.graph, feeds)
+
+        runner = PromptRunner(Recording("text_encoder"), Recording("decoder"), joint.latent_dim,
+                              Recording("caption_encoder"))
+        tokenizer = PromptTokenizer(captioned_bundle / joint.text.tokenizer_file)
+        ids, mask = tokenizer.encode(["a thin 0"] * 3, length=joint.text.max_tokens)
+        images = runner.run(dict(zip(TEXT_INPUTS, (ids, mask))))[0]
+        assert images.shape == (3, 1, 16, 16)
+        assert ran == [("text_encoder", sorted(TEXT_INPUTS)), ("caption_encoder", ["latent_noise", "text_embedding"]),
+                       ("decoder", ["latents"])]
