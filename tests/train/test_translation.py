@@ -368,7 +368,9 @@ class TestDomainAClasses:
             config = config.replace(model=dataclasses.replace(config.model, class_weight=1.0))
             assert complete_config(config, *load_data(config)).model.classes_b == want
         with pytest.raises(BadInputError, match="classes_b is domain B's classes"):
-            _cfg(num_classes=4, classes_b=4)
+            _cfg(class_weight=1.0, num_classes=4, classes_b=3)
+        with pytest.raises(BadInputError, match="classes_b is domain B's classes"):
+            _cfg(classes_b=4)
 
     def test_unlabelled_domain_a(self, unlabelled_npz, colour_npz, make_train_config, tmp_path):
         config = make_train_config(unlabelled_npz, kind="cyclevae", data_b=colour_npz)
