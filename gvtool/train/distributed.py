@@ -99,8 +99,12 @@ def wrapped(net: torch.nn.Module, device: torch.device) -> DistributedDataParall
     """`net` in DistributedDataParallel without its buffer broadcast at every forward. A step runs some networks
     forward twice before their backward (a translation model's encoder and decoders: the codes, then the cycle), and
     that broadcast writes the batch-norm statistics in place, which the first forward's backward may have saved
-    (torch 2.11's batch norm does: autograd then refuses). Rank 0's buffers reach the others between steps instead
-    (sync_buffers). The keyword is forward_sync_buffers from torch 2.13, broadcast_buffers before."""
+    (torch 2.11's batch norm does: autograd then refuses). The ranks start from rank 0's buffers (sync_buffers), and
+    then each keeps its own: a rank's batch-norm running statistics follow its slices (no training step reads them:
+    training normalises by the batch; rank 0's are the ones saved), and spectral norm's vectors follow the weights,
+    which stay identical. Broadcasting rank 0's buffers after every step instead made a world of two gloo ranks
+    abort at exit now and then on a loaded 2-core machine. The keyword is forward_sync_buffers from torch 2.13,
+    broadcast_buffers before."""
     keyword = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                else "broadcast_buffers")
     return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None, **{keyword: False})
@@ -108,8 +112,7 @@ def wrapped(net: torch.nn.Module, device: torch.device) -> DistributedDataParall
 
 def sync_buffers(nets, world: World) -> None:
     """Rank 0's buffers (batch-norm statistics, spectral norm's vectors) copied into every rank's `nets`, one
-    broadcast per dtype, so the ranks step from the same state as they did with DistributedDataParallel's own
-    broadcast."""
+    broadcast per dtype."""
     if world.size == 1 or not world.is_distributed:
         return
     buffers = [b for net in nets for b in net.buffers()]

@@ -362,7 +362,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
     # average each network's gradients over the ranks as its own backward pass produces them
     stepped = dict(nets.items()) if not world.is_distributed else {
         name: distributed.wrapped(net, device) if name in mcfg.trained else net for name, net in nets.items()}
-    distributed.sync_buffers(nets.values(), world)
+    distributed.sync_buffers(nets.values(), world)  # the ranks start alike; their buffers are their own from there
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         # Written again on resume: --epochs, --device or --precision may have changed.
@@ -455,7 +455,6 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, reporter: Reporter 
                     values = runner(index, step)
                 else:
                     values = body(index)
-                    distributed.sync_buffers(nets.values(), world)
                     if ema is not None:
                         ema.update(nets[averaged], step)
                 batch_in_epoch += 1
