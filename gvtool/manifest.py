@@ -310,10 +310,15 @@ def prompted_prior(kind: str, latent_prior: tuple[str, ...]) -> tuple[str, ...]:
     return (CAPTION_GRAPH,) if kind == "mvae" else latent_prior
 
 
+def prompt_graphs(kind: str) -> tuple[str, ...]:
+    """The graphs a model of `kind` adds to its own when it takes text: the text encoder, and what prompted_prior
+    runs beyond the kind's latent prior (a joint model's caption expert)."""
+    return (*prompted_prior(kind, ()), TEXT_GRAPH)
+
+
 def model_graphs(kind: str, text: bool) -> tuple[str, ...]:
-    """The graphs a model of `kind` exports (CHAINS), with the text encoder when it takes text (and a joint model's
-    caption expert)."""
-    return CHAINS[kind].graphs + (((CAPTION_GRAPH,) if kind == "mvae" else ()) + (TEXT_GRAPH,) if text else ())
+    """The graphs a model of `kind` exports (CHAINS), with its prompt graphs when it takes text."""
+    return CHAINS[kind].graphs + (prompt_graphs(kind) if text else ())
 
 
 def cycled_labels(n: int, num_classes: int) -> list[int]:

@@ -76,5 +76,10 @@ class PromptTokenizer:
         return ids
 
 
+def are_prompts(labels) -> bool:
+    """Whether a caller's labels are prompts (a string, or strings), not classes."""
+    return isinstance(labels, str) or (isinstance(labels, (list, tuple)) and any(isinstance(p, str) for p in labels))
+
+
 def _short(prompt: str, limit: int = 40) -> str:
     return repr(prompt if len(prompt) <= limit else prompt[:limit] + "...")

@@ -42,9 +42,14 @@ class ChainedRunner:
     def __init__(self, first: GraphRunner, second: GraphRunner):
         self.first, self.second = first, second
         self.backend = first.backend
-        limits = [r.max_batch for r in (first, second) if r.max_batch is not None]
+        self._join((first, second), (first, second))
+
+    def _join(self, batched, synced) -> None:
+        """The chain's max batch, the least of the `batched` runners' (those run on the whole batch), and a sync that
+        syncs every `synced` runner that has one."""
+        limits = [r.max_batch for r in batched if r.max_batch is not None]
         self.max_batch = min(limits) if limits else None
-        syncs = [s for s in (getattr(first, "sync", None), getattr(second, "sync", None)) if s is not None]
+        syncs = [s for s in (getattr(r, "sync", None) for r in synced) if s is not None]
         if syncs:
             self.sync = lambda: [s() for s in syncs]
 
@@ -66,12 +71,8 @@ class PromptRunner(ChainedRunner):
                  prior: GraphRunner | None = None):
         super().__init__(text_encoder, decoder)
         self.prior = prior
-        # the text encoder runs one prompt whatever the batch
-        limits = [r.max_batch for r in (decoder, prior) if r is not None and r.max_batch is not None]
-        self.max_batch = min(limits) if limits else None
-        syncs = [s for s in (getattr(r, "sync", None) for r in (text_encoder, prior, decoder) if r is not None) if s]
-        if syncs:
-            self.sync = lambda: [s() for s in syncs]
+        after = (decoder,) if prior is None else (prior, decoder)
+        self._join(after, (text_encoder, *after))  # the text encoder runs one prompt whatever the batch
         self.latent_dim = latent_dim
         self._noise: dict[int, np.ndarray] = {}
 

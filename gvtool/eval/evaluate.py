@@ -23,6 +23,7 @@ from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train
 from gvtool.eval.imputation import imputation_metrics
 from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle, item_name,
                              prompted_prior, read_manifest)
+from gvtool.prompts import are_prompts
 from gvtool.train.captions import BUILTIN, bands, captions, measure
 from gvtool.train.loop import load_data
 from gvtool.train.text import embed_captions
@@ -92,8 +93,7 @@ def _run_target(run_dir: Path) -> Target:
         model's, and a joint model's with captions)."""
         if not cfg.conditional:
             return {}
-        prompts = labels is not None and isinstance(labels[0], str)
-        if cfg.text_dim and (prompts or not cfg.num_classes):
+        if cfg.text_dim and (are_prompts(labels) or not cfg.num_classes):
             if labels is None:
                 raise BadInputError("a text-conditioned model needs prompts")
             return {TEXT_EMBEDDING: embed_captions(tuple((p,) for p in labels), torch.device("cpu"))[:, 0]}

@@ -16,9 +16,10 @@ import numpy as np
 from gvtool.errors import BadBundleError, BadInputError
 from gvtool.imaging import convert_channels, fit_square
 from gvtool.manifest import (DOMAIN_GRAPHS, LABEL_POSTERIOR, MASK_INPUT, NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH,
-                             TEXT_INPUTS, ModelInfo, cycled_labels, item_name, read_manifest, read_verified)
+                             TEXT_INPUTS, ModelInfo, cycled_labels, item_name, prompt_graphs, read_manifest,
+                             read_verified)
 from gvtool.masks import resolve_masks
-from gvtool.prompts import PromptTokenizer
+from gvtool.prompts import PromptTokenizer, are_prompts
 from gvtool.runtime.backends import Choice, open_backend
 
 DEFAULT_CHUNK = 256  # items per call when the backend sets no limit: activations of 256 items stay ~100 MB
@@ -53,8 +54,7 @@ OPERATIONS = ("sample", "decode", "encode", "reconstruct", "interpolate", "trans
 
 def graphs_for(model: ModelInfo, operation: str) -> list[str]:
     """The graphs an operation runs on a model, from its declared chains."""
-    # a model that takes text encodes its prompts first (a joint model's then run its caption expert)
-    text = () if model.text is None else (TEXT_GRAPH, *(g for g in model.prompted_prior if g not in model.latent_prior))
+    text = () if model.text is None else prompt_graphs(model.kind)  # a model that takes text encodes its prompts first
     needs = {"sample": text + model.sampling, "decode": text + model.decoding, "encode": ("encoder",),
              "reconstruct": ("encoder", *text, *model.decoding), "interpolate": ("encoder", *text, *model.sampling),
              "translate": tuple(g for pair in DOMAIN_GRAPHS for g in pair),
@@ -355,7 +355,7 @@ class GenerativeModel:
             if labels is not None:
                 raise BadInputError("this model is unconditional: it takes no labels")
             return None
-        if self.text is not None and (not self.num_classes or _are_prompts(labels)):
+        if self.text is not None and (not self.num_classes or are_prompts(labels)):
             return self._prompt_embeddings(labels, n)
         if labels is None:
             return np.array(cycled_labels(n, self.num_classes), dtype=np.int64)
@@ -489,11 +489,6 @@ class GenerativeModel:
 
         pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
         return fit_square(convert_channels(pil, c), h)
-
-
-def _are_prompts(labels) -> bool:
-    """Whether a caller's labels are prompts (a string, or strings), not classes."""
-    return isinstance(labels, str) or (isinstance(labels, (list, tuple)) and any(isinstance(p, str) for p in labels))
 
 
 def _check_temperature(temperature) -> None:
