@@ -143,6 +143,10 @@ def main() -> None:
               help="cyclevae: a classifier learns domain A's labels (and one B's, where B is labelled with the "
                    "same classes), and translations must keep the class the target domain's classifier reads, with "
                    "this weight [default: 0, unsupervised].")
+@click.option("--style-dim", type=click.IntRange(min=0),
+              help="cyclevae: the last this many values of the latent are each domain's style (a photograph's "
+                   "background), the rest the content both domains share; translations take the target's "
+                   "typical style [default: 0, all shared].")
 @click.option("--cycle-weight", type=click.FloatRange(min=0),
               help="cyclevae: weight of the cycle terms A -> B -> A and B -> A -> B [default: 1].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")
@@ -583,9 +587,12 @@ def reconstruct(bundle, images, prompt, out, backend, device, precision) -> None
               help="The domain to translate into: its name (gvtool info BUNDLE lists them), or a or b.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("translations.png"), show_default=True,
               help=".png: originals and translations side by side; .npy: the translations.")
+@click.option("--style-seed", type=int,
+              help="A model trained with --style-dim: draw each translation's style from the target domain's prior "
+                   "with this seed [default: the target's typical style].")
 @runtime_options
 @reports_errors
-def translate(bundle, images, target, out, backend, device, precision) -> None:
+def translate(bundle, images, target, out, style_seed, backend, device, precision) -> None:
     """Translate image files of one domain into the other (a cyclevae bundle)."""
     replaced = out.is_file()  # said after writing: the file is replaced, as asked
     import numpy as np
@@ -596,7 +603,7 @@ def translate(bundle, images, target, out, backend, device, precision) -> None:
     model = _load(bundle, backend, device, precision, "translate")
     source = 1 - model.domain(target)
     fitted = np.stack(_read_images(images, model, model.manifest.model.item_shape_of(source)))
-    translated = model.translate(fitted, target)
+    translated = model.translate(fitted, target, style_seed)
     if out.suffix.lower() == ".npy":
         save_items(translated, out)
     else:  # side by side, in colour when one domain is

@@ -34,6 +34,16 @@ CAPTION_GRAPH = "caption_encoder"
 # A translation model's domains, by the graphs that encode from and decode to each: "encoder" and "decoder" are
 # domain A's (so that sampling, encoding and reconstruction work on A as on any model), the *_b graphs domain B's.
 DOMAIN_GRAPHS = (("encoder", "decoder"), ("encoder_b", "decoder_b"))
+
+
+def restyled(codes, style_dim: int, styles=0.0):
+    """A translation's codes from the source's posterior means (N, K), numpy or torch, rewritten in place: a model
+    with a style code per domain (style_dim > 0: the last style_dim values) keeps the source's content and takes
+    `styles` for the target, by default the mean of its prior (0: the target domain's typical style). A model whose
+    whole code is shared (style_dim 0) decodes the codes as they are."""
+    if style_dim:
+        codes[:, codes.shape[1] - style_dim:] = styles
+    return codes
 BATCH_AXIS = "batch"  # the name of every graph's dynamic first axis
 
 
@@ -219,6 +229,8 @@ class ModelInfo:
     decoding: tuple[str, ...] | None = None      # from before they were recorded): the kind's declaration
     domains: tuple[str, ...] = ()   # a translation model's two domains (their data sources), A first; else none
     item_shape_b: tuple[int, ...] = ()  # a translation model's domain B items (C, H, W); A's are item_shape
+    style_dim: int = 0              # a translation model's style code per domain: the latent's last style_dim values
+                                    # (restyled); 0 for one shared code, and for every other model
     text: TextInfo | None = None    # a text-conditioned model's prompts (a joint model's captions); None for every other
 
     def __post_init__(self) -> None:
@@ -259,7 +271,7 @@ class ModelInfo:
                                         "domains": list(self.domains), "item_shape_b": list(self.item_shape_b),
                                         "text": None if self.text is None else self.text.to_dict()}
         if not self.domains:  # a one-domain model's manifest reads as it did before translation models
-            del d["domains"], d["item_shape_b"]
+            del d["domains"], d["item_shape_b"], d["style_dim"]
         if self.text is None:  # and a model without text as before text-conditioned ones
             del d["text"]
         return d
@@ -458,14 +470,16 @@ def _tensors(d: dict, key: str, where: str) -> list[dict]:
     return specs
 
 
-def _domains(model: dict, image: bool) -> list:
-    """A translation model's two named domains and domain B's item shape (none for every other kind); returns that
-    shape ([] for none)."""
+def _domains(model: dict, image: bool, latent: int) -> list:
+    """A translation model's two named domains, domain B's item shape and the style part of its latent (none for
+    every other kind); returns that shape ([] for none)."""
     domains = _get(model, "domains", "model", (list,), required=False) or []
     shape_b = _get(model, "item_shape_b", "model", (list,), required=False) or []
+    style = _int(model, "style_dim", "model", 0, latent - 1, required=False)
     if not CHAINS[model["kind"]].translates:
-        if domains or shape_b:
-            raise SchemaError(f"model.domains and model.item_shape_b are for translation models, not {model['kind']}")
+        if domains or shape_b or style:
+            raise SchemaError(f"model.domains, model.item_shape_b and model.style_dim are for translation models, "
+                              f"not {model['kind']}")
         return []
     if (len(domains) != 2 or not all(isinstance(d, str) and 0 < len(d) <= 200 for d in domains)
             or domains[0] == domains[1]):
@@ -525,7 +539,7 @@ def check_manifest(raw: object) -> None:
         raise SchemaError(f"model.item_shape must be [channels 1 or 3, height, width] for images or [size] for "
                           f"vectors, got {json.dumps(shape)[:60]}")
     latent = _int(model, "latent_dim", "model", 1, MAX_LATENT_DIM)
-    shape_b = _domains(model, image)
+    shape_b = _domains(model, image, latent)
     unknown = set(model) - {f.name for f in dataclasses.fields(ModelInfo)}
     if unknown:
         raise SchemaError(f"model has unknown keys {sorted(unknown)}")

@@ -93,6 +93,7 @@ def manifest_tables(bundle, manifest, files: dict[str, str] | None = None) -> li
     m = manifest.model
     summary = (f"[bold]{escape(str(bundle))}[/]: {m.kind}{' conditional' if m.conditional else ''}, "
                f"{m.data_kind} {m.item_shape}, latent {m.latent_dim}"
+               + (f" (the last {m.style_dim} each domain's style)" if m.style_dim else "")
                + (f", {m.num_classes} classes" if m.conditional and not m.text else "")
                + (f", prompted by text (up to {m.text.max_tokens} word pieces; {escape(m.text.encoder)})" if m.text else "")
                + (f", translates {escape(m.domains[0])} (a) <-> {escape(m.domains[1])} (b) {m.item_shape_b}"

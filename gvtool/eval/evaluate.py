@@ -21,7 +21,7 @@ from gvtool.eval import metrics
 from gvtool.eval.copies import copy_check
 from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
 from gvtool.eval.imputation import imputation_metrics
-from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle, item_name,
+from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle, item_name, restyled,
                              prompted_prior, read_manifest)
 from gvtool.prompts import are_prompts
 from gvtool.train.captions import BUILTIN, bands, captions, measure
@@ -116,7 +116,7 @@ def _run_target(run_dir: Path) -> Target:
     def translate(images: np.ndarray, target: int) -> np.ndarray:
         (encoder, _), (_, decoder) = DOMAIN_GRAPHS[1 - target], DOMAIN_GRAPHS[target]
         mean, _ = graphs[encoder](to_model(torch.from_numpy(images)))
-        return finished(graphs[decoder](mean))
+        return finished(graphs[decoder](restyled(mean, cfg.style_dim)))
 
     @torch.no_grad()
     def classify(images: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -241,7 +241,7 @@ class _Inputs:
     def model_info(self) -> ModelInfo:
         c, chains = self.cfg, CHAINS[self.cfg.kind]
         domains = ({"domains": domain_names(self.run.config.data, self.run.config.data_b),
-                    "item_shape_b": tuple(c.item_shape_b)} if chains.translates else {})
+                    "item_shape_b": tuple(c.item_shape_b), "style_dim": c.style_dim} if chains.translates else {})
         # a translation model that learnt domain A's classes keeps them to itself: its graphs take no labels
         return ModelInfo(kind=c.kind, conditional=c.conditional, num_classes=c.num_classes if c.conditional else 0,
                          data_kind=c.data_kind, item_shape=tuple(c.item_shape), latent_dim=c.latent_dim,

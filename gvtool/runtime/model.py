@@ -17,7 +17,7 @@ from gvtool.errors import BadBundleError, BadInputError
 from gvtool.imaging import convert_channels, fit_square
 from gvtool.manifest import (DOMAIN_GRAPHS, LABEL_POSTERIOR, MASK_INPUT, NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH,
                              TEXT_INPUTS, ModelInfo, cycled_labels, item_name, prompt_graphs, read_manifest,
-                             read_verified)
+                             read_verified, restyled)
 from gvtool.masks import resolve_masks
 from gvtool.prompts import PromptTokenizer, are_prompts
 from gvtool.runtime.backends import Choice, open_backend
@@ -270,17 +270,27 @@ class GenerativeModel:
         raise BadInputError(f"unknown domain {name!r}: this model translates between {self.domains[0]} (a) and "
                             f"{self.domains[1]} (b)")
 
-    def translate(self, images, to) -> np.ndarray:
+    def translate(self, images, to, style_seed: int | None = None) -> np.ndarray:
         """Images of one domain -> the same images in the other domain `to` (see domain()), uint8 (N, H, W, C) at the
         target domain's channels: each image is encoded by its domain's encoder (the posterior mean) and decoded by
-        the target domain's decoder. Images of any size are fitted to the source domain's, as encode() does."""
+        the target domain's decoder. Images of any size are fitted to the source domain's, as encode() does.
+
+        A model with a style code per domain (manifest model.style_dim > 0) keeps each image's content and gives it
+        the target domain's typical style (its prior's mean), or with `style_seed` a style drawn from that prior for
+        each image (seeded: the same seed, the same styles)."""
         target = self.domain(to)
         source = 1 - target
         encoder, decoder = DOMAIN_GRAPHS[source][0], DOMAIN_GRAPHS[target][1]
         self._need((encoder, decoder), "translate")
+        style_dim = self._info.style_dim
+        if style_seed is not None and not style_dim:
+            raise BadInputError("this model has no style code to draw (it was trained without --style-dim): its "
+                                "translations are one per image")
         x = self._to_model(images, source)
         mean, _ = self._run(encoder, {self._item: x})
-        (out,) = self._run(decoder, {"latents": mean})
+        styles = 0.0 if style_seed is None else (
+            np.random.default_rng(style_seed).standard_normal((len(mean), style_dim)).astype(np.float32))
+        (out,) = self._run(decoder, {"latents": restyled(mean, style_dim, styles)})
         return self._to_items(out)
 
     # --- imputation: a joint model of images and labels --------------------------------------

@@ -178,6 +178,10 @@ class ModelConfig:
                                     # (CyCADA's semantic consistency); the weight of that cross-entropy. 0: unsupervised
     classes_b: int = 0              # cyclevae with class_weight: domain B's classes, where B is labelled with as many as
                                     # A (the same classes): B's own classifier then reads A's translations into B
+    style_dim: int = 0              # cyclevae: the last style_dim values of the flat latent are each domain's own
+                                    # (MUNIT, Huang et al. 2018: a shared content code, a style code per domain): a
+                                    # translation decodes the source's content with a style of the target's prior,
+                                    # and the cycle gives the source its own style back. 0: the whole code is shared
     cycle_weight: float = 1.0       # cyclevae: weight of the cycle terms (A -> B -> A and B -> A -> B), measured like
                                     # the reconstruction they extend
     ema_decay: float = 0.999        # decoder weights averaged over ~1/(1-decay) steps (Karras et al. 2018; Yazici et
@@ -238,6 +242,13 @@ class ModelConfig:
         _check(self.structure_weight >= 0, f"structure_weight must be >= 0, got {self.structure_weight}")
         _check(0 <= self.prior_free_bits <= 100, f"prior_free_bits must be from 0 to 100, got {self.prior_free_bits}")
         _check(self.cycle_weight >= 0, f"cycle_weight must be >= 0, got {self.cycle_weight}")
+        _check(self.style_dim == 0 or self.kind == "cyclevae",
+               f"--style-dim gives each domain of a translation model a style code; a {self.kind} model has one domain")
+        _check(self.style_dim == 0 or not self.latent_channels,
+               "--style-dim splits a flat latent; a spatial one (--latent-channels) has no style part")
+        _check(0 <= self.style_dim < self.latent_dim,
+               f"--style-dim must be from 0 to --latent-dim - 1 ({self.latent_dim - 1}): the rest is the shared "
+               f"content, got {self.style_dim}")
         _check(0 <= self.text_dim <= 4096, f"text_dim must be from 0 to 4096, got {self.text_dim}")
         if self.text_dim:
             _check(self.conditional, "a text-conditioned model (text_dim > 0) is conditional")

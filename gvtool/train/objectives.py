@@ -317,18 +317,31 @@ def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x
     Decoder:       gamma * (feature NLL + cycle_weight * cycle feature NLL) + GAN terms on the reconstructions, the
                    translations into each domain and prior samples of each
     Discriminators (one per domain): real items against those three kinds of fakes
-    The KL terms have weight kl_weight, and pixel_weight adds the pixel likelihoods beside the feature ones."""
+    The KL terms have weight kl_weight, and pixel_weight adds the pixel likelihoods beside the feature ones.
+    With style_dim (MUNIT, Huang et al. 2018) a translation keeps the source's content and draws the target's style
+    from the prior, the cycle's way back takes the source's own style, and the translation's encoding must give the
+    drawn style back (L1, on the encoder and the decoders)."""
     b = x.shape[0]
     enc, dec, disc = nets["encoder"], nets["decoder"], nets["discriminator"]
     mean, logvar = enc((x, x_b), (0, 1))  # (2B, K): A's codes, then B's
     z = reparameterize(mean, logvar)
     z_prior = torch.randn_like(z[:b])
-    to_a, to_b = dec(torch.cat([z, z_prior]), None, None)  # every code into both domains: (3B, *item) each
+    if cfg.style_dim:  # a translation: the source's content, a style of the target's prior (MUNIT)
+        styles = torch.randn_like(z[:, :cfg.style_dim])  # (2B, S): for A's translations into B, then B's into A
+        moved = torch.cat([z[:, :-cfg.style_dim], styles], dim=1)
+        # Into A: A's codes, B's translated, prior draws; then into B: A's translated, B's codes, prior draws
+        to_a, to_b = dec(torch.cat([z[:b], moved[b:], z_prior, moved[:b], z[b:], z_prior]), None, (0, 1))
+    else:
+        to_a, to_b = dec(torch.cat([z, z_prior]), None, None)  # every code into both domains: (3B, *item) each
     rec_a, ba, prior_a = to_a.chunk(3)
     ab, rec_b, prior_b = to_b.chunk(3)
     # The cycle: the translations encoded in their new domain, decoded back (A -> B -> A first, then B -> A -> B)
+    # with the source's own style
     mean_c, logvar_c = enc((ab, ba), (1, 0))
-    aba, bab = dec(reparameterize(mean_c, logvar_c), None, (0, 1))
+    z_c = reparameterize(mean_c, logvar_c)
+    if cfg.style_dim:
+        z_c = torch.cat([z_c[:, :-cfg.style_dim], z[:, -cfg.style_dim:]], dim=1)
+    aba, bab = dec(z_c, None, (0, 1))
     terms = [_domain_terms(cfg, disc, 0, x, rec_a, aba, ba, prior_a),
              _domain_terms(cfg, disc, 1, x_b, rec_b, bab, ab, prior_b)]
 
@@ -347,6 +360,11 @@ def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x
         "discriminator": total("d"),
     }
     metrics = {"kl": kl.detach() / 2, "recon": total("recon") / 2, "cycle": total("cycle") / 2}
+    if cfg.style_dim:  # a translation's style read back from it: the decoders must show the style they are given
+        style_rec = F.l1_loss(mean_c[:, -cfg.style_dim:], styles)
+        losses["encoder"] = losses["encoder"] + style_rec
+        losses["decoder"] = losses["decoder"] + style_rec
+        metrics["style_rec"] = style_rec.detach()
     if cfg.class_weight > 0:  # domain A's labels kept through translation (a domain-adaptation setting)
         semantic = _kept_classes(nets["classifier"], x, y, x_b, ab, ba, nets["classifier_b"] if cfg.classes_b else None,
                                  y_b)

@@ -18,7 +18,7 @@ from cli_helpers import error_line
 from export_fixtures import tiny_bundle, tiny_run  # noqa: F401
 from gvtool.cli import main
 from gvtool.errors import BadInputError
-from gvtool.manifest import MANIFEST_FILE, SchemaError, check_manifest
+from gvtool.manifest import MANIFEST_FILE, ModelInfo, SchemaError, check_manifest
 from gvtool.runtime.model import load
 
 CPU = ("--device", "cpu")
@@ -207,6 +207,87 @@ class TestCommand:
         assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"]
         flops = {r["graph"]: r.get("flops_per_item") for r in rows if r["backend"] == "onnxruntime-cpu"}
         assert flops["translate_ab"] == flops["encoder"] + flops["decoder_b"]
+
+
+@pytest.fixture(scope="module")
+def styled(tiny_bundle):
+    return load(tiny_bundle("cyclevae-style")[0], backend="onnxruntime", device="cpu")
+
+
+class TestStyles:
+    """A model with a style code per domain (--style-dim): the content crosses, the target's style is its prior's."""
+
+    def test_the_manifest_names_the_style_part_of_the_latent(self, tiny_bundle):
+        assert tiny_bundle("cyclevae-style")[1].model.style_dim == 2
+        assert tiny_bundle("cyclevae")[1].model.style_dim == 0
+        assert "style_dim" not in json.loads((tiny_bundle("vaegan")[0] / MANIFEST_FILE).read_text())["model"]
+
+    def test_a_translation_is_the_source_content_with_the_targets_typical_style(self, styled, images):
+        a, _ = images
+        x = (a.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1).astype(np.float32)
+        mean = styled.choice.runners["encoder"].run({"images": x})[0]
+        assert np.abs(mean[:, -2:]).max() > 0  # the source's own style, which the translation does not take
+        typical = np.concatenate([mean[:, :-2], np.zeros((len(mean), 2), np.float32)], axis=1)
+        out = styled.choice.runners["decoder_b"].run({"latents": typical})[0]
+        np.testing.assert_array_equal(styled.translate(a, "b"), styled._to_items(out))
+        as_is = styled._to_items(styled.choice.runners["decoder_b"].run({"latents": mean})[0])
+        assert not np.array_equal(styled.translate(a, "b"), as_is)
+
+    def test_a_style_seed_draws_each_images_style_reproducibly(self, styled, images):
+        a, _ = images
+        first, again, other = (styled.translate(a, "b", style_seed=s) for s in (3, 3, 4))
+        assert np.array_equal(first, again) and not np.array_equal(first, other)
+        assert not np.array_equal(first, styled.translate(a, "b"))
+
+    def test_a_style_seed_for_a_model_without_styles_is_refused(self, model, images):
+        with pytest.raises(BadInputError, match="this model has no style code to draw"):
+            model.translate(images[0], "b", style_seed=0)
+
+    def test_the_command_draws_styles_and_refuses_them_without(self, tiny_bundle, styled, tmp_path, images):
+        from PIL import Image
+
+        Image.fromarray(images[0][0, :, :, 0]).save(tmp_path / "a.png")
+        result = invoke("translate", tiny_bundle("cyclevae-style")[0], tmp_path / "a.png", "--to", "b",
+                        "--style-seed", 7, "--out", tmp_path / "t.npy", *CPU)
+        assert result.exit_code == 0, result.output
+        np.testing.assert_array_equal(np.load(tmp_path / "t.npy"), styled.translate(images[0][:1], "b", style_seed=7))
+        line = error_line(invoke("translate", tiny_bundle("cyclevae")[0], tmp_path / "a.png", "--to", "b",
+                                 "--style-seed", 7, *CPU))
+        assert "has no style code to draw" in line
+
+    def test_a_run_and_its_bundle_translate_alike(self, tiny_run, tiny_bundle, images):
+        from gvtool.eval.evaluate import open_target
+
+        run, bundle = open_target(tiny_run("cyclevae-style")), open_target(tiny_bundle("cyclevae-style")[0])
+        for source, target in ((images[0], 1), (images[1], 0)):
+            x = np.ascontiguousarray(source.transpose(0, 3, 1, 2))
+            got, want = bundle.translate(x, target), run.translate(x, target)
+            assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+    def test_info_says_which_values_are_style(self, tiny_bundle):
+        result = invoke("info", tiny_bundle("cyclevae-style")[0])
+        assert "latent 4 (the last 2 each domain's style)" in " ".join(result.output.split())
+
+    @pytest.mark.parametrize("value, match", [(4, "model.style_dim must be from 0 to 3"),
+                                              (-1, "model.style_dim must be from 0 to 3"),
+                                              ("2", "model.style_dim")])
+    def test_a_style_part_outside_the_latent_is_refused(self, tiny_bundle, value, match):
+        raw = json.loads((tiny_bundle("cyclevae-style")[0] / MANIFEST_FILE).read_text())
+        raw["model"]["style_dim"] = value
+        with pytest.raises(SchemaError, match=match):
+            check_manifest(raw)
+
+    def test_a_style_part_on_a_one_domain_model_is_refused(self, tiny_bundle):
+        raw = json.loads((tiny_bundle("vaegan")[0] / MANIFEST_FILE).read_text())
+        raw["model"]["style_dim"] = 1
+        with pytest.raises(SchemaError, match="are for translation models, not vaegan"):
+            check_manifest(raw)
+
+    def test_a_manifest_from_before_styles_reads_as_one_shared_code(self, tiny_bundle):
+        raw = _raw(tiny_bundle)
+        del raw["model"]["style_dim"]
+        check_manifest(raw)
+        assert ModelInfo.from_dict(raw["model"]).style_dim == 0
 
 
 @pytest.fixture(scope="module")

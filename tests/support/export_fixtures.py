@@ -27,8 +27,10 @@ RUNS = {
     "hier-conditional": ("labelled_npz", "hier", True),
     "hier-ring8": ("ring8", "hier", False),
     "cyclevae": ("labelled_npz", "cyclevae", False),  # domain B: colour_npz (RGB, another size)
+    "cyclevae-style": ("labelled_npz", "cyclevae", False),  # with a style code per domain (MODEL_CHANGES)
     "mvae": ("labelled_npz", "mvae", True),  # a joint model of images and labels
 }
+MODEL_CHANGES = {"cyclevae-style": {"style_dim": 2}}  # a run's model settings beside its kind's tiny defaults
 ALL_PRECISIONS = ("fp32", "fp16", "int8")
 BUNDLE_PRECISIONS = {name: ALL_PRECISIONS for name in RUNS}
 IMAGE_RUNS = ("vaegan", "conditional", "gan")
@@ -57,6 +59,7 @@ def tiny_run(tmp_path_factory, labelled_npz, unlabelled_npz, colour_npz, make_tr
             else:
                 config = make_train_config(data, kind=kind, conditional=conditional,
                                            **({"data_b": colour_npz} if kind == "cyclevae" else {}))
+                config = config.replace(model=dataclasses.replace(config.model, **MODEL_CHANGES.get(name, {})))
             train(config, run_dir)
             _runs[name] = run_dir
         return _runs[name]

@@ -214,6 +214,50 @@ class TestLossTerms:
             one, two = losses[1.0][name] - losses[0.0][name], losses[2.0][name] - losses[0.0][name]
             assert one.item() > 0 and two.item() == pytest.approx(2 * one.item(), rel=1e-4)
 
+    def test_with_styles_a_translation_takes_a_drawn_style_and_the_cycle_the_sources_own(self):
+        cfg = _cfg(latent_dim=6, style_dim=2)
+        nets = build_networks(cfg)
+        decoded = []
+
+        class Recording(nn.Module):
+            def __init__(self, decoder):
+                super().__init__()
+                self.decoder = decoder
+
+            def forward(self, z, labels=None, domain=0):
+                decoded.append(z.detach().clone())
+                return self.decoder(z, labels, domain)
+
+        nets["decoder"] = Recording(nets["decoder"])
+        x, x_b = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1
+        out = compute_losses(cfg, nets, x, None, x_b)
+        first, cycle = decoded
+        z_a, moved_b, _, moved_a, z_b, _ = first.chunk(6)  # into A: A's, B's translated, prior; into B: ...
+        for own, moved in ((z_a, moved_a), (z_b, moved_b)):
+            torch.testing.assert_close(moved[:, :4], own[:, :4])  # the content crosses
+            assert not torch.allclose(moved[:, 4:], own[:, 4:])  # the style is drawn for the target
+        torch.testing.assert_close(cycle[:, 4:], torch.cat([z_a, z_b])[:, 4:])  # the way back: the source's style
+        assert out.metrics["style_rec"].item() > 0
+
+    def test_without_styles_the_whole_code_crosses(self):
+        cfg = _cfg(latent_dim=6)
+        nets = build_networks(cfg)
+        original = nets["decoder"].forward
+        decoded = []
+        nets["decoder"].forward = lambda z, labels=None, domain=0: decoded.append(z.detach()) or original(z, labels,
+                                                                                                           domain)
+        out = compute_losses(cfg, nets, torch.rand(4, 1, 16, 16), None, torch.rand(4, 3, 16, 16))
+        assert decoded[0].shape == (12, 6) and "style_rec" not in out.metrics  # every code into both domains
+
+    @pytest.mark.parametrize("changes, match", [
+        ({"kind": "vaegan", "channels_b": 0}, "a vaegan model has one domain"),
+        ({"latent_channels": 2}, "a spatial one .--latent-channels. has no style part"),
+        ({"style_dim": 4}, "--style-dim must be from 0 to --latent-dim - 1 .3."),
+        ({"style_dim": -1}, "--style-dim must be from 0")])
+    def test_a_style_part_that_does_not_fit_is_refused(self, changes, match):
+        with pytest.raises(BadInputError, match=match):
+            _cfg(**({"style_dim": 2} | changes))
+
     def test_a_step_without_domain_b_is_a_bug(self):
         with pytest.raises(ValueError, match="a batch of each domain"):
             compute_losses(_cfg(), build_networks(_cfg()), torch.zeros(2, 1, 16, 16), None)
