@@ -3,7 +3,7 @@ through the exported bundle at every precision: does a digit keep its class, doe
 does it come back?
 
     python benchmarks/quality/translation.py [--pairs mnist:digits,mnist:mnist-m] [--seeds 0,1,2] [--epochs N]
-                                             [--class-weight W] [--out benchmarks/quality/results]
+                                             [--class-weight W] [--style-dim S] [--out benchmarks/quality/results]
 
 Each (pair, seed) trains with `gvtool train --model cyclevae --data A --data-b B`'s defaults (or --epochs), is
 exported as `gvtool export` does (fp32, fp16, int8) and measured with `gvtool eval`'s evaluate() at each precision:
@@ -51,12 +51,17 @@ def translate_latency_ms(bundle_dir: Path, seconds: float = 1.0) -> dict[str, fl
                 for n in LATENCY_BATCHES}
 
 
-def run_one(a: str, b: str, seed: int, epochs: int | None, out: Path, class_weight: float = 0.0) -> list[dict]:
-    suffix = f"-cw{class_weight:g}" if class_weight else ""
-    name = f"cyclevae-{a}-{b}{suffix}-s{seed}-t{torch.get_num_threads()}"
+def setting(class_weight: float, style_dim: int) -> str:
+    """The options beside the defaults, as a name's suffix: "-cw1-sd4", or "" for the defaults."""
+    return (f"-cw{class_weight:g}" if class_weight else "") + (f"-sd{style_dim}" if style_dim else "")
+
+
+def run_one(a: str, b: str, seed: int, epochs: int | None, out: Path, class_weight: float = 0.0,
+            style_dim: int = 0) -> list[dict]:
+    name = f"cyclevae-{a}-{b}{setting(class_weight, style_dim)}-s{seed}-t{torch.get_num_threads()}"
     config = TrainConfig.defaults_for(a, "cpu", "cyclevae").replace(data_b=b, seed=seed)
     config = config.replace(**({"epochs": epochs} if epochs else {}),
-                            model=dataclasses.replace(config.model, class_weight=class_weight))
+                            model=dataclasses.replace(config.model, class_weight=class_weight, style_dim=style_dim))
     results = measured(config, out, name)
     results[0]["translate_latency_ms"] = translate_latency_ms(out / "bundles" / name)
     return [r | {"pair": f"{a}:{b}", "run_dir": str(out / "runs" / name)} for r in results]
@@ -93,15 +98,18 @@ def main() -> None:
     parser.add_argument("--class-weight", type=float, default=0.0,
                         help="train with domain A's labels kept through translation (gvtool train --class-weight); "
                              "the results are then translation-cwW.json and .md, the grids translation-cwW-PAIR.png")
+    parser.add_argument("--style-dim", type=int, default=0,
+                        help="a style code per domain (gvtool train --style-dim); the results are then "
+                             "translation[-cwW]-sdS.*")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"translation-cw{args.class_weight:g}" if args.class_weight else "translation"
+    stem = "translation" + setting(args.class_weight, args.style_dim)
     rows = []
     for pair in args.pairs.split(","):
         a, b = pair.split(":")
         for seed in (int(s) for s in args.seeds.split(",")):
-            rows += run_one(a, b, seed, args.epochs, args.out, args.class_weight)
+            rows += run_one(a, b, seed, args.epochs, args.out, args.class_weight, args.style_dim)
             print(f"{pair} seed {seed}: done", flush=True)
         first = min(r["seed"] for r in rows if r["pair"] == pair)
         grids = sorted((Path(next(r["run_dir"] for r in rows if r["pair"] == pair and r["seed"] == first))
