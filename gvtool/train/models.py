@@ -437,12 +437,22 @@ class DomainDecoder(nn.Module):
     3x3 conv).
 
     forward(z, None, 0) decodes to A, (z, None, 1) to B; domain (0, 1) sends the first half of z to A and the second
-    to B, and None decodes every latent into both domains (a tuple: (to A, to B))."""
+    to B, and None decodes every latent into both domains (a tuple: (to A, to B)).
+
+    With cfg.style_dim the shared layers take the content (z but its last style_dim values) and the style reaches
+    the domain's own stages alone, as a per-channel scale and shift of the shared features (FiLM, Perez et al. 2018;
+    MUNIT's AdaIN in spirit): a style can restyle every stroke alike but hardly say where the strokes go."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.shared = Decoder(cfg)  # its upsampling stages are replaced by the fronts below
+        self.shared = Decoder(dataclasses.replace(cfg, latent_dim=cfg.latent_dim - cfg.style_dim, style_dim=0))
+        self.styles = nn.ModuleList(nn.Linear(cfg.style_dim, 2 * self.shared.top) for _ in range(2)
+                                    ) if cfg.style_dim else None
+        for film in self.styles or ():  # every style starts as no change
+            nn.init.zeros_(film.weight)
+            nn.init.zeros_(film.bias)
+        # the shared Decoder's upsampling stages are replaced by the fronts below
         base = self.shared.net
         n_base = 3 * cfg.extra_convs  # conv, batch norm, ReLU per extra conv
         self.shared.net = nn.Sequential(*list(base)[:n_base])
@@ -451,12 +461,25 @@ class DomainDecoder(nn.Module):
                                                         .net)[n_base:])])
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, domain: Domains | None = 0):
+        style = None
+        if self.styles is not None:  # the content to the shared layers, the style to the domain's own
+            content = self.cfg.latent_dim - self.cfg.style_dim  # a constant: the graph's shapes stay known
+            z, style = z[:, :content], z[:, content:]
         h = self.shared(z)  # (B, top, base, base)
         if domain is None:
-            return tuple(front(h) for front in self.fronts)
+            return tuple(self._front(d, h, style) for d in range(2))
         if isinstance(domain, int):
-            return self.fronts[domain](h)
-        return tuple(self.fronts[d](chunk) for chunk, d in zip(h.chunk(len(domain)), domain))
+            return self._front(domain, h, style)
+        n = len(domain)
+        return tuple(self._front(d, chunk, None if style is None else style.chunk(n)[i])
+                     for i, (chunk, d) in enumerate(zip(h.chunk(n), domain)))
+
+    def _front(self, domain: int, h: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        if style is not None:
+            film, top = self.styles[domain](style)[:, :, None, None], self.shared.top  # sliced by constants
+            scale, shift = film[:, :top], film[:, top:]
+            h = h * (1 + scale) + shift
+        return self.fronts[domain](h)
 
 
 class DomainDiscriminators(nn.Module):

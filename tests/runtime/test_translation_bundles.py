@@ -197,8 +197,9 @@ class TestCommand:
         assert result.returncode == 0, result.stderr
         assert np.load(tmp_path / "OUT.npy").shape == (3, 16, 16, 3)
 
-    def test_bench_times_each_graph_and_both_translation_paths(self, tiny_bundle, tmp_path):
-        result = invoke("bench", "run", tiny_bundle("cyclevae")[0], "--backend", "onnxruntime,torch", "--precision",
+    @pytest.mark.parametrize("name", ["cyclevae", "cyclevae-style"])
+    def test_bench_times_each_graph_and_both_translation_paths(self, tiny_bundle, tmp_path, name):
+        result = invoke("bench", "run", tiny_bundle(name)[0], "--backend", "onnxruntime,torch", "--precision",
                         "fp32", "--batch-sizes", "1,2", "--iterations", 3, "--warmup-ms", 0, "--json", tmp_path / "b.json")
         assert result.exit_code == 0, result.output
         rows = json.loads((tmp_path / "b.json").read_text())["results"]

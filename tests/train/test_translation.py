@@ -135,6 +135,20 @@ class TestSharedLatent:
         torch.testing.assert_close(first, decoder(z[:2], None, 0))
         torch.testing.assert_close(second, decoder(z[2:], None, 1))
 
+    def test_a_style_reaches_its_domains_own_stages_alone_as_a_scale_and_shift(self):
+        torch.manual_seed(0)
+        decoder = DomainDecoder(_cfg(latent_dim=6, style_dim=2)).eval()
+        assert decoder.shared.project[0].in_features == 4  # the shared layers read the content
+        z = torch.randn(3, 6)
+        restyled = torch.cat([z[:, :4], torch.randn(3, 2)], dim=1)
+        torch.testing.assert_close(decoder(restyled, None, 1), decoder(z, None, 1))  # no change at the start
+        with torch.no_grad():
+            decoder.styles[1].weight.normal_()
+        torch.testing.assert_close(decoder(restyled, None, 0), decoder(z, None, 0))  # B's style is not A's
+        assert not torch.allclose(decoder(restyled, None, 1), decoder(z, None, 1))
+        first, second = decoder(torch.cat([z, restyled]), None, (0, 1))  # each chunk with its own style
+        torch.testing.assert_close(second, decoder(restyled, None, 1))
+
     def test_the_graphs_of_each_domain_take_and_give_its_own_images(self):
         graphs = graph_modules(_cfg(), build_networks(_cfg()))
         assert graphs["encoder"].inputs[0][2] == (1, 16, 16) and graphs["encoder_b"].inputs[0][2] == (3, 16, 16)
