@@ -14,7 +14,8 @@ fp32: encoder of one domain, then decoder of the other, from uint8 images to uin
 Finished runs and bundles are reused when their config and checkpoint match (see common.py).
 
 Writes translation.json (every run and precision), translation.md (mean ± std per pair and precision) and
-translation-PAIR.png (seed 0's held-out digits and their translations both ways, from its last epoch).
+translation-PAIR.png (seed 0's held-out digits and their translations both ways, from its last epoch); with
+--style-dim, translation-...-PAIR-styles.png too (seed 0's digits into B with the typical style and three drawn).
 """
 
 from __future__ import annotations
@@ -51,6 +52,25 @@ def translate_latency_ms(bundle_dir: Path, seconds: float = 1.0) -> dict[str, fl
                 for n in LATENCY_BATCHES}
 
 
+STYLE_SEEDS = (1, 2, 3)  # a style model's grid: its held-out A digits, typical style, then these draws
+
+
+def styles_grid(bundle_dir: Path, config: TrainConfig, path: Path, n: int = 8) -> None:
+    """A style model's translations of n held-out digits of A into B: the originals, the target's typical style,
+    then a style drawn with each of STYLE_SEEDS (gvtool translate --style-seed), a row each."""
+    from gvtool.imaging import save_grid
+    from gvtool.runtime.model import load
+    from gvtool.train.data import load_dataset, split
+
+    _, held_out = split(load_dataset(config.data, image_size=config.image_size), config.val_fraction,
+                        config.split_seed)
+    images = held_out.x[:n].permute(0, 2, 3, 1).numpy()  # (n, H, W, C) uint8
+    with load(bundle_dir, backend="onnxruntime", device="cpu", operation="translate") as model:
+        rows = [model.translate(images, "b")] + [model.translate(images, "b", seed) for seed in STYLE_SEEDS]
+    channels = rows[0].shape[3]
+    save_grid(np.concatenate([np.repeat(images, channels // images.shape[3], axis=3), *rows]), path, ncols=n)
+
+
 def setting(class_weight: float, style_dim: int) -> str:
     """The options beside the defaults, as a name's suffix: "-cw1-sd4", or "" for the defaults."""
     return (f"-cw{class_weight:g}" if class_weight else "") + (f"-sd{style_dim}" if style_dim else "")
@@ -64,6 +84,8 @@ def run_one(a: str, b: str, seed: int, epochs: int | None, out: Path, class_weig
                             model=dataclasses.replace(config.model, class_weight=class_weight, style_dim=style_dim))
     results = measured(config, out, name)
     results[0]["translate_latency_ms"] = translate_latency_ms(out / "bundles" / name)
+    if style_dim and seed == 0:
+        styles_grid(out / "bundles" / name, config, out / f"translation{setting(class_weight, style_dim)}-{a}-{b}-styles.png")
     return [r | {"pair": f"{a}:{b}", "run_dir": str(out / "runs" / name)} for r in results]
 
 
