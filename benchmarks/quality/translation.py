@@ -71,21 +71,24 @@ def styles_grid(bundle_dir: Path, config: TrainConfig, path: Path, n: int = 8) -
     save_grid(np.concatenate([np.repeat(images, channels // images.shape[3], axis=3), *rows]), path, ncols=n)
 
 
-def setting(class_weight: float, style_dim: int) -> str:
-    """The options beside the defaults, as a name's suffix: "-cw1-sd4", or "" for the defaults."""
-    return (f"-cw{class_weight:g}" if class_weight else "") + (f"-sd{style_dim}" if style_dim else "")
+def setting(class_weight: float, style_dim: int | None) -> str:
+    """The options given, as a name's suffix: "-cw1-sd4" (a style size given is named even where it is the
+    default's), or "" for the defaults."""
+    return (f"-cw{class_weight:g}" if class_weight else "") + (f"-sd{style_dim}" if style_dim is not None else "")
 
 
 def run_one(a: str, b: str, seed: int, epochs: int | None, out: Path, class_weight: float = 0.0,
-            style_dim: int = 0) -> list[dict]:
-    name = f"cyclevae-{a}-{b}{setting(class_weight, style_dim)}-s{seed}-t{torch.get_num_threads()}"
+            style_dim: int | None = None) -> list[dict]:
+    suffix = setting(class_weight, style_dim)
+    name = f"cyclevae-{a}-{b}{suffix}-s{seed}-t{torch.get_num_threads()}"
     config = TrainConfig.defaults_for(a, "cpu", "cyclevae").replace(data_b=b, seed=seed)
+    style = {} if style_dim is None else {"style_dim": style_dim}
     config = config.replace(**({"epochs": epochs} if epochs else {}),
-                            model=dataclasses.replace(config.model, class_weight=class_weight, style_dim=style_dim))
+                            model=dataclasses.replace(config.model, class_weight=class_weight, **style))
     results = measured(config, out, name)
     results[0]["translate_latency_ms"] = translate_latency_ms(out / "bundles" / name)
-    if style_dim and seed == 0:
-        styles_grid(out / "bundles" / name, config, out / f"translation{setting(class_weight, style_dim)}-{a}-{b}-styles.png")
+    if config.model.style_dim and seed == 0:
+        styles_grid(out / "bundles" / name, config, out / f"translation{suffix}-{a}-{b}-styles.png")
     return [r | {"pair": f"{a}:{b}", "run_dir": str(out / "runs" / name)} for r in results]
 
 
@@ -120,9 +123,9 @@ def main() -> None:
     parser.add_argument("--class-weight", type=float, default=0.0,
                         help="train with domain A's labels kept through translation (gvtool train --class-weight); "
                              "the results are then translation-cwW.json and .md, the grids translation-cwW-PAIR.png")
-    parser.add_argument("--style-dim", type=int, default=0,
-                        help="a style code per domain (gvtool train --style-dim); the results are then "
-                             "translation[-cwW]-sdS.*")
+    parser.add_argument("--style-dim", type=int, default=None,
+                        help="the style values per domain (gvtool train --style-dim; 0: one shared code) in place of "
+                             "the default's; the results are then translation[-cwW]-sdS.*")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
