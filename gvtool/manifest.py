@@ -34,16 +34,6 @@ CAPTION_GRAPH = "caption_encoder"
 # A translation model's domains, by the graphs that encode from and decode to each: "encoder" and "decoder" are
 # domain A's (so that sampling, encoding and reconstruction work on A as on any model), the *_b graphs domain B's.
 DOMAIN_GRAPHS = (("encoder", "decoder"), ("encoder_b", "decoder_b"))
-
-
-def restyled(codes, style_dim: int, styles=0.0):
-    """A translation's codes from the source's posterior means (N, K), numpy or torch, rewritten in place: a model
-    with a style code per domain (style_dim > 0: the last style_dim values) keeps the source's content and takes
-    `styles` for the target, by default the mean of its prior (0: the target domain's typical style). A model whose
-    whole code is shared (style_dim 0) decodes the codes as they are."""
-    if style_dim:
-        codes[:, codes.shape[1] - style_dim:] = styles
-    return codes
 BATCH_AXIS = "batch"  # the name of every graph's dynamic first axis
 
 
@@ -342,6 +332,16 @@ def cycled_labels(n: int, num_classes: int) -> list[int]:
 def item_name(data_kind: str) -> str:
     """The name of the graphs' item tensor (the encoder's input, the decoder's output)."""
     return "images" if data_kind == "image" else "vectors"
+
+
+def restyled(codes, style_dim: int, styles=0.0):
+    """A translation's codes from the source's posterior means (N, K), numpy or torch, rewritten in place: a model
+    with a style code per domain (style_dim > 0: the last style_dim values) keeps the source's content and takes
+    `styles` for the target, by default the mean of its prior (0: the target domain's typical style). A model whose
+    whole code is shared (style_dim 0) decodes the codes as they are."""
+    if style_dim:
+        codes[:, codes.shape[1] - style_dim:] = styles
+    return codes
 
 
 def domain_names(data: str, data_b: str) -> tuple[str, str]:

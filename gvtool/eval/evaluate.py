@@ -21,8 +21,8 @@ from gvtool.eval import metrics
 from gvtool.eval.copies import copy_check
 from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
 from gvtool.eval.imputation import imputation_metrics
-from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle, item_name, restyled,
-                             prompted_prior, read_manifest)
+from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle, item_name,
+                             prompted_prior, read_manifest, restyled)
 from gvtool.prompts import are_prompts
 from gvtool.train.captions import BUILTIN, bands, captions, measure
 from gvtool.train.loop import load_data

@@ -284,8 +284,8 @@ class GenerativeModel:
         self._need((encoder, decoder), "translate")
         style_dim = self._info.style_dim
         if style_seed is not None and not style_dim:
-            raise BadInputError("this model has no style code to draw (it was trained without --style-dim): its "
-                                "translations are one per image")
+            raise BadInputError("this model has no style code to draw (its whole code is shared between the domains: "
+                                "--style-dim 0): its translations are one per image")
         x = self._to_model(images, source)
         mean, _ = self._run(encoder, {self._item: x})
         styles = 0.0 if style_seed is None else (

@@ -447,11 +447,12 @@ class DomainDecoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.shared = Decoder(dataclasses.replace(cfg, latent_dim=cfg.latent_dim - cfg.style_dim, style_dim=0))
-        self.styles = nn.ModuleList(nn.Linear(cfg.style_dim, 2 * self.shared.top) for _ in range(2)
-                                    ) if cfg.style_dim else None
-        for film in self.styles or ():  # every style starts as no change
-            nn.init.zeros_(film.weight)
-            nn.init.zeros_(film.bias)
+        self.styles = None  # each domain's style -> a scale and a shift per shared channel
+        if cfg.style_dim:
+            self.styles = nn.ModuleList(nn.Linear(cfg.style_dim, 2 * self.shared.top) for _ in range(2))
+            for film in self.styles:  # every style starts as no change
+                nn.init.zeros_(film.weight)
+                nn.init.zeros_(film.bias)
         # the shared Decoder's upsampling stages are replaced by the fronts below
         base = self.shared.net
         n_base = 3 * cfg.extra_convs  # conv, batch norm, ReLU per extra conv
