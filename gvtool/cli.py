@@ -146,8 +146,7 @@ def main() -> None:
 @click.option("--style-dim", type=click.IntRange(min=0),
               help="cyclevae: the last this many values of the latent are each domain's style (a photograph's "
                    "background), the rest the content both domains share; translations take the target's "
-                   "typical style; 0 shares the whole code [default: 4 of the default 16, a quarter of a smaller "
-                   "latent, 0 with --latent-channels].")
+                   "typical style; with labelled domains 4 keeps more classes [default: 0, all shared].")
 @click.option("--cycle-weight", type=click.FloatRange(min=0),
               help="cyclevae: weight of the cycle terms A -> B -> A and B -> A -> B [default: 1].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")
@@ -169,7 +168,7 @@ def train(ctx: click.Context, data, kind, conditional, out, resume, **options) -
 
     from gvtool.errors import BadInputError
     from gvtool.train import distributed, rundir
-    from gvtool.train.config import ModelConfig, TrainConfig, default_style_dim
+    from gvtool.train.config import ModelConfig, TrainConfig
     from gvtool.train.device import resolve_device
     from gvtool.train.loop import train as run_training
 
@@ -194,9 +193,6 @@ def train(ctx: click.Context, data, kind, conditional, out, resume, **options) -
             config = config.replace(model=dataclasses.replace(config.model, conditional=conditional))
         # A name in both (image_size) is the train config's: the size asked for; the model's is filled from the data
         model_only = {f.name for f in dataclasses.fields(ModelConfig)} - {f.name for f in dataclasses.fields(TrainConfig)}
-        if kind == "cyclevae" and "style_dim" not in given:  # the default's share of the latent asked for
-            given["style_dim"] = default_style_dim(given.get("latent_dim", config.model.latent_dim),
-                                                   given.get("latent_channels", 0))
         model = dataclasses.replace(config.model, **{k: v for k, v in given.items() if k in model_only})
         if model.latent_channels and "latent_dim" in given:
             raise BadInputError(f"a spatial latent's size is --latent-channels x the base side squared "

@@ -83,16 +83,6 @@ class TestTrainCommand:
                 config["model"]["style_dim"]) == (colour_npz, 3, 2.0, 1)
         assert config["epochs"] == 1  # --epochs wins over the cyclevae default
 
-    @pytest.mark.parametrize("options, style_dim", [
-        (["--latent-dim", "16"], 4), (["--latent-dim", "4"], 1), (["--latent-dim", "4", "--style-dim", "0"], 0),
-        (["--latent-channels", "1"], 0)])
-    def test_a_translation_models_default_style_is_a_share_of_its_latent(self, labelled_npz, colour_npz, tmp_path,
-                                                                         options, style_dim):
-        result = invoke("--model", "cyclevae", "--data", labelled_npz, "--data-b", colour_npz, "--epochs", "1",
-                        "--batch-size", "8", "--width", "4", *options, "--out", tmp_path / "r")
-        assert result.exit_code == 0, result.output
-        assert json.loads((tmp_path / "r" / rundir.CONFIG_FILE).read_text())["model"]["style_dim"] == style_dim
-
     def test_domain_b_for_a_one_domain_model_is_one_line(self, labelled_npz, colour_npz, tmp_path):
         line = error_line(invoke("--data", labelled_npz, "--data-b", colour_npz, *TINY, "--out", tmp_path / "r"))
         assert "--data-b is domain B of --model cyclevae; a vaegan model learns one domain" in line
