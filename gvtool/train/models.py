@@ -472,8 +472,8 @@ class DomainDecoder(nn.Module):
         if isinstance(domain, int):
             return self._front(domain, h, style)
         n = len(domain)
-        return tuple(self._front(d, chunk, None if style is None else style.chunk(n)[i])
-                     for i, (chunk, d) in enumerate(zip(h.chunk(n), domain)))
+        styles = (None,) * n if style is None else style.chunk(n)
+        return tuple(self._front(d, chunk, s) for chunk, s, d in zip(h.chunk(n), styles, domain))
 
     def _front(self, domain: int, h: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
         if style is not None:
