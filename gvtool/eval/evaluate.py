@@ -21,8 +21,8 @@ from gvtool.eval import metrics
 from gvtool.eval.copies import copy_check
 from gvtool.eval.evaluator import load_evaluator, predict, save_evaluator, train_evaluator
 from gvtool.eval.imputation import imputation_metrics
-from gvtool.manifest import (CHAINS, DOMAIN_GRAPHS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle, item_name,
-                             prompted_prior, read_manifest, restyled)
+from gvtool.manifest import (CHAINS, TEXT_EMBEDDING, cycled_labels, domain_names, is_bundle, item_name,
+                             prompted_prior, read_manifest)
 from gvtool.prompts import are_prompts
 from gvtool.train.captions import BUILTIN, bands, captions, measure
 from gvtool.train.loop import load_data
@@ -72,7 +72,7 @@ def open_target(target: Path, precision: str = "fp32") -> Target:
 
 def _run_target(run_dir: Path) -> Target:
     from gvtool.runtime.model import Noise
-    from gvtool.train.graphs import graph_modules, run_chain
+    from gvtool.train.graphs import graph_modules, run_chain, translate as translate_run
     from gvtool.train.trained import load_run
 
     run = load_run(run_dir)
@@ -114,9 +114,7 @@ def _run_target(run_dir: Path) -> Target:
 
     @torch.no_grad()
     def translate(images: np.ndarray, target: int) -> np.ndarray:
-        (encoder, _), (_, decoder) = DOMAIN_GRAPHS[1 - target], DOMAIN_GRAPHS[target]
-        mean, _ = graphs[encoder](to_model(torch.from_numpy(images)))
-        return finished(graphs[decoder](restyled(mean, cfg.style_dim)))
+        return finished(translate_run(graphs, to_model(torch.from_numpy(images)), target, cfg.style_dim))
 
     @torch.no_grad()
     def classify(images: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from gvtool.manifest import (CAPTION_GRAPH, LABEL_POSTERIOR, MASK_INPUT, NOISE_INPUTS, TEXT_EMBEDDING, TEXT_GRAPH,
-                             TEXT_INPUTS, item_name, model_graphs)
+from gvtool.manifest import (CAPTION_GRAPH, DOMAIN_GRAPHS, LABEL_POSTERIOR, MASK_INPUT, NOISE_INPUTS, TEXT_EMBEDDING,
+                             TEXT_GRAPH, TEXT_INPUTS, item_name, model_graphs, restyled)
 from gvtool.prompts import MAX_TOKENS
 from gvtool.train.config import ModelConfig
 from gvtool.train.models import unlabelled
@@ -245,6 +245,15 @@ def graph_modules(cfg: ModelConfig, nets, replace: dict[str, nn.Module] | None =
 
     return {graph: build(graph).eval() for graph in model_graphs(cfg.kind, bool(cfg.text_dim))}
 
+
+
+def translate(graphs: dict[str, Graph], x: torch.Tensor, target: int, style_dim: int) -> torch.Tensor:
+    """A translation model's items x (model range) of the other domain translated into domain `target` (0: A,
+    1: B): the source's encoder's posterior mean, with the target's typical style where the model has a style
+    code (manifest.restyled), through the target's decoder. The runtime's translate does the same on a bundle."""
+    (encoder, _), (_, decoder) = DOMAIN_GRAPHS[1 - target], DOMAIN_GRAPHS[target]
+    mean, _ = graphs[encoder](x)
+    return graphs[decoder](restyled(mean, style_dim))
 
 Draw = Callable[[str, int, tuple[int, ...]], torch.Tensor]  # (input name, batch, shape) -> noise
 

@@ -10,10 +10,10 @@ from torch.nn import functional as F
 
 from gvtool.fileio import atomic_write_text
 from gvtool.imaging import save_grid
-from gvtool.manifest import CHAINS, DOMAIN_GRAPHS, cycled_labels, item_name, restyled
+from gvtool.manifest import CHAINS, cycled_labels, item_name
 from gvtool.masks import make_masks
 from gvtool.train.config import ModelConfig
-from gvtool.train.graphs import condition_input, graph_modules, run_chain, torch_draw
+from gvtool.train.graphs import condition_input, graph_modules, run_chain, torch_draw, translate
 from gvtool.train.data import MIXTURES, Dataset, mixture_centres, to_model, to_uint8
 from gvtool.train.metrics_log import read_rows
 from gvtool.train.plots import plot_losses, plot_points
@@ -124,10 +124,9 @@ class Snapshots:
         theirs into A (the same items every epoch)."""
         graphs = graph_modules(self.cfg, nets)
         rows = []
-        for held_out, (encoder, _), (_, decoder) in ((self.held_out, *DOMAIN_GRAPHS), (self.held_out_b, *DOMAIN_GRAPHS[::-1])):
+        for target, held_out in ((1, self.held_out), (0, self.held_out_b)):
             x = to_model(held_out.x[:TRANSLATED_ITEMS].to(self.device))
-            mean, _ = graphs[encoder](x)
-            rows += [x, graphs[decoder](restyled(mean, self.cfg.style_dim)).float()]
+            rows += [x, translate(graphs, x, target, self.cfg.style_dim).float()]
         images = [as_rgb(to_uint8(row).permute(0, 2, 3, 1).cpu()) for row in rows]
         save_grid(torch.cat(images).numpy(), self.folder / f"epoch_{epoch:04d}.png", ncols=len(images[0]))
 
@@ -137,8 +136,7 @@ class Snapshots:
         total, count = torch.zeros((), device=self.device), 0
         for start in range(0, len(self.held_out), EVAL_BATCH):
             x = to_model(self.held_out.x[start:start + EVAL_BATCH].to(self.device))
-            there = graphs["decoder_b"](restyled(graphs["encoder"](x)[0], self.cfg.style_dim))
-            back = graphs["decoder"](restyled(graphs["encoder_b"](there)[0], self.cfg.style_dim))
+            back = translate(graphs, translate(graphs, x, 1, self.cfg.style_dim), 0, self.cfg.style_dim)
             total += F.mse_loss(back.float(), x, reduction="sum")
             count += x.numel()
         return round(total.item() / count, 6)
