@@ -147,6 +147,9 @@ def main() -> None:
               help="cyclevae: the last this many values of the latent are each domain's style (a photograph's "
                    "background), the rest the content both domains share; translations take the target's "
                    "typical style; with labelled domains 4 keeps more classes [default: 0, all shared].")
+@click.option("--content-adv-weight", type=click.FloatRange(min=0),
+              help="cyclevae: a discriminator learns which domain each content code came from and the encoders "
+                   "learn to leave it guessing, with this weight (DRIT's content adversary) [default: 0, off].")
 @click.option("--cycle-weight", type=click.FloatRange(min=0),
               help="cyclevae: weight of the cycle terms A -> B -> A and B -> A -> B [default: 1].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")

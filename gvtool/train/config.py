@@ -178,6 +178,10 @@ class ModelConfig:
                                     # (CyCADA's semantic consistency); the weight of that cross-entropy. 0: unsupervised
     classes_b: int = 0              # cyclevae with class_weight: domain B's classes, where B is labelled with as many as
                                     # A (the same classes): B's own classifier then reads A's translations into B
+    content_adv_weight: float = 0.0  # cyclevae: > 0 adds a discriminator of the shared content codes that tells domain
+                                    # A's from B's, and the encoders learn to leave it guessing (DRIT's content
+                                    # adversary, Lee et al. 2018), with this weight: one domain's codes must not sit
+                                    # apart from the other's where its decoder has never learnt to draw
     style_dim: int = 0              # cyclevae: the last style_dim values of the flat latent are each domain's own
                                     # (MUNIT, Huang et al. 2018: a shared content code, a style code per domain): a
                                     # translation decodes the source's content with a style of the target's prior,
@@ -270,6 +274,9 @@ class ModelConfig:
         _check(self.class_weight >= 0, f"class_weight must be >= 0, got {self.class_weight}")
         _check(self.classes_b == 0 or (self.class_weight > 0 and self.classes_b == self.num_classes),
                f"classes_b is domain B's classes beside domain A's under --class-weight, got {self.classes_b}")
+        _check(self.content_adv_weight >= 0, f"content_adv_weight must be >= 0, got {self.content_adv_weight}")
+        _check(self.content_adv_weight == 0 or self.kind == "cyclevae",
+               f"--content-adv-weight aligns a translation model's two domains' codes; a {self.kind} model has one domain")
         _check(self.class_weight == 0 or self.kind == "cyclevae",
                f"--class-weight teaches a translation model domain A's classes; a {self.kind} model has none")
         if self.kind == "mvae":
@@ -299,9 +306,11 @@ class ModelConfig:
     @property
     def networks(self) -> tuple[str, ...]:
         """Every network of the model, by name (a translation model that learns domain A's classes has a classifier
-        of A's images too; a joint model with captions, the caption's expert)."""
+        of A's images too, and one aligning its domains' codes a discriminator of them; a joint model with
+        captions, the caption's expert)."""
         return NETWORKS[self.kind] + (("classifier",) if self.class_weight > 0 else ()) + (
             ("classifier_b",) if self.classes_b else ()) + (
+            ("content_discriminator",) if self.content_adv_weight > 0 else ()) + (
             ("caption_encoder",) if self.kind == "mvae" and self.text_dim else ())
 
     @property

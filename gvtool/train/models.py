@@ -600,6 +600,20 @@ class Classifier(nn.Module):
         return self.net(z)
 
 
+class ContentDiscriminator(nn.Module):
+    """cyclevae with content_adv_weight: the shared content codes (B, K - style_dim), flattened -> one logit each,
+    > 0 for "from domain A's encoder", < 0 for B's (DRIT's content discriminator, Lee et al. 2018, on a code
+    vector: an MLP)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(cfg.latent_dim - cfg.style_dim, cfg.hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(cfg.hidden, cfg.hidden), nn.LeakyReLU(0.2), nn.Linear(cfg.hidden, 1))
+
+    def forward(self, content: torch.Tensor) -> torch.Tensor:
+        return self.net(content.flatten(1)).squeeze(1)
+
+
 class PixelClassifier(nn.Module):
     """cyclevae with domain A's labels: a classifier of A's images (classifier_b: of B's, where B is labelled too),
     (B, C, H, W) -> logits (B, classes): the
@@ -625,6 +639,7 @@ _BUILDERS = {
     "caption_encoder": CaptionEncoder,
     "classifier": lambda cfg: PixelClassifier(cfg) if cfg.kind == "cyclevae" else Classifier(cfg),
     "classifier_b": lambda cfg: PixelClassifier(dataclasses.replace(cfg, channels=cfg.channels_b)),
+    "content_discriminator": ContentDiscriminator,
     "prior_encoder": PriorEncoder,
     "prior_decoder": PriorDecoder,
     "coarse": CoarseDecoder,

@@ -306,6 +306,20 @@ def _kept_classes(classifier, x: torch.Tensor, y: torch.Tensor, x_b: torch.Tenso
                   "acc_ab": (logits_ab.detach().argmax(dim=1) == y).float().mean()}
 
 
+def _content_adversary(disc, content: torch.Tensor) -> dict[str, torch.Tensor]:
+    """cyclevae with content_adv_weight (DRIT, Lee et al. 2018): the content codes of a batch of A's items, then as
+    many of B's (2B, ...). The discriminator learns which domain's encoder gave each code (from the codes detached:
+    it never moves the encoders); the encoders' loss is its cross-entropy against 1/2 for every code, least (ln 2)
+    when it cannot tell."""
+    b = content.shape[0] // 2
+    from_a = torch.cat([torch.ones(b, device=content.device), torch.zeros(b, device=content.device)])
+    l_d = disc(content.detach()).float()
+    l_e = disc(content).float()
+    return {"d": F.binary_cross_entropy_with_logits(l_d, from_a),
+            "fool": F.binary_cross_entropy_with_logits(l_e, torch.full_like(l_e, 0.5)),
+            "acc": ((l_d > 0).float() == from_a).float().mean()}
+
+
 def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x_b: torch.Tensor,
               y_b: torch.Tensor | None = None) -> StepLosses:
     """UNIT (Liu et al. 2017) built from the VAE-GAN: each domain is a VAE-GAN, both share one latent space (the
@@ -320,7 +334,8 @@ def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x
     The KL terms have weight kl_weight, and pixel_weight adds the pixel likelihoods beside the feature ones.
     With style_dim (MUNIT, Huang et al. 2018) a translation keeps the source's content and draws the target's style
     from the prior, the cycle's way back takes the source's own style, and the translation's encoding must give the
-    drawn style back (L1, on the encoder and the decoders)."""
+    drawn style back (L1, on the encoder and the decoders). With content_adv_weight a discriminator of the content
+    codes learns which domain each came from, and the encoders learn to leave it guessing (_content_adversary)."""
     b = x.shape[0]
     enc, dec, disc = nets["encoder"], nets["decoder"], nets["discriminator"]
     mean, logvar = enc((x, x_b), (0, 1))  # (2B, K): A's codes, then B's
@@ -365,6 +380,11 @@ def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x
         losses["encoder"] = losses["encoder"] + style_rec
         losses["decoder"] = losses["decoder"] + style_rec
         metrics["style_rec"] = style_rec.detach()
+    if cfg.content_adv_weight > 0:  # both domains' content codes alike (DRIT's content adversary)
+        adversary = _content_adversary(nets["content_discriminator"], z[:, :cfg.latent_dim - cfg.style_dim])
+        losses["encoder"] = losses["encoder"] + cfg.content_adv_weight * adversary["fool"]
+        losses["content_discriminator"] = adversary["d"]
+        metrics["content_d_acc"] = adversary["acc"]
     if cfg.class_weight > 0:  # domain A's labels kept through translation (a domain-adaptation setting)
         semantic = _kept_classes(nets["classifier"], x, y, x_b, ab, ba, nets["classifier_b"] if cfg.classes_b else None,
                                  y_b)

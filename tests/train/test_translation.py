@@ -19,7 +19,7 @@ from gvtool.train.data import load_dataset
 from gvtool.train.graphs import graph_modules
 from gvtool.train.loop import train
 from gvtool.train.models import DomainDecoder, DomainEncoder, build_networks
-from gvtool.train.objectives import _domain_terms, compute_losses
+from gvtool.train.objectives import _content_adversary, _domain_terms, compute_losses
 from gvtool.train.snapshots import TRANSLATED_ITEMS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -440,3 +440,72 @@ class TestDomainAClasses:
     def test_another_model(self):
         with pytest.raises(BadInputError, match="a vaegan model has none"):
             ModelConfig(class_weight=1.0)
+
+
+class TestContentAdversary:
+    """--content-adv-weight: a discriminator of the content codes tells A's from B's; the encoders learn to leave it
+    guessing."""
+
+    class Fixed(nn.Module):  # a content discriminator whose logit is the code's first value
+        def forward(self, content: torch.Tensor) -> torch.Tensor:
+            return content[:, 0]
+
+    def test_known_codes(self):
+        apart = torch.tensor([[20.0], [20.0], [-20.0], [-20.0]])  # A's codes, then B's: told apart
+        out = _content_adversary(self.Fixed(), apart)
+        assert out["d"].item() == pytest.approx(0.0, abs=1e-6) and out["acc"].item() == 1.0
+        # the encoders' loss: each logit's cross-entropy against 1/2, softplus(20) - 10 for +20 and for -20 alike
+        assert out["fool"].item() == pytest.approx(torch.nn.functional.softplus(torch.tensor(20.0)).item() - 10.0)
+        alike = _content_adversary(self.Fixed(), torch.zeros(4, 1))  # it cannot tell: both losses ln 2
+        assert out["fool"].item() > alike["fool"].item() == pytest.approx(np.log(2))
+        assert alike["d"].item() == pytest.approx(np.log(2)) and alike["acc"].item() == 0.5
+
+    def test_the_discriminator_reads_the_content_alone_and_never_moves_the_encoder(self):
+        cfg = _cfg(latent_dim=6, style_dim=2, content_adv_weight=1.0)
+        assert cfg.networks[-1] == "content_discriminator"
+        nets = build_networks(cfg)
+        assert nets["content_discriminator"].net[0].in_features == 4  # the content: latent 6 less style 2
+        x, x_b = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1
+        out = compute_losses(cfg, nets, x, None, x_b)
+        assert 0.0 <= out.metrics["content_d_acc"].item() <= 1.0
+        grads = torch.autograd.grad(out.losses["content_discriminator"], list(nets["encoder"].parameters()),
+                                    allow_unused=True, retain_graph=True)
+        assert all(g is None for g in grads)
+        # while the encoder's loss goes through it (the update applies each loss to its own network alone)
+        grads = torch.autograd.grad(out.losses["encoder"], list(nets["content_discriminator"].parameters()))
+        assert all(g.abs().sum() > 0 for g in grads)
+
+    def test_the_weight_scales_the_encoders_term(self):
+        x, x_b = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1
+        encoder, fool = [], None
+        for weight in (1.0, 3.0):
+            cfg = _cfg(content_adv_weight=weight)
+            torch.manual_seed(0)
+            nets = build_networks(cfg)
+            torch.manual_seed(1)
+            out = compute_losses(cfg, nets, x, None, x_b)
+            encoder.append(out.losses["encoder"].item())
+        torch.manual_seed(0)
+        nets = build_networks(_cfg(content_adv_weight=1.0))
+        torch.manual_seed(1)
+        mean, logvar = nets["encoder"]((x, x_b), (0, 1))
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        fool = _content_adversary(nets["content_discriminator"], z)["fool"].item()
+        assert encoder[1] - encoder[0] == pytest.approx(2 * fool, rel=1e-4)
+
+    def test_trains_and_exports_a_bundle_without_it(self, labelled_npz, colour_npz, make_train_config, tmp_path):
+        from gvtool.export.bundle import export_bundle
+
+        config = make_train_config(labelled_npz, kind="cyclevae", data_b=colour_npz)
+        config = config.replace(model=dataclasses.replace(config.model, content_adv_weight=1.0))
+        train(config, tmp_path / "run")
+        assert "content_discriminator" in load_checkpoint(tmp_path / "run" / rundir.CHECKPOINT_FILE).models
+        _, manifest = export_bundle(tmp_path / "run", tmp_path / "bundle", precisions=("fp32",))
+        assert {g.graph for g in manifest.graphs.values()} == {"encoder", "decoder", "encoder_b", "decoder_b"}
+
+    @pytest.mark.parametrize("changes, match", [
+        ({"content_adv_weight": -1.0}, "content_adv_weight must be >= 0"),
+        ({"kind": "vaegan", "channels_b": 0, "content_adv_weight": 1.0}, "a vaegan model has one domain")])
+    def test_refusals(self, changes, match):
+        with pytest.raises(BadInputError, match=match):
+            _cfg(**changes)
