@@ -3,7 +3,8 @@ through the exported bundle at every precision: does a digit keep its class, doe
 does it come back?
 
     python benchmarks/quality/translation.py [--pairs mnist:digits,mnist:mnist-m] [--seeds 0,1,2] [--epochs N]
-                                             [--class-weight W] [--style-dim S] [--out benchmarks/quality/results]
+                                             [--class-weight W] [--style-dim S] [--content-adv-weight C]
+                                             [--out benchmarks/quality/results]
 
 Each (pair, seed) trains with `gvtool train --model cyclevae --data A --data-b B`'s defaults (or --epochs), is
 exported as `gvtool export` does (fp32, fp16, int8) and measured with `gvtool eval`'s evaluate() at each precision:
@@ -71,20 +72,22 @@ def styles_grid(bundle_dir: Path, config: TrainConfig, path: Path, n: int = 8) -
     save_grid(np.concatenate([np.repeat(images, channels // images.shape[3], axis=3), *rows]), path, ncols=n)
 
 
-def setting(class_weight: float, style_dim: int | None) -> str:
-    """The options given, as a name's suffix: "-cw1-sd4" (a style size given is named even where it is the
+def setting(class_weight: float, style_dim: int | None, content_adv_weight: float = 0.0) -> str:
+    """The options given, as a name's suffix: "-cw1-sd4-ca10" (a style size given is named even where it is the
     default's), or "" for the defaults."""
-    return (f"-cw{class_weight:g}" if class_weight else "") + (f"-sd{style_dim}" if style_dim is not None else "")
+    return ((f"-cw{class_weight:g}" if class_weight else "") + (f"-sd{style_dim}" if style_dim is not None else "")
+            + (f"-ca{content_adv_weight:g}" if content_adv_weight else ""))
 
 
 def run_one(a: str, b: str, seed: int, epochs: int | None, out: Path, class_weight: float = 0.0,
-            style_dim: int | None = None) -> list[dict]:
-    suffix = setting(class_weight, style_dim)
+            style_dim: int | None = None, content_adv_weight: float = 0.0) -> list[dict]:
+    suffix = setting(class_weight, style_dim, content_adv_weight)
     name = f"cyclevae-{a}-{b}{suffix}-s{seed}-t{torch.get_num_threads()}"
     config = TrainConfig.defaults_for(a, "cpu", "cyclevae").replace(data_b=b, seed=seed)
     style = {} if style_dim is None else {"style_dim": style_dim}
     config = config.replace(**({"epochs": epochs} if epochs else {}),
-                            model=dataclasses.replace(config.model, class_weight=class_weight, **style))
+                            model=dataclasses.replace(config.model, class_weight=class_weight,
+                                                          content_adv_weight=content_adv_weight, **style))
     results = measured(config, out, name)
     results[0]["translate_latency_ms"] = translate_latency_ms(out / "bundles" / name)
     if config.model.style_dim and seed == 0:
@@ -126,15 +129,19 @@ def main() -> None:
     parser.add_argument("--style-dim", type=int, default=None,
                         help="the style values per domain (gvtool train --style-dim; 0: one shared code) in place of "
                              "the default's; the results are then translation[-cwW]-sdS.*")
+    parser.add_argument("--content-adv-weight", type=float, default=0.0,
+                        help="align the domains' content codes (gvtool train --content-adv-weight); the results are "
+                             "then translation[-cwW][-sdS]-caC.*")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "translation" + setting(args.class_weight, args.style_dim)
+    stem = "translation" + setting(args.class_weight, args.style_dim, args.content_adv_weight)
     rows = []
     for pair in args.pairs.split(","):
         a, b = pair.split(":")
         for seed in (int(s) for s in args.seeds.split(",")):
-            rows += run_one(a, b, seed, args.epochs, args.out, args.class_weight, args.style_dim)
+            rows += run_one(a, b, seed, args.epochs, args.out, args.class_weight, args.style_dim,
+                            args.content_adv_weight)
             print(f"{pair} seed {seed}: done", flush=True)
         first = min(r["seed"] for r in rows if r["pair"] == pair)
         grids = sorted((Path(next(r["run_dir"] for r in rows if r["pair"] == pair and r["seed"] == first))
