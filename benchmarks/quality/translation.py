@@ -87,7 +87,7 @@ def run_one(a: str, b: str, seed: int, epochs: int | None, out: Path, class_weig
     style = {} if style_dim is None else {"style_dim": style_dim}
     config = config.replace(**({"epochs": epochs} if epochs else {}),
                             model=dataclasses.replace(config.model, class_weight=class_weight,
-                                                          content_adv_weight=content_adv_weight, **style))
+                                                      content_adv_weight=content_adv_weight, **style))
     results = measured(config, out, name)
     results[0]["translate_latency_ms"] = translate_latency_ms(out / "bundles" / name)
     if config.model.style_dim and seed == 0:

@@ -306,8 +306,8 @@ class ModelConfig:
     @property
     def networks(self) -> tuple[str, ...]:
         """Every network of the model, by name (a translation model that learns domain A's classes has a classifier
-        of A's images too, and one aligning its domains' codes a discriminator of them; a joint model with
-        captions, the caption's expert)."""
+        of A's images too, and one that aligns its domains' codes a discriminator of its content codes; a joint
+        model with captions, the caption's expert)."""
         return NETWORKS[self.kind] + (("classifier",) if self.class_weight > 0 else ()) + (
             ("classifier_b",) if self.classes_b else ()) + (
             ("content_discriminator",) if self.content_adv_weight > 0 else ()) + (

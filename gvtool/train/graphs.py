@@ -246,7 +246,6 @@ def graph_modules(cfg: ModelConfig, nets, replace: dict[str, nn.Module] | None =
     return {graph: build(graph).eval() for graph in model_graphs(cfg.kind, bool(cfg.text_dim))}
 
 
-
 def translate(graphs: dict[str, Graph], x: torch.Tensor, target: int, style_dim: int) -> torch.Tensor:
     """A translation model's items x (model range) of the other domain translated into domain `target` (0: A,
     1: B): the source's encoder's posterior mean, with the target's typical style where the model has a style
@@ -254,6 +253,7 @@ def translate(graphs: dict[str, Graph], x: torch.Tensor, target: int, style_dim:
     (encoder, _), (_, decoder) = DOMAIN_GRAPHS[1 - target], DOMAIN_GRAPHS[target]
     mean, _ = graphs[encoder](x)
     return graphs[decoder](restyled(mean, style_dim))
+
 
 Draw = Callable[[str, int, tuple[int, ...]], torch.Tensor]  # (input name, batch, shape) -> noise
 
