@@ -150,6 +150,9 @@ def main() -> None:
 @click.option("--content-adv-weight", type=click.FloatRange(min=0),
               help="cyclevae: a discriminator learns which domain each content code came from and the encoders "
                    "learn to leave it guessing, with this weight (DRIT's content adversary) [default: 0, off].")
+@click.option("--invariance-weight", type=click.FloatRange(min=0),
+              help="cyclevae with --style-dim: each domain's content code must not change when an image's colours "
+                   "are inverted or its channels reordered (the style keeps them), with this weight [default: 0, off].")
 @click.option("--cycle-weight", type=click.FloatRange(min=0),
               help="cyclevae: weight of the cycle terms A -> B -> A and B -> A -> B [default: 1].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I (auto takes CUDA when present).")

@@ -4,6 +4,7 @@ does it come back?
 
     python benchmarks/quality/translation.py [--pairs mnist:digits,mnist:mnist-m] [--seeds 0,1,2] [--epochs N]
                                              [--class-weight W] [--style-dim S] [--content-adv-weight C]
+                                             [--invariance-weight I]
                                              [--out benchmarks/quality/results]
 
 Each (pair, seed) trains with `gvtool train --model cyclevae --data A --data-b B`'s defaults (or --epochs), is
@@ -72,22 +73,23 @@ def styles_grid(bundle_dir: Path, config: TrainConfig, path: Path, n: int = 8) -
     save_grid(np.concatenate([np.repeat(images, channels // images.shape[3], axis=3), *rows]), path, ncols=n)
 
 
-def setting(class_weight: float, style_dim: int | None, content_adv_weight: float = 0.0) -> str:
-    """The options given, as a name's suffix: "-cw1-sd4-ca10" (a style size given is named even where it is the
-    default's), or "" for the defaults."""
-    return ((f"-cw{class_weight:g}" if class_weight else "") + (f"-sd{style_dim}" if style_dim is not None else "")
-            + (f"-ca{content_adv_weight:g}" if content_adv_weight else ""))
+# The model options the script takes, each named in the results' file names by its short form: "-cw1-sd4-ca10"
+OPTIONS = {"class_weight": "cw", "style_dim": "sd", "content_adv_weight": "ca", "invariance_weight": "inv"}
 
 
-def run_one(a: str, b: str, seed: int, epochs: int | None, out: Path, class_weight: float = 0.0,
-            style_dim: int | None = None, content_adv_weight: float = 0.0) -> list[dict]:
-    suffix = setting(class_weight, style_dim, content_adv_weight)
+def setting(options: dict) -> str:
+    """The options given, as a name's suffix in OPTIONS' order: "-cw1-sd4-ca10", or "" for the defaults. A style
+    size given is named even where it is the default's (0); the weights are named where they are not 0."""
+    return "".join(f"-{short}{options[name]:g}" for name, short in OPTIONS.items()
+                   if options.get(name) is not None and (options[name] or name == "style_dim"))
+
+
+def run_one(a: str, b: str, seed: int, epochs: int | None, out: Path, options: dict) -> list[dict]:
+    suffix = setting(options)
     name = f"cyclevae-{a}-{b}{suffix}-s{seed}-t{torch.get_num_threads()}"
     config = TrainConfig.defaults_for(a, "cpu", "cyclevae").replace(data_b=b, seed=seed)
-    style = {} if style_dim is None else {"style_dim": style_dim}
-    config = config.replace(**({"epochs": epochs} if epochs else {}),
-                            model=dataclasses.replace(config.model, class_weight=class_weight,
-                                                      content_adv_weight=content_adv_weight, **style))
+    config = config.replace(**({"epochs": epochs} if epochs else {}), model=dataclasses.replace(
+        config.model, **{k: v for k, v in options.items() if v is not None}))
     results = measured(config, out, name)
     results[0]["translate_latency_ms"] = translate_latency_ms(out / "bundles" / name)
     if config.model.style_dim and seed == 0:
@@ -132,16 +134,19 @@ def main() -> None:
     parser.add_argument("--content-adv-weight", type=float, default=0.0,
                         help="align the domains' content codes (gvtool train --content-adv-weight); the results are "
                              "then translation[-cwW][-sdS]-caC.*")
+    parser.add_argument("--invariance-weight", type=float, default=0.0,
+                        help="content codes blind to recolouring (gvtool train --invariance-weight); the results are "
+                             "then translation[-cwW][-sdS][-caC]-invI.*")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality/results"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "translation" + setting(args.class_weight, args.style_dim, args.content_adv_weight)
+    options = {name: getattr(args, name) for name in OPTIONS}
+    stem = "translation" + setting(options)
     rows = []
     for pair in args.pairs.split(","):
         a, b = pair.split(":")
         for seed in (int(s) for s in args.seeds.split(",")):
-            rows += run_one(a, b, seed, args.epochs, args.out, args.class_weight, args.style_dim,
-                            args.content_adv_weight)
+            rows += run_one(a, b, seed, args.epochs, args.out, options)
             print(f"{pair} seed {seed}: done", flush=True)
         first = min(r["seed"] for r in rows if r["pair"] == pair)
         grids = sorted((Path(next(r["run_dir"] for r in rows if r["pair"] == pair and r["seed"] == first))

@@ -1,4 +1,5 @@
-"""Differentiable augmentation for the discriminator's inputs (DiffAugment, Zhao et al. 2020).
+"""Differentiable augmentation for the discriminator's inputs (DiffAugment, Zhao et al. 2020), and the colour
+transforms a translation model's content code learns to ignore.
 
 With 4,500 training digits a discriminator learns the training set by heart within a few epochs and
 then rewards the decoder for copying it. Augmenting every item D sees, real and generated alike, with
@@ -72,3 +73,20 @@ def _cutout(x: torch.Tensor, n_draws: int, draw: torch.Tensor) -> torch.Tensor:
 
 
 _POLICIES = {"translation": _translation, "cutout": _cutout}
+
+
+def recolour(x: torch.Tensor, inverted: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) in [-1, 1] with the colours of the items where inverted (B,) bool is set inverted (-x: a light
+    stroke on a dark ground becomes a dark one on a light ground) and each item's channels in order (B, C), a
+    permutation of range(C) per item."""
+    b, c = x.shape[:2]
+    x = x.gather(1, order.view(b, c, 1, 1).expand_as(x))
+    return torch.where(inverted.view(b, 1, 1, 1), -x, x)
+
+
+def random_recolour(x: torch.Tensor) -> torch.Tensor:
+    """x recoloured (recolour) at random: each item's colours inverted with probability 1/2 and its channels in an
+    order drawn uniformly (a grey item keeps its one channel). Drawn on the device: it runs in a captured step."""
+    b, c = x.shape[:2]
+    order = torch.rand(b, c, device=x.device).argsort(dim=1)
+    return recolour(x, torch.rand(b, device=x.device) < 0.5, order)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from gvtool.train.augment import diff_augment
+from gvtool.train.augment import diff_augment, random_recolour
 from gvtool.train.config import ModelConfig
 from gvtool.train.device import filled
 from gvtool.masks import MASK_KINDS
@@ -334,7 +334,9 @@ def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x
     The KL terms have weight kl_weight, and pixel_weight adds the pixel likelihoods beside the feature ones.
     With style_dim (MUNIT, Huang et al. 2018) a translation keeps the source's content and draws the target's style
     from the prior, the cycle's way back takes the source's own style, and the translation's encoding must give the
-    drawn style back (L1, on the encoder and the decoders). With content_adv_weight a discriminator of the content
+    drawn style back (L1, on the encoder and the decoders); with invariance_weight each domain's content code must
+    not move when the image is recoloured (its colours inverted, its channels reordered: augment.random_recolour),
+    squared distance averaged over both domains' items. With content_adv_weight a discriminator of the content
     codes learns which domain each came from, and the encoders learn to leave it guessing (_content_adversary)."""
     b = x.shape[0]
     enc, dec, disc = nets["encoder"], nets["decoder"], nets["discriminator"]
@@ -380,6 +382,12 @@ def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x
         losses["encoder"] = losses["encoder"] + style_rec
         losses["decoder"] = losses["decoder"] + style_rec
         metrics["style_rec"] = style_rec.detach()
+    if cfg.invariance_weight > 0:  # the content code blind to the colours (the style keeps them)
+        mean_r, _ = enc((random_recolour(x), random_recolour(x_b)), (0, 1))
+        content = cfg.latent_dim - cfg.style_dim
+        invariance = (mean_r[:, :content] - mean[:, :content]).float().pow(2).sum(dim=1).mean()
+        losses["encoder"] = losses["encoder"] + cfg.invariance_weight * invariance
+        metrics["invariance"] = invariance.detach()
     if cfg.content_adv_weight > 0:  # both domains' content codes alike (DRIT's content adversary)
         adversary = _content_adversary(nets["content_discriminator"], z[:, :cfg.latent_dim - cfg.style_dim])
         losses["encoder"] = losses["encoder"] + cfg.content_adv_weight * adversary["fool"]

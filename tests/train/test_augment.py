@@ -1,11 +1,12 @@
-"""DiffAugment's transforms: what each does to known images, that they are differentiable, and shared draws."""
+"""DiffAugment's transforms: what each does to known images, that they are differentiable, and shared draws; the
+colour transforms a translation model's content code learns to ignore."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from gvtool.train.augment import cut_out, diff_augment, translate
+from gvtool.train.augment import cut_out, diff_augment, random_recolour, recolour, translate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -91,3 +92,30 @@ class TestDiffAugment:
         out = diff_augment(torch.ones(64, 1, 16, 16), ("cutout",))
         blanked = (out == 0).flatten(1).sum(dim=1)
         assert blanked.max() == 8 * 8 and blanked.min() > 0
+
+
+class TestRecolour:
+    def test_inverts_the_marked_items_and_reorders_each_items_channels(self):
+        x = torch.stack([torch.full((2, 2), v) for v in (-1.0, 0.5, 1.0)]).expand(2, 3, 2, 2)  # channels -1, .5, 1
+        out = recolour(x, torch.tensor([False, True]), torch.tensor([[2, 0, 1], [0, 1, 2]]))
+        assert out[0, :, 0, 0].tolist() == [1.0, -1.0, 0.5]  # item 0: channels 2, 0, 1, not inverted
+        assert out[1, :, 0, 0].tolist() == [1.0, -0.5, -1.0]  # item 1: its own order, inverted
+
+    def test_a_random_draw_inverts_some_items_and_permutes_channels(self):
+        torch.manual_seed(0)
+        x = torch.rand(256, 3, 4, 4) * 2 - 1
+        out = random_recolour(x)
+        inverted = (out.sum(dim=(1, 2, 3)) - -x.sum(dim=(1, 2, 3))).abs() < 1e-4  # reordering keeps an item's sum
+        assert 0.35 < inverted.float().mean() < 0.65
+        # each item's channels are its own channels, reordered (sorted values compare whatever the order)
+        kept = torch.where(inverted.view(-1, 1, 1, 1), -out, out)
+        torch.testing.assert_close(kept.flatten(1).sort(dim=1).values, x.flatten(1).sort(dim=1).values)
+        assert (kept[:, 0] != x[:, 0]).flatten(1).any(dim=1).float().mean() > 0.4  # the first channel moved
+
+    def test_a_grey_item_keeps_its_channel_and_the_gradient_flows(self):
+        x = (torch.rand(8, 1, 4, 4) * 2 - 1).requires_grad_(True)
+        out = random_recolour(x)
+        assert ((out - x).abs().flatten(1).amax(dim=1) < 1e-6).logical_or((out + x).abs().flatten(1).amax(dim=1)
+                                                                            < 1e-6).all()
+        out.sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() == x.numel()

@@ -74,13 +74,14 @@ class TestTrainCommand:
                                                                            monkeypatch):
         monkeypatch.chdir(tmp_path)
         result = invoke("--model", "cyclevae", "--data", labelled_npz, "--data-b", colour_npz, "--cycle-weight", "2",
-                        "--style-dim", "1", "--content-adv-weight", "3", *TINY)
+                        "--style-dim", "1", "--content-adv-weight", "3", "--invariance-weight", "2", *TINY)
         assert result.exit_code == 0, result.output
         (run_dir,) = (tmp_path / "runs").iterdir()
         assert run_dir.name.startswith("cyclevae-labelled-colour-")
         config = json.loads((run_dir / rundir.CONFIG_FILE).read_text())
         assert (config["data_b"], config["model"]["channels_b"], config["model"]["cycle_weight"],
-                config["model"]["style_dim"], config["model"]["content_adv_weight"]) == (colour_npz, 3, 2.0, 1, 3.0)
+                config["model"]["style_dim"], config["model"]["content_adv_weight"], config["model"]["invariance_weight"]
+                ) == (colour_npz, 3, 2.0, 1, 3.0, 2.0)
         assert config["epochs"] == 1  # --epochs wins over the cyclevae default
 
     def test_domain_b_for_a_one_domain_model_is_one_line(self, labelled_npz, colour_npz, tmp_path):

@@ -442,6 +442,63 @@ class TestDomainAClasses:
             ModelConfig(class_weight=1.0)
 
 
+class TestInvariance:
+    """--invariance-weight: each domain's content code must not move when the image is recoloured; the style may."""
+
+    class Stub(nn.Module):  # content: each item's mean |x| (blind to the colours) or its mean x; style: its mean x
+        def __init__(self, k: int, blind: bool):
+            super().__init__()
+            self.k, self.blind, self.scale = k, blind, nn.Parameter(torch.ones(()))
+
+        def forward(self, xs, domains):
+            def code(x):
+                content = (x.abs() if self.blind else x).flatten(1).mean(dim=1, keepdim=True)
+                return torch.cat([content.expand(-1, self.k - 1), x.flatten(1).mean(dim=1, keepdim=True)], dim=1)
+            mean = self.scale * torch.cat([code(x) for x in xs])
+            return mean, torch.zeros_like(mean)
+
+    @pytest.mark.parametrize("blind", [True, False])
+    def test_the_content_alone_must_ignore_the_colours(self, blind):
+        cfg = _cfg(latent_dim=4, style_dim=1, invariance_weight=1.0)
+        nets = build_networks(cfg)
+        nets["encoder"] = self.Stub(4, blind)
+        torch.manual_seed(0)
+        x, x_b = torch.rand(16, 1, 16, 16) * 2 - 1, torch.rand(16, 3, 16, 16) * 2 - 1
+        invariance = compute_losses(cfg, nets, x + 0.5, None, x_b + 0.5).metrics["invariance"].item()
+        # the style (mean x) changes sign with the inverted items; a content of mean |x| stays, one of mean x moves
+        assert invariance == pytest.approx(0.0, abs=1e-10) if blind else invariance > 0.1
+
+    def test_the_weight_scales_the_encoders_term(self):
+        x, x_b = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1
+        encoder, invariance = [], []
+        for weight in (1.0, 3.0):
+            cfg = _cfg(latent_dim=6, style_dim=2, invariance_weight=weight)
+            torch.manual_seed(0)
+            nets = build_networks(cfg)
+            torch.manual_seed(1)
+            out = compute_losses(cfg, nets, x, None, x_b)
+            encoder.append(out.losses["encoder"].item())
+            invariance.append(out.metrics["invariance"].item())
+        assert invariance[0] == invariance[1] > 0
+        assert encoder[1] - encoder[0] == pytest.approx(2 * invariance[0], rel=1e-4)
+
+    def test_trains_with_it(self, labelled_npz, colour_npz, make_train_config, tmp_path):
+        import json
+
+        config = make_train_config(labelled_npz, kind="cyclevae", data_b=colour_npz)
+        config = config.replace(model=dataclasses.replace(config.model, style_dim=1, invariance_weight=1.0))
+        train(config, tmp_path / "run")
+        steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert all(np.isfinite(s["invariance"]) for s in steps if s["type"] == "step")
+
+    @pytest.mark.parametrize("changes, match", [
+        ({"style_dim": 1, "invariance_weight": -1.0}, "invariance_weight must be >= 0"),
+        ({"invariance_weight": 1.0}, "--invariance-weight needs --style-dim")])
+    def test_refusals(self, changes, match):
+        with pytest.raises(BadInputError, match=match):
+            _cfg(**changes)
+
+
 class TestContentAdversary:
     """--content-adv-weight: a discriminator of the content codes tells A's from B's; the encoders learn to leave it
     guessing."""
