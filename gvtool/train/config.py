@@ -175,7 +175,8 @@ class ModelConfig:
                                     # which sums hundreds of features: MVAE (Wu & Goodman 2018) weighs MNIST's label 50
     class_weight: float = 0.0       # cyclevae: > 0 when domain A is labelled (a domain-adaptation setting): a classifier
                                     # of A's images learns A's labels, and translations must keep the class it reads
-                                    # (CyCADA's semantic consistency); the weight of that cross-entropy. 0: unsupervised
+                                    # (CyCADA's semantic consistency); the weight of that cross-entropy, which trains the
+                                    # encoders alone (not the decoders). 0: unsupervised
     classes_b: int = 0              # cyclevae with class_weight: domain B's classes, where B is labelled with as many as
                                     # A (the same classes): B's own classifier then reads A's translations into B
     content_adv_weight: float = 0.0  # cyclevae: > 0 adds a discriminator of the shared content codes that tells domain
