@@ -90,10 +90,11 @@ def _quiet_axis_warnings():
 
 
 def to_int8(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]],
-            op_types: tuple[str, ...] | None = None) -> None:
+            op_types: tuple[str, ...] | None = None, float_last_conv: bool = False) -> None:
     """Static int8 in QDQ form: symmetric int8 activations (min/max calibrated on `calibration`) and
     symmetric per-channel int8 weights, the form TensorRT's explicit quantization reads. `op_types` limits it to
-    those operators (None: every operator onnxruntime quantizes)."""
+    those operators (None: every operator onnxruntime quantizes); `float_last_conv` leaves the graph's last
+    convolution in float (a decoder's, which writes the pixels)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -101,9 +102,11 @@ def to_int8(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]],
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         # Shape inference and graph optimisation first, as onnxruntime's quantization guide asks.
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in ("Conv", "ConvTranspose")]
         quantize_static(str(prepared), str(quantized), _Feeds(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=op_types,
+                        nodes_to_exclude=convs[-1:] if float_last_conv else None,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
         model = onnx.load(str(quantized))
     atomic_write_bytes(dst, model.SerializeToString())

@@ -275,6 +275,39 @@ class TestInt8Graph:
             assert scale.ndim == 1 and len(scale) == inits[node.input[0]].shape[axis], node.name
 
 
+class TestInt8FloatOutput:
+    """to_int8(float_last_conv=True), as a translation model's decoders take it: the conv that writes the pixels keeps
+    its float weights (and runs in float on its dequantized input), the others are quantized."""
+
+    def _convs(self, tmp_path, float_last_conv):
+        from gvtool.export.variants import to_int8
+
+        net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 3, padding=1))
+        src, dst = tmp_path / "net.onnx", tmp_path / f"net.{float_last_conv}.onnx"
+        torch.onnx.export(net, (torch.zeros(1, 2, 8, 8),), str(src), input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+        rng = np.random.default_rng(0)
+        to_int8(src, dst, [{"x": rng.standard_normal((4, 2, 8, 8)).astype(np.float32)} for _ in range(2)],
+                float_last_conv=float_last_conv)
+        model = onnx.load(str(dst))
+        made_by = {out: n.op_type for n in model.graph.node for out in n.output}
+        return [[made_by.get(name, "initializer") for name in n.input[:2]] for n in model.graph.node
+                if n.op_type == "Conv"]
+
+    def test_the_last_conv_stays_float(self, tmp_path):
+        first, last = self._convs(tmp_path, True)
+        assert first == ["DequantizeLinear", "DequantizeLinear"]  # input and weights quantized
+        assert last[1] == "initializer"  # float weights
+
+    def test_without_it_every_conv_is_quantized(self, tmp_path):
+        assert self._convs(tmp_path, False) == [["DequantizeLinear", "DequantizeLinear"]] * 2
+
+    def test_a_translation_models_decoders_take_it(self):
+        from gvtool.export.bundle import INT8_FLOAT_OUTPUT
+
+        assert {("cyclevae", "decoder"), ("cyclevae", "decoder_b")} <= INT8_FLOAT_OUTPUT
+
+
 class TestValidationRecord:
     @pytest.mark.parametrize("name,key", KEYS, ids=KEY_IDS)
     def test_manifest_records_a_passed_validation(self, tiny_bundle, name, key):
