@@ -280,12 +280,14 @@ class TestInt8FloatOutput:
     its float weights (and runs in float on its dequantized input), the others are quantized."""
 
     def _convs(self, tmp_path, float_last_conv):
+        from gvtool.export.onnx_export import export_onnx
         from gvtool.export.variants import to_int8
+        from gvtool.manifest import TensorSpec
 
         net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 3, padding=1))
         src, dst = tmp_path / "net.onnx", tmp_path / f"net.{float_last_conv}.onnx"
-        torch.onnx.export(net, (torch.zeros(1, 2, 8, 8),), str(src), input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+        export_onnx(net, (TensorSpec("x", "float32", ("batch", 2, 8, 8)),),
+                    (TensorSpec("y", "float32", ("batch", 3, 8, 8)),), src)
         rng = np.random.default_rng(0)
         to_int8(src, dst, [{"x": rng.standard_normal((4, 2, 8, 8)).astype(np.float32)} for _ in range(2)],
                 float_last_conv=float_last_conv)
