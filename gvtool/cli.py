@@ -141,8 +141,8 @@ def main() -> None:
                    "channels x base^2, 392 at 28 px); 0 for a flat --latent-dim vector [default: 0].")
 @click.option("--class-weight", type=click.FloatRange(min=0),
               help="cyclevae: a classifier learns domain A's labels (and one B's, where B is labelled with the "
-                   "same classes), and translations must keep the class the target domain's classifier reads, with "
-                   "this weight [default: 0, unsupervised].")
+                   "same classes), and the encoders learn to give translations the class the target domain's "
+                   "classifier reads, with this weight (10 on the built-in pairs) [default: 0, unsupervised].")
 @click.option("--style-dim", type=click.IntRange(min=0),
               help="cyclevae: the last this many values of the latent are each domain's style (a photograph's "
                    "background), the rest the content both domains share; translations take the target's "
