@@ -102,11 +102,12 @@ def to_int8(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]],
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         # Shape inference and graph optimisation first, as onnxruntime's quantization guide asks.
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in ("Conv", "ConvTranspose")]
+        excluded = [n.name for n in onnx.load(str(prepared)).graph.node
+                    if n.op_type in ("Conv", "ConvTranspose")][-1:] if float_last_conv else None
         quantize_static(str(prepared), str(quantized), _Feeds(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=op_types,
-                        nodes_to_exclude=convs[-1:] if float_last_conv else None,
+                        nodes_to_exclude=excluded,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
         model = onnx.load(str(quantized))
     atomic_write_bytes(dst, model.SerializeToString())
