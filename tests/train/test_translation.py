@@ -492,12 +492,12 @@ class TestInvariance:
         assert encoder[1] - encoder[0] == pytest.approx(2 * invariance[0], rel=1e-4)
 
     def test_trains_with_it(self, labelled_npz, colour_npz, make_train_config, tmp_path):
-        import json
+        from gvtool.train.metrics_log import read_rows
 
         config = make_train_config(labelled_npz, kind="cyclevae", data_b=colour_npz)
         config = config.replace(model=dataclasses.replace(config.model, style_dim=1, invariance_weight=1.0))
         train(config, tmp_path / "run")
-        steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        steps = read_rows(tmp_path / "run" / rundir.METRICS_FILE)
         assert all(np.isfinite(s["invariance"]) for s in steps if s["type"] == "step")
 
     @pytest.mark.parametrize("changes, match", [
