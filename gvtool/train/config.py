@@ -303,6 +303,11 @@ class ModelConfig:
                                             f"latent of {self.latent_dim} values; at most 4096")
 
     @property
+    def content_dim(self) -> int:
+        """cyclevae: the content part of the flat latent, the values both domains share (all but the style)."""
+        return self.latent_dim - self.style_dim
+
+    @property
     def text_conditioned(self) -> bool:
         """Whether the networks take a sentence embedding in place of labels (--captions on a vaegan, vae or gan); a
         joint model's caption is a modality of its own instead (its caption expert)."""

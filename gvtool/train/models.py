@@ -446,8 +446,8 @@ class DomainDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.shared = Decoder(dataclasses.replace(cfg, latent_dim=cfg.latent_dim - cfg.style_dim, style_dim=0,
-                                                   invariance_weight=0.0))
+        self.shared = Decoder(dataclasses.replace(cfg, latent_dim=cfg.content_dim, style_dim=0,
+                                                  invariance_weight=0.0))
         self.styles = None  # each domain's style -> a scale and a shift per shared channel
         if cfg.style_dim:
             self.styles = nn.ModuleList(nn.Linear(cfg.style_dim, 2 * self.shared.top) for _ in range(2))
@@ -608,7 +608,7 @@ class ContentDiscriminator(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(cfg.latent_dim - cfg.style_dim, cfg.hidden), nn.LeakyReLU(0.2),
+        self.net = nn.Sequential(nn.Linear(cfg.content_dim, cfg.hidden), nn.LeakyReLU(0.2),
                                  nn.Linear(cfg.hidden, cfg.hidden), nn.LeakyReLU(0.2), nn.Linear(cfg.hidden, 1))
 
     def forward(self, content: torch.Tensor) -> torch.Tensor:

@@ -384,12 +384,12 @@ def _cyclevae(cfg: ModelConfig, nets, x: torch.Tensor, y: torch.Tensor | None, x
         metrics["style_rec"] = style_rec.detach()
     if cfg.invariance_weight > 0:  # the content code blind to the colours (the style keeps them)
         mean_r, _ = enc((random_recolour(x), random_recolour(x_b)), (0, 1))
-        content = cfg.latent_dim - cfg.style_dim
+        content = cfg.content_dim
         invariance = (mean_r[:, :content] - mean[:, :content]).float().pow(2).sum(dim=1).mean()
         losses["encoder"] = losses["encoder"] + cfg.invariance_weight * invariance
         metrics["invariance"] = invariance.detach()
     if cfg.content_adv_weight > 0:  # both domains' content codes alike (DRIT's content adversary)
-        adversary = _content_adversary(nets["content_discriminator"], z[:, :cfg.latent_dim - cfg.style_dim])
+        adversary = _content_adversary(nets["content_discriminator"], z[:, :cfg.content_dim])
         losses["encoder"] = losses["encoder"] + cfg.content_adv_weight * adversary["fool"]
         losses["content_discriminator"] = adversary["d"]
         metrics["content_d_acc"] = adversary["acc"]
