@@ -331,7 +331,8 @@ def _export_graph(graph: str, run: RunModel, inputs: _Inputs, folder: Path, prec
         elif precision == "int8":
             kind = run.config.model.kind
             to_int8(fp32_path, path, inputs.feeds(graph, [CALIBRATION_BATCH] * (CALIBRATION_ITEMS // CALIBRATION_BATCH)),
-                    ("Conv", "Gemm") if (kind, graph) in INT8_CONV_ONLY else None, (kind, graph) in INT8_FLOAT_OUTPUT)
+                    ("Conv", "Gemm") if (kind, graph) in INT8_CONV_ONLY else None,
+                    float_last_conv=(kind, graph) in INT8_FLOAT_OUTPUT)
         validation = validate_graph(path, specs_out, reference, check_feeds, precision, note, scale,
                                     by_cosine=graph == TEXT_GRAPH and precision == "int8")
         verdict = "ok" if validation.passed else "MISMATCH"
